@@ -1,0 +1,81 @@
+"""Real speech with known words and known pauses, made with espeak-ng (tests, benchmarks)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.audio import MODEL_RATE
+
+SENTENCES = (
+    "The quick brown fox jumps over the lazy dog.",
+    "Please call Stella and ask her to bring these things with her from the store.",
+    "We also need a small plastic snake and a big toy frog for the kids.",
+    "She can scoop these things into three red bags, and we will go meet her.",
+    "The birch canoe slid on the smooth planks.",
+    "Glue the sheet to the dark blue background.",
+    "It is easy to tell the depth of a well.",
+    "These days a chicken leg is a rare dish.",
+)
+
+
+@dataclass
+class Speech:
+    """16 kHz mono float32 audio and, per sentence, where its speech starts and ends (s)."""
+
+    audio: np.ndarray
+    spans: list[tuple[float, float]]
+    texts: list[str]
+
+    @property
+    def pcm16(self) -> bytes:
+        return (np.clip(self.audio, -1, 32767 / 32768) * 32768).astype("<i2").tobytes()
+
+    @property
+    def duration(self) -> float:
+        return len(self.audio) / MODEL_RATE
+
+
+def have_espeak() -> bool:
+    return shutil.which("espeak-ng") is not None
+
+
+def synth(text: str, voice: str = "en-us", speed: int = 160) -> np.ndarray:
+    """One sentence as 16 kHz float32, leading and trailing silence trimmed."""
+    import soundfile as sf
+    import soxr
+
+    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text],
+                         check=True, capture_output=True, timeout=60).stdout
+    audio, rate = sf.read(io.BytesIO(wav), dtype="float32")
+    if rate != MODEL_RATE:
+        audio = soxr.resample(audio, rate, MODEL_RATE).astype(np.float32)
+    voiced = np.flatnonzero(np.abs(audio) > 0.01)
+    if len(voiced):
+        audio = audio[voiced[0]: voiced[-1] + 1]
+    return audio.astype(np.float32) * 0.8
+
+
+def conversation(texts: list[str] | tuple[str, ...], pause_s: float = 1.2, lead_s: float = 0.5,
+                 tail_s: float = 1.5, noise: float = 0.0, seed: int = 0) -> Speech:
+    """Sentences separated by `pause_s` of silence (optionally low noise), with known spans."""
+    parts: list[np.ndarray] = [np.zeros(int(lead_s * MODEL_RATE), np.float32)]
+    spans = []
+    pos = len(parts[0])
+    for i, text in enumerate(texts):
+        clip = synth(text)
+        spans.append((pos / MODEL_RATE, (pos + len(clip)) / MODEL_RATE))
+        parts.append(clip)
+        pos += len(clip)
+        gap = np.zeros(int((pause_s if i < len(texts) - 1 else tail_s) * MODEL_RATE), np.float32)
+        parts.append(gap)
+        pos += len(gap)
+    audio = np.concatenate(parts)
+    if noise:
+        rng = np.random.default_rng(seed)
+        audio = audio + rng.normal(0, noise, len(audio)).astype(np.float32)
+    return Speech(audio=audio.astype(np.float32), spans=spans, texts=list(texts))

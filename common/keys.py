@@ -1,0 +1,44 @@
+"""Every Redis name the service uses. Nothing else builds a key by hand."""
+
+from __future__ import annotations
+
+STREAM_FINAL = "stt:jobs:final"
+STREAM_INTERIM = "stt:jobs:interim"
+STREAM_DEAD = "stt:jobs:dead"
+GROUP = "decoders"
+JOB_FIELD = b"job"
+
+NODE_KINDS = ("gateway", "decoder")
+
+
+def stream_for(kind: str) -> str:
+    return STREAM_FINAL if kind == "final" else STREAM_INTERIM
+
+
+def audio_key(session: str, utt: int) -> str:
+    return "stt:audio:%s:%d" % (session, utt)
+
+
+def results_channel(gateway_id: str) -> str:
+    return "stt:results:%s" % gateway_id
+
+
+def result_key(job_id: str) -> str:
+    return "stt:result:%s" % job_id
+
+
+def node_key(kind: str, node_id: str) -> str:
+    return "stt:node:%s:%s" % (kind, node_id)
+
+
+def node_pattern(kind: str) -> str:
+    return "stt:node:%s:*" % kind
+
+
+def final_job_id(session: str, utt: int) -> str:
+    """Re-queues of a final reuse this id, so the result cache answers them."""
+    return "%s:%d:f" % (session, utt)
+
+
+def interim_job_id(session: str, utt: int, rev: int) -> str:
+    return "%s:%d:i%d" % (session, utt, rev)

@@ -1,0 +1,268 @@
+"""Every wire schema: decode jobs and results (msgpack, version 1) and the client protocol.
+
+A job or result whose version is missing, wrong or unknown is a `SchemaError` naming what is
+wrong; it never reaches the model or a client half-read.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from common.errors import SchemaError
+
+SCHEMA_VERSION = 1
+KINDS = ("final", "interim")
+TASKS = ("transcribe", "translate")
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str
+    session: str
+    gateway: str
+    utt: int
+    audio_key: str
+    audio_end: int
+    rev: int = 0
+    t0: float = 0.0
+    lang: str | None = None
+    task: str = "transcribe"
+    prompt: str = ""
+    prefix: str = ""
+    word_timestamps: bool = False
+    enqueued: int = 0
+    deadline: int = 0
+    v: int = SCHEMA_VERSION
+
+
+@dataclass
+class Word:
+    word: str
+    start: float
+    end: float
+    prob: float
+
+
+@dataclass
+class Result:
+    id: str
+    kind: str
+    session: str
+    utt: int
+    rev: int = 0
+    text: str = ""
+    language: str | None = None
+    words: list[dict[str, Any]] | None = None
+    audio_s: float = 0.0
+    queue_ms: float = 0.0
+    decode_ms: float = 0.0
+    decoder: str = ""
+    no_speech: bool = False
+    error: str | None = None
+    v: int = SCHEMA_VERSION
+
+    @classmethod
+    def failure(cls, job: Job, error: str, decoder: str) -> Result:
+        return cls(id=job.id, kind=job.kind, session=job.session, utt=job.utt, rev=job.rev,
+                   decoder=decoder, error=error)
+
+
+_JOB_FIELDS = {f.name: f for f in dataclasses.fields(Job)}
+_RESULT_FIELDS = {f.name: f for f in dataclasses.fields(Result)}
+_JOB_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (str,), "kind": (str,), "session": (str,), "gateway": (str,), "utt": (int,),
+    "audio_key": (str,), "audio_end": (int,), "rev": (int,), "t0": (float, int),
+    "lang": (str, type(None)), "task": (str,), "prompt": (str,), "prefix": (str,),
+    "word_timestamps": (bool,), "enqueued": (int,), "deadline": (int,), "v": (int,),
+}
+
+
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(dataclasses.asdict(obj), use_bin_type=True)
+
+
+def _unpack_map(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError) as exc:
+        raise SchemaError("%s is not valid msgpack: %s" % (what, exc)) from None
+    if not isinstance(obj, dict):
+        raise SchemaError("%s is not a msgpack map" % what)
+    version = obj.get("v")
+    if version != SCHEMA_VERSION:
+        raise SchemaError("%s has schema version %r; this build reads version %d"
+                          % (what, version, SCHEMA_VERSION))
+    return obj
+
+
+def encode_job(job: Job) -> bytes:
+    return _pack(job)
+
+
+def decode_job(data: bytes) -> Job:
+    obj = _unpack_map(data, "job")
+    missing = [n for n, f in _JOB_FIELDS.items()
+               if n not in obj and f.default is dataclasses.MISSING]
+    if missing:
+        raise SchemaError("job lacks %s" % ", ".join(missing))
+    kwargs = {}
+    for name, value in obj.items():
+        if name not in _JOB_FIELDS:
+            continue  # fields added by a newer minor revision are ignored
+        if not isinstance(value, _JOB_TYPES[name]) or (isinstance(value, bool) and bool not in
+                                                        _JOB_TYPES[name]):
+            raise SchemaError("job field %s has type %s" % (name, type(value).__name__))
+        kwargs[name] = value
+    job = Job(**kwargs)
+    if job.kind not in KINDS:
+        raise SchemaError("job kind %r is not one of %s" % (job.kind, ", ".join(KINDS)))
+    if job.task not in TASKS:
+        raise SchemaError("job task %r is not one of %s" % (job.task, ", ".join(TASKS)))
+    if job.audio_end < 0:
+        raise SchemaError("job audio_end %d is negative" % job.audio_end)
+    return job
+
+
+def encode_result(result: Result) -> bytes:
+    return _pack(result)
+
+
+def decode_result(data: bytes) -> Result:
+    obj = _unpack_map(data, "result")
+    try:
+        return Result(**{k: v for k, v in obj.items() if k in _RESULT_FIELDS})
+    except TypeError as exc:
+        raise SchemaError("result is incomplete: %s" % exc) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Client protocol (WebSocket /v1/listen). Server messages get their `seq` from the session.
+
+ENCODINGS = ("pcm_s16le",)
+CLIENT_OPS = ("start", "audio", "finalize", "keepalive", "stop")
+
+
+class ProtocolError(SchemaError):
+    """A client message the gateway cannot act on; `code` is the error code sent back."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class StartRequest:
+    sample_rate: int
+    lang: str | None  # None: detect on the first utterance ("auto")
+    encoding: str = "pcm_s16le"
+    interim: bool = True
+    word_timestamps: bool = False
+    task: str = "transcribe"
+    prompt: str = ""
+
+
+@dataclass
+class ClientMessage:
+    op: str
+    start: StartRequest | None = None
+    audio: bytes = b""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_client_text(text: str) -> ClientMessage:
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ProtocolError("bad_json", "message is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_message", "message must be a JSON object")
+    op = obj.get("op")
+    if op not in CLIENT_OPS:
+        raise ProtocolError("unknown_op", "unknown op %r (expected one of %s)"
+                            % (op, ", ".join(CLIENT_OPS)))
+    if op == "start":
+        return ClientMessage(op="start", start=_parse_start(obj))
+    if op == "audio":
+        payload = obj.get("payload")
+        if not isinstance(payload, str):
+            raise ProtocolError("bad_audio", "audio op needs a base64 string 'payload'")
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise ProtocolError("bad_audio", "audio payload is not valid base64") from None
+        return ClientMessage(op="audio", audio=data)
+    return ClientMessage(op=op)
+
+
+def _parse_start(obj: dict[str, Any]) -> StartRequest:
+    rate = obj.get("sample_rate", 16000)
+    if not isinstance(rate, int) or isinstance(rate, bool):
+        raise ProtocolError("bad_sample_rate", "sample_rate must be an integer")
+    lang = obj.get("lang", "auto")
+    if lang is not None and not isinstance(lang, str):
+        raise ProtocolError("bad_start", "lang must be a string")
+    encoding = obj.get("encoding", "pcm_s16le")
+    if encoding not in ENCODINGS:
+        raise ProtocolError("unsupported_encoding", "encoding %r is not supported (use %s)"
+                            % (encoding, ", ".join(ENCODINGS)))
+    task = obj.get("task", "transcribe")
+    if task not in TASKS:
+        raise ProtocolError("bad_start", "task must be one of %s" % ", ".join(TASKS))
+    prompt = obj.get("prompt") or ""
+    if not isinstance(prompt, str):
+        raise ProtocolError("bad_start", "prompt must be a string")
+    for flag in ("interim", "word_timestamps"):
+        if flag in obj and not isinstance(obj[flag], bool):
+            raise ProtocolError("bad_start", "%s must be true or false" % flag)
+    return StartRequest(
+        sample_rate=rate,
+        lang=None if lang in (None, "", "auto") else lang.lower(),
+        encoding=encoding,
+        interim=obj.get("interim", True),
+        word_timestamps=obj.get("word_timestamps", False),
+        task=task,
+        prompt=prompt[:1000],
+    )
+
+
+def server_started(session_id: str, sample_rate: int, lang: str | None) -> dict[str, Any]:
+    return {"type": "started", "session_id": session_id, "sample_rate": sample_rate,
+            "lang": lang or "auto"}
+
+
+def server_interim(utt: int, rev: int, text: str, stable_chars: int, start: float,
+                   end: float) -> dict[str, Any]:
+    return {"type": "interim", "utterance": utt, "rev": rev, "text": text,
+            "stable_chars": stable_chars, "start": round(start, 3), "end": round(end, 3)}
+
+
+def server_final(result: Result, start: float, end: float, want_words: bool) -> dict[str, Any]:
+    msg: dict[str, Any] = {"type": "final", "utterance": result.utt, "text": result.text,
+                           "start": round(start, 3), "end": round(end, 3),
+                           "language": result.language, "queue_ms": round(result.queue_ms, 1),
+                           "decode_ms": round(result.decode_ms, 1)}
+    if result.no_speech:
+        msg["no_speech"] = True
+    if want_words:
+        msg["words"] = result.words or []
+    return msg
+
+
+def server_error(code: str, message: str, utt: int | None = None) -> dict[str, Any]:
+    msg: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if utt is not None:
+        msg["utterance"] = utt
+    return msg
+
+
+def server_done() -> dict[str, Any]:
+    return {"type": "done"}

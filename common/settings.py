@@ -1,0 +1,158 @@
+"""Every setting of the service, read once from the environment into one typed object.
+
+Names are unprefixed (the seed's `MODEL_NAME`, `INTERIM_MIN_MS`, ... keep their meaning and
+defaults). A bad value raises `SettingsError` naming the variable; entry points turn that into
+the `CONFIG` exit code before anything starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.errors import SettingsError
+
+
+def _setting(default: Any, help: str, *, lo: float | None = None, hi: float | None = None,
+             choices: tuple[str, ...] | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "lo": lo, "hi": hi, "choices": choices})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- model (seed names and defaults) ---
+    MODEL_NAME: str = _setting("base", "faster-whisper size name or local CTranslate2 directory")
+    DEVICE: str = _setting("auto", "auto | cuda | cpu", choices=("auto", "cuda", "cpu"))
+    COMPUTE_TYPE: str = _setting(
+        "float16", "CTranslate2 compute type; on a CPU, float16 variants fall back to int8")
+    DEVICE_INDEX: int = _setting(0, "GPU index of this decoder", lo=0)
+    CPU_THREADS: int = _setting(0, "CTranslate2 intra-op threads (0: its default)", lo=0)
+    # --- endpointing and interims (seed names and defaults) ---
+    INTERIM_MIN_MS: int = _setting(350, "new speech needed before the next interim", lo=0)
+    FINAL_SILENCE_MS_MIN: int = _setting(400, "shortest trailing silence that ends an utterance", lo=30)
+    FINAL_SILENCE_MS_MAX: int = _setting(700, "longest trailing silence that ends an utterance", lo=30)
+    # --- shared ---
+    REDIS_URL: str = _setting("", "Redis URL; empty: redis://127.0.0.1:6379/0 (stt up: a private one)")
+    LOG_LEVEL: str = _setting("INFO", "logging level",
+                              choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+    HEARTBEAT_S: float = _setting(2.0, "node heartbeat period", lo=0.1)
+    NODE_TTL_S: float = _setting(10.0, "a node without heartbeat for this long is gone", lo=0.5)
+    SHUTDOWN_TIMEOUT_S: float = _setting(20.0, "bound on draining at shutdown", lo=0.0)
+    # --- decoder ---
+    DECODER_ID: str = _setting("", "consumer name; empty: host-pid")
+    METRICS_PORT: int = _setting(9100, "decoder /metrics port (0: off)", lo=0, hi=65535)
+    DECODE_BATCH: int = _setting(4, "most jobs of one kind decoded together", lo=1, hi=64)
+    BATCH_WAIT_MS: int = _setting(0, "longest wait to fill a batch of interims", lo=0, hi=1000)
+    FINAL_BEAM: int = _setting(5, "beam size of final decodes", lo=1, hi=16)
+    CLAIM_IDLE_MS: int = _setting(15000, "a final idle this long in another consumer is claimed", lo=100)
+    MAX_DELIVERIES: int = _setting(3, "deliveries before a job is dead-lettered", lo=1)
+    RESULT_TTL_S: int = _setting(600, "how long a delivered final is kept for re-queued jobs", lo=1)
+    TOKEN_BUDGET_BASE: int = _setting(16, "decode token budget: base", lo=1, hi=200)
+    TOKEN_BUDGET_PER_S: float = _setting(8.0, "decode token budget: per second of audio", lo=0.5)
+    NO_SPEECH_THRESHOLD: float = _setting(0.6, "no-speech probability guard", lo=0.0, hi=1.0)
+    LOG_PROB_THRESHOLD: float = _setting(-1.0, "average log-probability guard", hi=0.0)
+    COMPRESSION_RATIO_THRESHOLD: float = _setting(2.4, "repetition guard (gzip ratio)", lo=1.0)
+    # --- gateway ---
+    HOST: str = _setting("0.0.0.0", "gateway bind address")
+    PORT: int = _setting(8000, "gateway port", lo=0, hi=65535)
+    GATEWAY_ID: str = _setting("", "gateway id (its result channel); empty: host-pid")
+    API_KEY: str = _setting("", "if set, clients must send it (Bearer header or ?token=)")
+    VAD_MODE: int = _setting(2, "WebRTC VAD aggressiveness", lo=0, hi=3)
+    PRE_ROLL_MS: int = _setting(300, "audio kept before speech onset", lo=0, hi=2000)
+    MIN_SPEECH_MS: int = _setting(150, "shorter voiced bursts are noise", lo=30)
+    MAX_UTTERANCE_S: float = _setting(25.0, "forced cut (below Whisper's 30 s window)", lo=1.0, hi=29.0)
+    IDLE_TIMEOUT_S: float = _setting(30.0, "close a session without audio or keepalive", lo=0.1)
+    MAX_SESSION_S: float = _setting(3600.0, "close every session after this", lo=1.0)
+    FINAL_TIMEOUT_S: float = _setting(20.0, "re-queue a final without result after this", lo=0.1)
+    INTERIM_DEADLINE_MS: int = _setting(1500, "an interim not decoded by then is dropped", lo=50)
+    AUDIO_TTL_S: int = _setting(600, "TTL of an utterance's audio key", lo=10)
+    MAX_SESSIONS: int = _setting(256, "sessions per gateway before 1013", lo=1)
+    MAX_FINAL_BACKLOG: int = _setting(500, "final queue depth before new sessions get 1013", lo=1)
+    MAX_FRAME_BYTES: int = _setting(1 << 20, "largest WebSocket message", lo=1024)
+    # --- stt up ---
+    DECODERS: int = _setting(0, "decoder processes for stt up (0: one per GPU, else one)", lo=0, hi=64)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f.name)
+            if raw is None or raw == "" and f.type != "str":
+                continue
+            values[f.name] = _parse(f, raw)
+        values.update(overrides)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            lo, hi, choices = f.metadata["lo"], f.metadata["hi"], f.metadata["choices"]
+            if lo is not None and value < lo:
+                raise SettingsError(f.name, value, "must be >= %s" % lo)
+            if hi is not None and value > hi:
+                raise SettingsError(f.name, value, "must be <= %s" % hi)
+            if choices is not None and value not in choices:
+                raise SettingsError(f.name, value, "must be one of %s" % ", ".join(choices))
+        if self.FINAL_SILENCE_MS_MIN > self.FINAL_SILENCE_MS_MAX:
+            raise SettingsError("FINAL_SILENCE_MS_MIN", self.FINAL_SILENCE_MS_MIN,
+                                "must not exceed FINAL_SILENCE_MS_MAX (%d)" % self.FINAL_SILENCE_MS_MAX)
+        if self.REDIS_URL and not self.REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError("REDIS_URL", self.REDIS_URL, "must start with redis://, rediss:// or unix://")
+
+    def replace(self, **changes: Any) -> Settings:
+        new = dataclasses.replace(self, **changes)
+        new.check()
+        return new
+
+    @property
+    def redis_url(self) -> str:
+        return self.REDIS_URL or "redis://127.0.0.1:6379/0"
+
+    @property
+    def decoder_id(self) -> str:
+        return self.DECODER_ID or "%s-%d" % (socket.gethostname(), os.getpid())
+
+    @property
+    def gateway_id(self) -> str:
+        return self.GATEWAY_ID or "%s-%d" % (socket.gethostname(), os.getpid())
+
+    def to_env(self) -> dict[str, str]:
+        """The settings as environment variables (what `stt up` hands its children)."""
+        return {f.name: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def setting_names() -> set[str]:
+    return {f.name for f in dataclasses.fields(Settings)}
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(name, default, help) of every setting, for `stt settings` and the README."""
+    return [(f.name, str(f.default), f.metadata["help"]) for f in dataclasses.fields(Settings)]
+
+
+def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    text = raw.strip()
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "bool":
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+    except ValueError:
+        raise SettingsError(f.name, raw, "is not a valid %s" % kind) from None
+    if f.name == "LOG_LEVEL":
+        return text.upper()
+    return text

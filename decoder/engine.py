@@ -1,0 +1,134 @@
+"""The faster-whisper engine: one model per process, decode calls made off the event loop."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from common.errors import DecodeError, ModelLoadError
+from common.messages import Job
+from common.settings import Settings
+from decoder import profiles
+
+logger = logging.getLogger(__name__)
+
+_CPU_FALLBACK = {"float16": "int8", "int8_float16": "int8", "bfloat16": "int8",
+                 "int8_bfloat16": "int8"}
+
+
+def resolve_device(settings: Settings) -> tuple[str, str]:
+    """(device, compute type) for this machine: `auto` picks CUDA when a GPU is visible."""
+    import ctranslate2
+
+    device = settings.DEVICE
+    if device == "auto":
+        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    compute = settings.COMPUTE_TYPE
+    supported = ctranslate2.get_supported_compute_types(device, settings.DEVICE_INDEX)
+    if compute not in supported and compute != "default":
+        fallback = _CPU_FALLBACK.get(compute, "default") if device == "cpu" else "default"
+        logger.warning("compute type %s is not supported on %s; using %s", compute, device, fallback)
+        compute = fallback
+    return device, compute
+
+
+@dataclass
+class DecodeOutput:
+    text: str
+    language: str | None
+    words: list[dict[str, Any]] | None
+    no_speech: bool
+    audio_s: float
+    decode_ms: float
+
+
+class Engine:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.device, self.compute_type = resolve_device(settings)
+        self.model_name = settings.MODEL_NAME
+        self.model: Any = None
+
+    def load(self) -> None:
+        from faster_whisper import WhisperModel
+
+        started = time.monotonic()
+        logger.info("loading model %s on %s:%d (%s)", self.model_name, self.device,
+                    self.settings.DEVICE_INDEX, self.compute_type)
+        try:
+            self.model = WhisperModel(
+                self.model_name,
+                device=self.device,
+                device_index=self.settings.DEVICE_INDEX,
+                compute_type=self.compute_type,
+                cpu_threads=self.settings.CPU_THREADS,
+                num_workers=1,
+            )
+        except Exception as exc:  # any loader failure means this process cannot serve
+            raise ModelLoadError("cannot load model %r: %s" % (self.model_name, exc)) from exc
+        logger.info("model %s loaded in %.1fs", self.model_name, time.monotonic() - started)
+
+    def _count_tokens(self, text: str) -> int:
+        if not text:
+            return 0
+        return len(self.model.hf_tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids)
+
+    def options(self, job: Job, audio_s: float) -> dict[str, Any]:
+        """The transcribe options for this job (also what tests use for direct decodes)."""
+        # faster-whisper keeps at most 223 prompt tokens and 223 prefix tokens; the rest of the
+        # context (sot sequence, markers) is 5 tokens.
+        prompt = min(self._count_tokens(job.prompt), 223) + 1 if job.prompt else 0
+        prefix = min(self._count_tokens(job.prefix), 223) if job.kind == "interim" else 0
+        budget = profiles.token_budget(audio_s, self.settings, prompt + prefix + 5)
+        return profiles.options_for(job, self.settings, budget)
+
+    def decode_one(self, job: Job, audio: np.ndarray) -> DecodeOutput:
+        """Decode one job. Runs in the decode thread; raises DecodeError on any model failure."""
+        audio_s = len(audio) / 16000.0
+        started = time.perf_counter()
+        try:
+            segments, info = self.model.transcribe(audio, **self.options(job, audio_s))
+            segments = list(segments)
+        except Exception as exc:
+            raise DecodeError("%s: %s" % (type(exc).__name__, exc)) from exc
+        return self._output(job, segments, info.language, audio_s,
+                            (time.perf_counter() - started) * 1000.0)
+
+    def decode_many(self, jobs: list[tuple[Job, np.ndarray]]) -> list[DecodeOutput | DecodeError]:
+        """Decode a list of jobs of one kind; each job fails alone."""
+        outputs: list[DecodeOutput | DecodeError] = []
+        for job, audio in jobs:
+            try:
+                outputs.append(self.decode_one(job, audio))
+            except DecodeError as exc:
+                outputs.append(exc)
+        return outputs
+
+    def _output(self, job: Job, segments: list[Any], language: str | None, audio_s: float,
+                decode_ms: float) -> DecodeOutput:
+        text, kept = judge(segments, self.settings)
+        words = None
+        if job.kind == "final" and job.word_timestamps:
+            words = [
+                {"word": w.word, "start": round(job.t0 + w.start, 3), "end": round(job.t0 + w.end, 3),
+                 "prob": round(float(w.probability), 3)}
+                for s in kept for w in (s.words or [])
+            ]
+        return DecodeOutput(text=text, language=language, words=words, no_speech=not text,
+                            audio_s=audio_s, decode_ms=decode_ms)
+
+
+def judge(segments: list[Any], settings: Settings) -> tuple[str, list[Any]]:
+    """Hallucination guards on top of faster-whisper's own (which already drop windows with a
+    high no-speech probability and a low log-probability): a segment still too repetitive after
+    every fallback temperature is not speech."""
+    kept = [
+        s for s in segments
+        if not (settings.COMPRESSION_RATIO_THRESHOLD and s.compression_ratio
+                > settings.COMPRESSION_RATIO_THRESHOLD and s.temperature >= profiles.FALLBACK_TEMPERATURES[-1])
+    ]
+    return "".join(s.text for s in kept).strip(), kept

@@ -1,0 +1,112 @@
+"""Decoder Prometheus metrics, served on METRICS_PORT.
+
+Queue depth and the oldest job's age are read from Redis at scrape time (so they agree with
+Redis, not with what this decoder last saw). Because processed entries are XDELeted, a stream's
+length is exactly its work in flight: not yet delivered plus pending.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from common import keys
+
+logger = logging.getLogger(__name__)
+
+DECODE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32)
+WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+OUTCOMES = ("done", "cached", "failed", "stale_dropped", "superseded", "reclaimed", "dead")
+
+
+def stream_depths(client: redis.Redis) -> dict[str, tuple[int, float]]:
+    """{stream: (depth, age in seconds of its oldest entry)} read from Redis now."""
+    pipe = client.pipeline(transaction=False)
+    streams = (keys.STREAM_FINAL, keys.STREAM_INTERIM)
+    for stream in streams:
+        pipe.xlen(stream)
+        pipe.xrange(stream, count=1)
+    replies = pipe.execute()
+    now_ms = time.time() * 1000
+    out = {}
+    for i, stream in enumerate(streams):
+        depth, first = int(replies[2 * i]), replies[2 * i + 1]
+        age = 0.0
+        if first:
+            entry_id = first[0][0]
+            entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            age = max(0.0, (now_ms - int(entry_id.split("-")[0])) / 1000.0)
+        out[stream] = (depth, age)
+    return out
+
+
+class QueueCollector(Collector):
+    def __init__(self, redis_url: str) -> None:
+        self._client = redis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        depth = GaugeMetricFamily("stt_queue_depth", "Jobs in a stream not yet done "
+                                  "(undelivered plus pending)", labels=["stream"])
+        age = GaugeMetricFamily("stt_queue_oldest_age_seconds", "Age of the oldest job waiting "
+                                "in a stream", labels=["stream"])
+        up = GaugeMetricFamily("stt_redis_up", "Whether Redis answered this scrape")
+        try:
+            for stream, (n, a) in stream_depths(self._client).items():
+                depth.add_metric([stream], n)
+                age.add_metric([stream], a)
+            up.add_metric([], 1)
+        except redis.RedisError as exc:
+            logger.debug("scrape could not read Redis: %s", exc)
+            up.add_metric([], 0)
+        yield depth
+        yield age
+        yield up
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class DecoderMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.decode_seconds = Histogram("stt_decode_seconds", "Model time per decode call",
+                                        ["kind"], buckets=DECODE_BUCKETS, registry=r)
+        self.batch_size = Histogram("stt_decode_batch_size", "Jobs per decode call", ["kind"],
+                                    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=r)
+        self.queue_wait = Histogram("stt_job_wait_seconds", "Time from enqueue to decode start",
+                                    ["kind"], buckets=WAIT_BUCKETS, registry=r)
+        self.rtf = Histogram("stt_decode_rtf", "Decode time over audio duration", ["kind"],
+                             buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2), registry=r)
+        self.jobs = Counter("stt_jobs", "Jobs by outcome", ["kind", "outcome"], registry=r)
+        self.info = Gauge("stt_decoder_info", "This decoder's model", ["decoder", "model", "device",
+                                                                         "compute_type"], registry=r)
+        for kind in ("final", "interim"):
+            for outcome in OUTCOMES:
+                self.jobs.labels(kind, outcome)
+        self._collector: QueueCollector | None = None
+        self._server: Any = None
+
+    def serve(self, port: int, redis_url: str, host: str = "0.0.0.0") -> int:
+        """Start the scrape endpoint; returns the bound port (0 picks a free one)."""
+        self._collector = QueueCollector(redis_url)
+        self.registry.register(self._collector)
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self._server = server
+        bound = int(server.server_address[1])
+        logger.info("metrics on http://%s:%d/metrics", host, bound)
+        return bound
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._collector is not None:
+            self._collector.close()

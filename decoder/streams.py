@@ -1,0 +1,183 @@
+"""The decoder's Redis side: reading jobs with priority, claiming, acknowledging, publishing."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from common import keys
+from common.errors import AudioError, SchemaError
+from common.messages import Job, Result, decode_job, encode_result
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Entry:
+    """One stream entry: its job, or why it could not be read."""
+
+    stream: str
+    entry_id: str
+    raw: bytes | None
+    job: Job | None = None
+    problem: str | None = None
+    deliveries: int = 1
+
+    @property
+    def kind(self) -> str:
+        return "final" if self.stream == keys.STREAM_FINAL else "interim"
+
+    @property
+    def label(self) -> str:
+        return self.job.id if self.job else "%s/%s" % (self.stream, self.entry_id)
+
+
+def _to_str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def parse_entry(stream: str, entry_id: Any, fields: dict[bytes, bytes] | None) -> Entry:
+    raw = (fields or {}).get(keys.JOB_FIELD)
+    entry = Entry(stream=stream, entry_id=_to_str(entry_id), raw=raw)
+    if raw is None:
+        entry.problem = "entry has no %r field" % keys.JOB_FIELD.decode()
+        return entry
+    try:
+        entry.job = decode_job(raw)
+    except SchemaError as exc:
+        entry.problem = str(exc)
+        return entry
+    expected = "final" if stream == keys.STREAM_FINAL else "interim"
+    if entry.job.kind != expected:
+        entry.problem = "a %s job on %s" % (entry.job.kind, stream)
+        entry.job = None
+    return entry
+
+
+class JobStreams:
+    def __init__(self, redis: aioredis.Redis, consumer: str) -> None:
+        self.redis = redis
+        self.consumer = consumer
+        self._claim_cursor = {keys.STREAM_FINAL: "0-0", keys.STREAM_INTERIM: "0-0"}
+
+    async def ensure_groups(self) -> None:
+        for stream in (keys.STREAM_FINAL, keys.STREAM_INTERIM):
+            try:
+                await self.redis.xgroup_create(stream, keys.GROUP, id="0", mkstream=True)
+                logger.info("created consumer group %s on %s", keys.GROUP, stream)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def read(self, streams: dict[str, str], count: int, block_ms: int | None) -> list[Entry]:
+        reply = await self.redis.xreadgroup(keys.GROUP, self.consumer, streams, count=count,
+                                            block=block_ms)
+        entries: list[Entry] = []
+        for stream, items in reply or []:
+            name = _to_str(stream)
+            for entry_id, fields in items:
+                entries.append(parse_entry(name, entry_id, fields))
+        return entries
+
+    async def read_own_pending(self, count: int) -> list[Entry]:
+        """Entries this consumer was given before a restart or a lost connection."""
+        streams = {keys.STREAM_FINAL: "0", keys.STREAM_INTERIM: "0"}
+        entries = await self.read(streams, count, None)
+        return [e for e in entries if e.raw is not None or e.problem]
+
+    async def claim_idle(self, stream: str, min_idle_ms: int, count: int) -> list[Entry]:
+        """XAUTOCLAIM entries idle in other consumers (a crashed decoder) and learn how often
+        each was delivered."""
+        reply = await self.redis.xautoclaim(stream, keys.GROUP, self.consumer, min_idle_ms,
+                                            start_id=self._claim_cursor[stream], count=count)
+        self._claim_cursor[stream] = _to_str(reply[0])
+        entries = [parse_entry(stream, eid, fields) for eid, fields in reply[1] if eid]
+        if not entries:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for e in entries:
+            pipe.xpending_range(stream, keys.GROUP, min=e.entry_id, max=e.entry_id, count=1)
+        for e, info in zip(entries, await pipe.execute()):
+            e.deliveries = int(info[0]["times_delivered"]) if info else 1
+        return entries
+
+    async def ack(self, entries: list[Entry], pipe: Any = None) -> None:
+        """XACK and XDEL: the streams hold only work in flight."""
+        own = pipe is None
+        pipe = pipe if pipe is not None else self.redis.pipeline(transaction=True)
+        for stream in {e.stream for e in entries}:
+            ids = [e.entry_id for e in entries if e.stream == stream]
+            pipe.xack(stream, keys.GROUP, *ids)
+            pipe.xdel(stream, *ids)
+        if own:
+            await pipe.execute()
+
+    async def dead_letter(self, entry: Entry, reason: str, decoder: str) -> None:
+        """Move an entry to the dead stream; its utterance gets an error result if we know whose."""
+        pipe = self.redis.pipeline(transaction=True)
+        fields: dict[str, Any] = {"stream": entry.stream, "entry": entry.entry_id, "reason": reason,
+                                  "decoder": decoder, "deliveries": entry.deliveries,
+                                  "at": int(time.time() * 1000)}
+        if entry.raw is not None:
+            fields["job"] = entry.raw
+        pipe.xadd(keys.STREAM_DEAD, fields, maxlen=10000, approximate=True)
+        if entry.job is not None:
+            result = Result.failure(entry.job, "dead-lettered: %s" % reason, decoder)
+            self._publish(pipe, entry.job, result, cache_ttl=None)
+        await self.ack([entry], pipe)
+        await pipe.execute()
+
+    async def cached_results(self, jobs: list[Job]) -> list[bytes | None]:
+        if not jobs:
+            return []
+        return list(await self.redis.mget([keys.result_key(j.id) for j in jobs]))
+
+    async def fetch_audio(self, jobs: list[Job]) -> list[bytes | AudioError]:
+        """Each job's byte range of its utterance's audio, or why it cannot be had."""
+        if not jobs:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for job in jobs:
+            pipe.getrange(job.audio_key, 0, job.audio_end - 1) if job.audio_end > 0 else pipe.exists(
+                job.audio_key)
+            pipe.strlen(job.audio_key)
+        replies = await pipe.execute()
+        out: list[bytes | AudioError] = []
+        for i, job in enumerate(jobs):
+            data, total = replies[2 * i], int(replies[2 * i + 1])
+            if total == 0:
+                out.append(AudioError("audio key %s is missing or empty" % job.audio_key))
+            elif job.audio_end <= 0:
+                out.append(AudioError("job names an empty audio range"))
+            elif total < job.audio_end:
+                out.append(AudioError("audio truncated: %s holds %d bytes, job needs %d"
+                                      % (job.audio_key, total, job.audio_end)))
+            elif job.audio_end % 2:
+                out.append(AudioError("audio range of %d bytes is not whole 16-bit samples"
+                                      % job.audio_end))
+            else:
+                out.append(bytes(data))
+        return out
+
+    def _publish(self, pipe: Any, job: Job, result: Result | bytes, cache_ttl: int | None) -> None:
+        payload = result if isinstance(result, bytes) else encode_result(result)
+        if cache_ttl:
+            pipe.set(keys.result_key(job.id), payload, ex=cache_ttl)
+        pipe.publish(keys.results_channel(job.gateway), payload)
+
+    async def deliver(self, done: list[tuple[Entry, Result | bytes]], cache_ttl: int) -> None:
+        """Cache finals, publish every result, then acknowledge: a crash before the ack leaves
+        the entry to be claimed, and the cache answers it without a second decode."""
+        pipe = self.redis.pipeline(transaction=False)
+        for entry, result in done:
+            assert entry.job is not None
+            cache = cache_ttl if entry.kind == "final" and not (
+                isinstance(result, Result) and result.error) else None
+            self._publish(pipe, entry.job, result, cache)
+        await self.ack([e for e, _ in done], pipe)
+        await pipe.execute()

@@ -1,0 +1,301 @@
+"""The decoder loop: finals before interims, a list of jobs as the unit of work, recovery.
+
+Each turn: claim finals left idle by a dead decoder (every so often), then take waiting finals
+without blocking; only when none waits, decode interims; only when neither waits, block on both
+streams. A Redis outage never ends the loop: it backs off and resumes, re-reading its own
+pending entries first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from common import keys
+from common.audio import pcm16_to_float32
+from common.errors import AudioError, DecodeError
+from common.messages import Job, Result
+from common.settings import Settings
+from decoder.engine import DecodeOutput, Engine
+from decoder.fairness import InterimQueue
+from decoder.metrics import DecoderMetrics
+from decoder.streams import Entry, JobStreams
+
+logger = logging.getLogger(__name__)
+
+BLOCK_MS = 500
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Backoff:
+    def __init__(self, first: float = 0.1, cap: float = 5.0) -> None:
+        self.first, self.cap, self.current = first, cap, 0.0
+
+    def next(self) -> float:
+        self.current = min(self.cap, self.current * 2 if self.current else self.first)
+        return self.current
+
+    def reset(self) -> None:
+        self.current = 0.0
+
+
+class DecoderWorker:
+    def __init__(self, settings: Settings, engine: Engine, metrics: DecoderMetrics | None = None) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.metrics = metrics or DecoderMetrics()
+        self.id = settings.decoder_id
+        self.redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0,
+                                             socket_timeout=BLOCK_MS / 1000 + 5.0)
+        self.streams = JobStreams(self.redis, self.id)
+        self.interims = InterimQueue()
+        self._stop = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+        self._ready = False
+        self._next_claim = 0.0
+        self._jobs_done = 0
+        self._started = time.time()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Called from a signal handler: only sets the flag."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def run(self) -> None:
+        logger.info("decoder %s consuming %s and %s (batch %d)", self.id, keys.STREAM_FINAL,
+                    keys.STREAM_INTERIM, self.settings.DECODE_BATCH)
+        beat = asyncio.create_task(self._heartbeat(), name="heartbeat")
+        try:
+            await self._loop()
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+            await self._shutdown()
+
+    async def _loop(self) -> None:
+        backoff = Backoff()
+        while not self.stopping:
+            try:
+                if not self._ready:
+                    await self.streams.ensure_groups()
+                    own = await self.streams.read_own_pending(self.settings.DECODE_BATCH * 4)
+                    self._ready = True
+                    if own:
+                        logger.info("resuming %d entries of my own pending list", len(own))
+                        await self._process_mixed(own)
+                await self._turn()
+                if backoff.current:
+                    logger.info("Redis is back; decoder %s resumes", self.id)
+                backoff.reset()
+            except TRANSIENT as exc:
+                self._ready = False
+                delay = backoff.next()
+                logger.warning("Redis unavailable (%s); retrying in %.1fs", exc, delay)
+                await self._sleep(delay)
+            except ResponseError as exc:
+                # NOGROUP after Redis lost its data, or a refused command: set up again.
+                self._ready = False
+                delay = backoff.next()
+                logger.error("Redis refused a command (%s); retrying in %.1fs", exc, delay)
+                await self._sleep(delay)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _shutdown(self) -> None:
+        held = self.interims.drain()
+        try:
+            if held:
+                # Only interims: their gateways stop waiting at the deadline anyway.
+                await self.streams.ack(held)
+                self._count(held, "stale_dropped")
+            await self.redis.delete(keys.node_key("decoder", self.id))
+        except RedisError as exc:
+            logger.warning("could not clean up in Redis at shutdown: %s", exc)
+        await self.redis.aclose()
+        self._executor.shutdown(wait=True)
+        logger.info("decoder %s stopped after %d jobs", self.id, self._jobs_done)
+
+    async def _heartbeat(self) -> None:
+        key = keys.node_key("decoder", self.id)
+        while not self.stopping:
+            try:
+                pipe = self.redis.pipeline(transaction=True)
+                pipe.hset(key, mapping={
+                    "id": self.id, "kind": "decoder", "model": self.engine.model_name,
+                    "device": "%s:%d" % (self.engine.device, self.settings.DEVICE_INDEX),
+                    "compute_type": self.engine.compute_type, "host": socket.gethostname(),
+                    "pid": os.getpid(), "started": int(self._started), "seen": now_ms(),
+                    "jobs_done": self._jobs_done, "batch": self.settings.DECODE_BATCH,
+                })
+                pipe.pexpire(key, int(self.settings.NODE_TTL_S * 1000))
+                await pipe.execute()
+            except RedisError as exc:
+                logger.debug("heartbeat failed: %s", exc)
+            await self._sleep(self.settings.HEARTBEAT_S)
+
+    # --- one turn of the loop --------------------------------------------------------------
+
+    async def _turn(self) -> None:
+        batch = self.settings.DECODE_BATCH
+        if time.monotonic() >= self._next_claim:
+            self._next_claim = time.monotonic() + max(0.2, self.settings.CLAIM_IDLE_MS / 4000)
+            claimed = await self.streams.claim_idle(keys.STREAM_FINAL, self.settings.CLAIM_IDLE_MS, batch)
+            claimed += await self.streams.claim_idle(keys.STREAM_INTERIM, self.settings.CLAIM_IDLE_MS, batch)
+            if claimed:
+                logger.info("claimed %d idle entries: %s", len(claimed), ", ".join(e.label for e in claimed))
+                await self._process_mixed(claimed, reclaimed=True)
+                return
+        finals = await self.streams.read({keys.STREAM_FINAL: ">"}, batch, None)
+        if finals:
+            await self._process(finals, "final")
+            return
+        if not self.interims:
+            entries = await self.streams.read({keys.STREAM_FINAL: ">", keys.STREAM_INTERIM: ">"},
+                                              batch, BLOCK_MS)
+            finals = [e for e in entries if e.kind == "final"]
+            await self._admit_interims([e for e in entries if e.kind == "interim"])
+            if finals:
+                await self._process(finals, "final")
+                return
+            if self.interims and self.settings.BATCH_WAIT_MS and len(self.interims) < batch:
+                more = await self.streams.read({keys.STREAM_INTERIM: ">"}, batch - len(self.interims),
+                                               self.settings.BATCH_WAIT_MS)
+                await self._admit_interims(more)
+        if self.interims:
+            sel = self.interims.take(batch, now_ms())
+            if sel.stale or sel.superseded:
+                await self.streams.ack(sel.stale + sel.superseded)
+                self._count(sel.stale, "stale_dropped")
+                self._count(sel.superseded, "superseded")
+            if sel.chosen:
+                await self._process(sel.chosen, "interim")
+
+    async def _admit_interims(self, entries: list[Entry]) -> None:
+        good = await self._reject_unreadable(entries)
+        self.interims.add(good)
+
+    async def _process_mixed(self, entries: list[Entry], reclaimed: bool = False) -> None:
+        if reclaimed:
+            self._count([e for e in entries if e.job], "reclaimed")
+        limit = self.settings.MAX_DELIVERIES
+        over = [e for e in entries if e.deliveries > limit]
+        for e in over:
+            logger.error("job %s delivered %d times (limit %d): dead-lettered", e.label, e.deliveries, limit)
+            await self.streams.dead_letter(e, "delivered %d times" % e.deliveries, self.id)
+            self._count([e], "dead")
+        rest = [e for e in entries if e.deliveries <= limit]
+        finals = [e for e in rest if e.kind == "final"]
+        if finals:
+            await self._process(finals, "final")
+        await self._admit_interims([e for e in rest if e.kind == "interim"])
+
+    async def _reject_unreadable(self, entries: list[Entry]) -> list[Entry]:
+        good = []
+        for e in entries:
+            if e.job is None:
+                logger.error("unreadable entry %s: %s (dead-lettered)", e.label, e.problem)
+                await self.streams.dead_letter(e, e.problem or "unreadable", self.id)
+                self._count([e], "dead", kind=e.kind)
+            else:
+                good.append(e)
+        return good
+
+    async def _process(self, entries: list[Entry], kind: str) -> None:
+        """Decode a list of jobs of one kind and deliver every result. Each job fails alone."""
+        entries = await self._reject_unreadable(entries)
+        if not entries:
+            return
+        jobs = [e.job for e in entries if e.job is not None]
+        done: list[tuple[Entry, Result | bytes]] = []
+        todo: list[Entry] = []
+        cached = await self.streams.cached_results(jobs) if kind == "final" else [None] * len(jobs)
+        for e, hit in zip(entries, cached):
+            if hit is not None:
+                logger.info("job %s answered from the result cache", e.label)
+                done.append((e, hit))
+                self._count([e], "cached")
+            elif kind == "interim" and e.job and e.job.deadline and e.job.deadline < now_ms():
+                await self.streams.ack([e])
+                self._count([e], "stale_dropped")
+            else:
+                todo.append(e)
+        audio = await self.streams.fetch_audio([e.job for e in todo if e.job])
+        ready: list[tuple[Entry, np.ndarray]] = []
+        for e, data in zip(todo, audio):
+            assert e.job is not None
+            if isinstance(data, AudioError):
+                logger.error("job %s (session %s utt %d): %s", e.job.id, e.job.session, e.job.utt, data)
+                done.append((e, Result.failure(e.job, "audio: %s" % data, self.id)))
+                self._count([e], "failed")
+            else:
+                ready.append((e, pcm16_to_float32(data)))
+        if ready:
+            done.extend(await self._decode(ready, kind))
+        if done:
+            await self.streams.deliver(done, self.settings.RESULT_TTL_S)
+
+    async def _decode(self, ready: list[tuple[Entry, np.ndarray]], kind: str) -> list[tuple[Entry, Result | bytes]]:
+        started_ms = now_ms()
+        items: list[tuple[Job, np.ndarray]] = [(e.job, a) for e, a in ready if e.job is not None]
+        t0 = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        outputs = await loop.run_in_executor(self._executor, self.engine.decode_many, items)
+        elapsed = time.perf_counter() - t0
+        m = self.metrics
+        m.decode_seconds.labels(kind).observe(elapsed)
+        m.batch_size.labels(kind).observe(len(items))
+        out: list[tuple[Entry, Result | bytes]] = []
+        for (entry, _audio), output in zip(ready, outputs):
+            job = entry.job
+            assert job is not None
+            queue_ms = max(0.0, started_ms - job.enqueued) if job.enqueued else 0.0
+            m.queue_wait.labels(kind).observe(queue_ms / 1000.0)
+            if isinstance(output, DecodeError):
+                logger.error("job %s (session %s utt %d) failed to decode: %s", job.id, job.session,
+                             job.utt, output)
+                out.append((entry, Result.failure(job, "decode: %s" % output, self.id)))
+                self._count([entry], "failed")
+                continue
+            assert isinstance(output, DecodeOutput)
+            if output.audio_s > 0:
+                m.rtf.labels(kind).observe(output.decode_ms / 1000.0 / output.audio_s)
+            out.append((entry, Result(
+                id=job.id, kind=job.kind, session=job.session, utt=job.utt, rev=job.rev,
+                text=output.text, language=output.language, words=output.words,
+                audio_s=round(output.audio_s, 3), queue_ms=queue_ms, decode_ms=round(output.decode_ms, 1),
+                decoder=self.id, no_speech=output.no_speech)))
+            self._count([entry], "done")
+            logger.debug("job %s (session %s utt %d) decoded in %.0f ms", job.id, job.session,
+                         job.utt, output.decode_ms)
+        return out
+
+    def _count(self, entries: list[Entry], outcome: str, kind: str | None = None) -> None:
+        for e in entries:
+            self.metrics.jobs.labels(kind or e.kind, outcome).inc()
+            if outcome in ("done", "cached", "failed"):
+                self._jobs_done += 1

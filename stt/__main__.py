@@ -1,0 +1,5 @@
+import sys
+
+from stt.cli import main
+
+sys.exit(main())

@@ -1,0 +1,100 @@
+"""The `stt` console command (the entry point calls `main`, which exits with its code). Each subcommand reads settings once and calls one entry function."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from common.errors import ExitCode, SettingsError
+from common.settings import Settings, describe
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        print("stt: bad setting: %s" % exc, file=sys.stderr)
+        raise SystemExit(ExitCode.CONFIG) from None
+
+
+def cmd_decoder(args: argparse.Namespace) -> int:
+    from decoder.main import run
+
+    return run(_settings())
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from gateway.main import run
+
+    return run(_settings())
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from stt.supervisor import run
+
+    return run(_settings())
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    from client.cli import run
+
+    return run(args)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from client.bench import run
+
+    return run(args)
+
+
+def cmd_make_test_model(args: argparse.Namespace) -> int:
+    from decoder.testmodel import make_test_model
+
+    logging.basicConfig(level=logging.INFO, format="stt make-test-model: %(message)s")
+    try:
+        out = make_test_model(args.dir, size=args.size, seed=args.seed)
+    except (ValueError, FileExistsError) as exc:
+        print("stt make-test-model: %s" % exc, file=sys.stderr)
+        return ExitCode.USAGE
+    print("wrote %s test model (seed %d) to %s; use it with MODEL_NAME=%s" % (args.size, args.seed, out, out))
+    return ExitCode.OK
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    for name, default, help_text in describe():
+        print("%-28s %-22s %s" % (name, default, help_text))
+    return ExitCode.OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stt", description="stt-cluster: real-time speech-to-text")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(fn=fn)
+        return p
+
+    add("up", cmd_up, "run the whole service on this machine (Redis, decoders, gateway)")
+    add("gateway", cmd_gateway, "run one WebSocket gateway")
+    add("decoder", cmd_decoder, "run one decoder process (one per GPU)")
+    p = add("make-test-model", cmd_make_test_model, "write a random-weight Whisper model (offline)")
+    p.add_argument("dir")
+    p.add_argument("--size", default="micro", choices=("micro", "tiny", "base", "small"))
+    p.add_argument("--seed", type=int, default=0)
+    add("settings", cmd_settings, "list every setting with its default")
+    try:
+        from client.cli import add_arguments as client_args
+        from client.bench import add_arguments as bench_args
+    except ImportError:  # pragma: no cover - during partial installs only
+        return parser
+    client_args(add("client", cmd_client, "stream a WAV/FLAC file or stdin PCM and print transcripts"))
+    bench_args(add("bench", cmd_bench, "load benchmark: latency and capacity at an SLO"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.fn(args))
