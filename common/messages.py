@@ -113,7 +113,7 @@ def decode_job(data: bytes) -> Job:
                if n not in obj and f.default is dataclasses.MISSING]
     if missing:
         raise SchemaError("job lacks %s" % ", ".join(missing))
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     for name, value in obj.items():
         if name not in _JOB_FIELDS:
             continue  # fields added by a newer minor revision are ignored

@@ -82,7 +82,7 @@ class Settings:
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             raw = env.get(f.name)
-            if raw is None or raw == "" and f.type != "str":
+            if raw is None or (raw == "" and f.type != "str"):
                 continue
             values[f.name] = _parse(f, raw)
         values.update(overrides)

@@ -74,8 +74,8 @@ class JobStreams:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
-    async def read(self, streams: dict[str, str], count: int, block_ms: int | None) -> list[Entry]:
-        reply = await self.redis.xreadgroup(keys.GROUP, self.consumer, streams, count=count,
+    async def read(self, streams: dict[Any, Any], count: int, block_ms: int | None) -> list[Entry]:
+        reply: Any = await self.redis.xreadgroup(keys.GROUP, self.consumer, streams, count=count,
                                             block=block_ms)
         entries: list[Entry] = []
         for stream, items in reply or []:
@@ -120,7 +120,7 @@ class JobStreams:
     async def dead_letter(self, entry: Entry, reason: str, decoder: str) -> None:
         """Move an entry to the dead stream; its utterance gets an error result if we know whose."""
         pipe = self.redis.pipeline(transaction=True)
-        fields: dict[str, Any] = {"stream": entry.stream, "entry": entry.entry_id, "reason": reason,
+        fields: dict[Any, Any] = {"stream": entry.stream, "entry": entry.entry_id, "reason": reason,
                                   "decoder": decoder, "deliveries": entry.deliveries,
                                   "at": int(time.time() * 1000)}
         if entry.raw is not None:
@@ -135,7 +135,8 @@ class JobStreams:
     async def cached_results(self, jobs: list[Job]) -> list[bytes | None]:
         if not jobs:
             return []
-        return list(await self.redis.mget([keys.result_key(j.id) for j in jobs]))
+        replies: list[Any] = await self.redis.mget([keys.result_key(j.id) for j in jobs])
+        return replies
 
     async def fetch_audio(self, jobs: list[Job]) -> list[bytes | AudioError]:
         """Each job's byte range of its utterance's audio, or why it cannot be had."""

@@ -1,4 +1,7 @@
-"""The `stt` console command (the entry point calls `main`, which exits with its code). Each subcommand reads settings once and calls one entry function."""
+"""The `stt` console command.
+
+Each subcommand reads settings once and calls one entry function; `main` returns its exit code.
+"""
 
 from __future__ import annotations
 
@@ -86,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     add("settings", cmd_settings, "list every setting with its default")
     try:
-        from client.cli import add_arguments as client_args
         from client.bench import add_arguments as bench_args
+        from client.cli import add_arguments as client_args
     except ImportError:  # pragma: no cover - during partial installs only
         return parser
     client_args(add("client", cmd_client, "stream a WAV/FLAC file or stdin PCM and print transcripts"))

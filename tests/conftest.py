@@ -116,7 +116,7 @@ class Proc:
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.log_path = log
-        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self._log = open(log, "wb")
         full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.popen = subprocess.Popen([sys.executable, "-m", "stt", *args], env=full_env, cwd=ROOT,
                                       stdout=self._log, stderr=subprocess.STDOUT,

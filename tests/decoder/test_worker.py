@@ -1,0 +1,225 @@
+"""The decoder loop against a real Redis and the real micro model, in this process."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from client.speech import synth
+from common import keys
+from common.audio import float32_to_pcm16, pcm16_to_float32
+from common.settings import Settings
+from decoder.engine import Engine
+from tests.conftest import make_settings
+from tests.jobs import ResultCollector, put_job, running_worker, stream_state
+
+
+@pytest.fixture(scope="module")
+def speech() -> list[np.ndarray]:
+    texts = ["Hello there, this is a test.", "The quick brown fox jumps over the lazy dog.",
+             "Please call Stella."]
+    # The same rounding to PCM16 the service applies, so direct decodes see identical samples.
+    return [pcm16_to_float32(float32_to_pcm16(synth(t))) for t in texts]
+
+
+@pytest.fixture(scope="module")
+def engine(micro_model: Path) -> Engine:
+    e = Engine(make_settings(micro_model, "redis://127.0.0.1:1/0"))
+    e.load()
+    return e
+
+
+def direct_text(engine: Engine, job, audio: np.ndarray) -> str:  # type: ignore[no-untyped-def]
+    segments, _info = engine.model.transcribe(audio, **engine.options(job, len(audio) / 16000))
+    return "".join(s.text for s in segments).strip()
+
+
+async def test_final_equals_direct_transcribe(settings: Settings, engine: Engine, aredis: aioredis.Redis,
+                                              speech: list[np.ndarray]) -> None:
+    async with ResultCollector(aredis) as col:
+        jobs = [await put_job(aredis, a, utt=i, prompt="earlier text" if i else "") for i, a in enumerate(speech)]
+        async with running_worker(settings, engine):
+            results = await col.wait(len(jobs))
+    by_id = {r.id: r for r in results}
+    texts = set()
+    for job, audio in zip(jobs, speech):
+        r = by_id[job.id]
+        assert r.error is None and not r.no_speech
+        assert r.text == direct_text(engine, job, audio)
+        assert r.audio_s == pytest.approx(len(audio) / 16000, abs=1e-3)
+        texts.add(r.text)
+    assert len(texts) == len(jobs), "different audio should give different text"
+    assert await stream_state(aredis) == {keys.STREAM_FINAL: (0, 0), keys.STREAM_INTERIM: (0, 0)}
+    # Finals are cached for re-queued jobs.
+    assert await aredis.exists(keys.result_key(jobs[0].id))
+
+
+async def test_interim_keeps_forced_prefix(settings: Settings, engine: Engine, aredis: aioredis.Redis,
+                                           speech: list[np.ndarray]) -> None:
+    async with ResultCollector(aredis) as col, running_worker(settings, engine):
+        job = await put_job(aredis, speech[1], kind="interim", prefix="the quick")
+        [r] = await col.wait(1)
+    assert r.kind == "interim" and r.rev == job.rev
+    assert r.text.startswith("the quick")
+    assert r.text == direct_text(engine, job, speech[1])
+
+
+async def test_finals_before_interims(settings: Settings, engine: Engine, aredis: aioredis.Redis,
+                                      speech: list[np.ndarray]) -> None:
+    async with ResultCollector(aredis) as col:
+        for i in range(4):
+            await put_job(aredis, speech[0], kind="interim", session="s%d" % i, utt=0)
+        for i in range(3):
+            await put_job(aredis, speech[2], kind="final", session="f%d" % i, utt=0)
+        async with running_worker(settings, engine):
+            results = await col.wait(7)
+    kinds = [r.kind for r in results]
+    assert kinds == ["final"] * 3 + ["interim"] * 4
+
+
+async def test_stale_interim_is_acked_not_decoded(settings: Settings, engine: Engine,
+                                                  aredis: aioredis.Redis, speech: list[np.ndarray]) -> None:
+    async with ResultCollector(aredis) as col, running_worker(settings, engine) as worker:
+        await put_job(aredis, speech[0], kind="interim", deadline=int(time.time() * 1000) - 1)
+        await put_job(aredis, speech[0], kind="final", session="other")
+        results = await col.wait(1)
+        assert [r.kind for r in results] == ["final"]
+        stale = worker.metrics.jobs.labels("interim", "stale_dropped")
+        deadline = time.monotonic() + 10
+        while stale._value.get() < 1 and time.monotonic() < deadline:
+            await col.wait(1, timeout=0.05)
+        assert stale._value.get() == 1
+        assert worker.metrics.jobs.labels("interim", "done")._value.get() == 0
+    assert len(col.results) == 1
+    assert await stream_state(aredis) == {keys.STREAM_FINAL: (0, 0), keys.STREAM_INTERIM: (0, 0)}
+
+
+async def test_interims_served_round_robin(settings: Settings, engine: Engine, aredis: aioredis.Redis,
+                                           speech: list[np.ndarray]) -> None:
+    s = settings.replace(DECODE_BATCH=4)
+    async with ResultCollector(aredis) as col:
+        # Session a has three interims waiting (only its newest is worth decoding), b and c one.
+        for rev in range(3):
+            await put_job(aredis, speech[0], kind="interim", session="a", rev=rev)
+        await put_job(aredis, speech[0], kind="interim", session="b")
+        await put_job(aredis, speech[0], kind="interim", session="c")
+        async with running_worker(s, engine) as worker:
+            results = await col.wait(3)
+            assert worker.metrics.jobs.labels("interim", "superseded")._value.get() == 2
+    assert sorted(r.session for r in results) == ["a", "b", "c"]
+    assert next(r for r in results if r.session == "a").rev == 2
+
+
+@pytest.mark.parametrize("case", ["missing_key", "empty_range", "truncated", "odd_bytes", "model_error"])
+async def test_bad_job_gets_error_result_and_loop_goes_on(case: str, settings: Settings, engine: Engine,
+                                                          aredis: aioredis.Redis, speech: list[np.ndarray],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    audio = speech[0]
+    if case == "model_error":
+        real = engine.model.transcribe
+
+        def failing(audio, **kwargs):  # type: ignore[no-untyped-def]
+            if kwargs.get("initial_prompt") == "explode":
+                raise RuntimeError("CUDA failed with error out of memory")
+            return real(audio, **kwargs)
+
+        monkeypatch.setattr(engine.model, "transcribe", failing)
+    async with ResultCollector(aredis) as col, running_worker(settings, engine):
+        if case == "missing_key":
+            bad = await put_job(aredis, None, audio_end=3200, utt=0)
+        elif case == "empty_range":
+            bad = await put_job(aredis, audio, audio_end=0, utt=0)
+        elif case == "truncated":
+            bad = await put_job(aredis, audio, audio_end=len(audio) * 2 + 3200, utt=0)
+        elif case == "odd_bytes":
+            bad = await put_job(aredis, audio, audio_end=3201, utt=0)
+        else:
+            bad = await put_job(aredis, audio, prompt="explode", utt=0)
+        good = await put_job(aredis, audio, utt=1)
+        results = await col.wait(2)
+    by_id = {r.id: r for r in results}
+    assert by_id[bad.id].error and by_id[bad.id].utt == 0
+    assert by_id[good.id].error is None and by_id[good.id].text
+    assert await stream_state(aredis) == {keys.STREAM_FINAL: (0, 0), keys.STREAM_INTERIM: (0, 0)}
+
+
+@pytest.mark.parametrize("payload", [b"\xc1not msgpack", msgpack.packb({"v": 99, "id": "x"}),
+                                     msgpack.packb([1, 2, 3]), None])
+async def test_unreadable_entry_is_dead_lettered(payload: bytes | None, settings: Settings, engine: Engine,
+                                                 aredis: aioredis.Redis, speech: list[np.ndarray]) -> None:
+    async with ResultCollector(aredis) as col, running_worker(settings, engine) as worker:
+        fields = {keys.JOB_FIELD: payload} if payload is not None else {b"other": b"1"}
+        await aredis.xadd(keys.STREAM_FINAL, fields)
+        good = await put_job(aredis, speech[0], utt=1)
+        [r] = await col.wait(1)
+        assert r.id == good.id and r.error is None
+        assert worker.metrics.jobs.labels("final", "dead")._value.get() == 1
+    dead = await aredis.xrange(keys.STREAM_DEAD)
+    assert len(dead) == 1 and dead[0][1][b"reason"]
+    assert await stream_state(aredis) == {keys.STREAM_FINAL: (0, 0), keys.STREAM_INTERIM: (0, 0)}
+
+
+async def test_repeated_job_id_answered_from_cache(settings: Settings, engine: Engine,
+                                                   aredis: aioredis.Redis, speech: list[np.ndarray]) -> None:
+    async with ResultCollector(aredis) as col, running_worker(settings, engine) as worker:
+        job = await put_job(aredis, speech[0], utt=0)
+        await col.wait(1)
+        await put_job(aredis, speech[0], utt=0)  # the gateway's re-queue: same id
+        results = await col.wait(2)
+        assert worker.metrics.jobs.labels("final", "cached")._value.get() == 1
+        assert worker.metrics.jobs.labels("final", "done")._value.get() == 1
+    assert results[0].id == results[1].id == job.id
+    assert results[0].text == results[1].text
+
+
+async def test_word_timestamps_are_session_times(settings: Settings, engine: Engine,
+                                                 aredis: aioredis.Redis, speech: list[np.ndarray]) -> None:
+    async with ResultCollector(aredis) as col, running_worker(settings, engine):
+        await put_job(aredis, speech[1], word_timestamps=True, t0=10.0)
+        [r] = await col.wait(1)
+    assert r.words, r
+    assert all(10.0 <= w["start"] <= w["end"] <= 10.0 + r.audio_s + 0.05 for w in r.words)
+    assert "".join(w["word"] for w in r.words).strip() == r.text
+
+
+async def test_auto_language_is_detected(settings: Settings, engine: Engine, aredis: aioredis.Redis,
+                                         speech: list[np.ndarray]) -> None:
+    async with ResultCollector(aredis) as col, running_worker(settings, engine):
+        await put_job(aredis, speech[0], lang=None)
+        [r] = await col.wait(1)
+    # The random test model is English-only to CTranslate2, so detection answers "en" here; a
+    # real multilingual model detects (faster-whisper's detect_language) on the same path.
+    assert r.error is None and r.language == "en"
+
+
+async def test_metrics_queue_depth_agrees_with_redis(settings: Settings, aredis: aioredis.Redis,
+                                                     sredis, speech: list[np.ndarray]) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+
+    from decoder.metrics import DecoderMetrics
+
+    for i in range(5):
+        await put_job(aredis, speech[2], utt=i)
+    for i in range(3):
+        await put_job(aredis, speech[2], kind="interim", utt=i, session="q")
+    await aredis.xgroup_create(keys.STREAM_FINAL, keys.GROUP, id="0", mkstream=True)
+    # Two finals delivered but not acknowledged: still in flight, so still counted.
+    await aredis.xreadgroup(keys.GROUP, "someone", {keys.STREAM_FINAL: ">"}, count=2)
+    metrics = DecoderMetrics()
+    port = metrics.serve(0, settings.redis_url, host="127.0.0.1")
+    try:
+        body = httpx.get("http://127.0.0.1:%d/metrics" % port, timeout=5).text
+    finally:
+        metrics.close()
+    info = {g["name"].decode() if isinstance(g["name"], bytes) else g["name"]: g
+            for g in sredis.xinfo_groups(keys.STREAM_FINAL)}
+    undelivered = 5 - 2
+    assert info[keys.GROUP]["pending"] == 2
+    assert 'stt_queue_depth{stream="stt:jobs:final"} %.1f' % (undelivered + 2) in body
+    assert 'stt_queue_depth{stream="stt:jobs:interim"} 3.0' in body
+    assert "stt_queue_oldest_age_seconds" in body and "stt_redis_up 1.0" in body
