@@ -15,7 +15,7 @@ from common import keys
 from common.audio import float32_to_pcm16, pcm16_to_float32
 from common.settings import Settings
 from decoder.engine import Engine
-from tests.conftest import make_settings
+from tests.conftest import async_wait_for, make_settings
 from tests.jobs import ResultCollector, put_job, running_worker, stream_state
 
 
@@ -90,9 +90,7 @@ async def test_stale_interim_is_acked_not_decoded(settings: Settings, engine: En
         results = await col.wait(1)
         assert [r.kind for r in results] == ["final"]
         stale = worker.metrics.jobs.labels("interim", "stale_dropped")
-        deadline = time.monotonic() + 10
-        while stale._value.get() < 1 and time.monotonic() < deadline:
-            await col.wait(1, timeout=0.05)
+        await async_wait_for(lambda: stale._value.get() >= 1, 10, "the stale interim to be dropped")
         assert stale._value.get() == 1
         assert worker.metrics.jobs.labels("interim", "done")._value.get() == 0
     assert len(col.results) == 1

@@ -1,0 +1,249 @@
+"""One client session: audio in, jobs out, results back in order.
+
+The session owns the guarantees of the client protocol: utterances numbered 0, 1, 2, … with
+exactly one final each, in order; interims only before their final, `rev` increasing,
+`stable_chars` never shrinking and the stable prefix never changing; every final that cannot be
+produced becomes an `error` naming its utterance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from common import keys
+from common.audio import StreamResampler
+from common.messages import (
+    Job,
+    Result,
+    StartRequest,
+    server_error,
+    server_final,
+    server_interim,
+)
+from common.settings import Settings
+from gateway.jobqueue import JobQueue, now_ms
+from gateway.metrics import GatewayMetrics
+from gateway.stable import stable_prefix
+from gateway.vad import RATE, Endpointer
+
+logger = logging.getLogger(__name__)
+PROMPT_CHARS = 400
+
+
+def final_prompt(user_prompt: str, last_final_text: str) -> str:
+    """The decoder's prompt: the client's prompt and the session's last final, most recent kept."""
+    return (user_prompt + " " + last_final_text).strip()[-PROMPT_CHARS:]
+
+
+@dataclass
+class PendingFinal:
+    job: Job
+    start: float
+    end: float
+    queued_at: float
+    ended_at: float
+    tries: int = 1
+    result: Result | None = None
+
+
+@dataclass
+class Utterance:
+    n: int
+    start: float
+    appended: int = 0  # bytes of 16 kHz PCM in its audio key
+    interim_from: int = 0  # audio_end of the last interim queued
+    rev: int = -1  # rev of the last interim queued
+    delivered_rev: int = -1
+    texts: list[str] = field(default_factory=list)
+    stable: str = ""
+
+
+class Session:
+    def __init__(self, settings: Settings, start: StartRequest, queue: JobQueue, gateway_id: str,
+                 send: Callable[[dict[str, Any]], None], metrics: GatewayMetrics) -> None:
+        self.settings = settings
+        self.start_req = start
+        self.queue = queue
+        self.gateway_id = gateway_id
+        self.send = send
+        self.metrics = metrics
+        self.id = uuid.uuid4().hex[:16]
+        self.lang = start.lang
+        self.resampler = StreamResampler(start.sample_rate, RATE) if start.sample_rate != RATE else None
+        self.endpointer = Endpointer(settings.VAD_MODE, settings.PRE_ROLL_MS, settings.MIN_SPEECH_MS,
+                                     settings.FINAL_SILENCE_MS_MIN, settings.FINAL_SILENCE_MS_MAX,
+                                     settings.MAX_UTTERANCE_S)
+        self.next_utt = 0
+        self.current: Utterance | None = None
+        self.pending: dict[int, PendingFinal] = {}
+        self.next_final = 0  # the utterance whose final goes out next
+        self.interim_in_flight: tuple[int, int, int] | None = None  # (utt, rev, deadline ms)
+        self.last_final_text = ""
+        self.interim_queued_at = 0.0
+        self.finals_done = asyncio.Event()  # set while no final is outstanding
+        self.finals_done.set()
+
+    # --- audio ---------------------------------------------------------------------------
+
+    async def on_audio(self, pcm: bytes) -> None:
+        pcm16k = self.resampler.process(pcm) if self.resampler else pcm
+        await self._handle(self.endpointer.feed(pcm16k))
+        await self._maybe_interim()
+
+    async def finalize(self) -> None:
+        await self._handle(self.endpointer.force_end())
+
+    async def _handle(self, events: list[Any]) -> None:
+        for ev in events:
+            if ev.kind == "start":
+                self.current = Utterance(n=self.next_utt, start=ev.sample / RATE)
+                self.next_utt += 1
+            elif ev.kind == "audio" and self.current is not None:
+                self.current.appended = await self.queue.append_audio(self.id, self.current.n, ev.audio)
+            elif ev.kind == "end" and self.current is not None:
+                await self._queue_final(self.current, ev.sample / RATE, self.current.appended - ev.tail_bytes)
+                self.current = None
+
+    # --- jobs ----------------------------------------------------------------------------
+
+    def _job(self, kind: str, utt: Utterance, audio_end: int, **extra: Any) -> Job:
+        return Job(
+            id=keys.final_job_id(self.id, utt.n) if kind == "final" else keys.interim_job_id(
+                self.id, utt.n, extra.get("rev", 0)),
+            kind=kind, session=self.id, gateway=self.gateway_id, utt=utt.n,
+            audio_key=keys.audio_key(self.id, utt.n), audio_end=audio_end, t0=utt.start, lang=self.lang,
+            task=self.start_req.task, word_timestamps=self.start_req.word_timestamps and kind == "final",
+            prompt=final_prompt(self.start_req.prompt, self.last_final_text), **extra)
+
+    async def _queue_final(self, utt: Utterance, end: float, audio_end: int) -> None:
+        if audio_end <= 0:
+            # An utterance that opened at a forced cut with nothing after it: no audio, no number.
+            if utt.n == self.next_utt - 1:
+                self.next_utt -= 1
+            return
+        job = self._job("final", utt, audio_end)
+        now = time.monotonic()
+        self.pending[utt.n] = PendingFinal(job=job, start=utt.start, end=end, queued_at=now, ended_at=now)
+        self.finals_done.clear()
+        await self.queue.enqueue(job)
+        logger.info("session %s utt %d: final queued (%.2f-%.2fs, %d bytes)", self.id, utt.n, utt.start, end,
+                    audio_end)
+
+    async def _maybe_interim(self) -> None:
+        utt = self.current
+        if utt is None or not self.start_req.interim or self.interim_in_flight is not None:
+            return
+        new_ms = (utt.appended - utt.interim_from) / (2 * RATE) * 1000
+        if new_ms < self.settings.INTERIM_MIN_MS:
+            if utt.interim_from and new_ms > 0:
+                self.metrics.interims_coalesced.inc()
+            return
+        utt.rev += 1
+        deadline = now_ms() + self.settings.INTERIM_DEADLINE_MS
+        job = self._job("interim", utt, utt.appended, rev=utt.rev, prefix=utt.stable, deadline=deadline)
+        utt.interim_from = utt.appended
+        self.interim_in_flight = (utt.n, utt.rev, deadline)
+        self.interim_queued_at = time.monotonic()
+        await self.queue.enqueue(job)
+
+    async def tick(self) -> None:
+        """Periodic: free an interim slot past its deadline; re-queue finals without result."""
+        if self.interim_in_flight and now_ms() > self.interim_in_flight[2] + 250:
+            self.interim_in_flight = None
+            self.metrics.interims_dropped.labels("timeout").inc()
+            await self._maybe_interim()
+        now = time.monotonic()
+        for p in list(self.pending.values()):
+            if p.result is None and now - p.queued_at > self.settings.FINAL_TIMEOUT_S:
+                if p.tries >= self.settings.MAX_DELIVERIES:
+                    logger.error("session %s utt %d: no final after %d tries", self.id, p.job.utt, p.tries)
+                    self._resolve(p, Result.failure(p.job, "no result after %d tries" % p.tries, ""))
+                    continue
+                p.tries += 1
+                p.queued_at = now
+                logger.warning("session %s utt %d: no final after %.0fs, re-queued (try %d)", self.id,
+                               p.job.utt, self.settings.FINAL_TIMEOUT_S, p.tries)
+                await self.queue.enqueue(p.job)
+
+    async def requeue_pending(self) -> None:
+        """After a result-channel reconnect results may have been missed: ask again. The result
+        cache answers finals already decoded without a second decode."""
+        for p in self.pending.values():
+            if p.result is None:
+                p.queued_at = time.monotonic()
+                await self.queue.enqueue(p.job)
+        self.interim_in_flight = None
+
+    # --- results -------------------------------------------------------------------------
+
+    def on_result(self, result: Result) -> None:
+        if result.kind == "interim":
+            self._on_interim(result)
+        else:
+            p = self.pending.get(result.utt)
+            if p is None or p.result is not None:
+                return  # a duplicate (re-queued job answered twice): already resolved
+            self._resolve(p, result)
+
+    def _on_interim(self, result: Result) -> None:
+        if self.interim_in_flight and self.interim_in_flight[:2] == (result.utt, result.rev):
+            self.interim_in_flight = None
+        utt = self.current
+        if utt is None or utt.n != result.utt or result.rev <= utt.delivered_rev or result.error:
+            self.metrics.interims_dropped.labels("stale").inc()
+            return
+        text = result.text
+        if not text.startswith(utt.stable):
+            self.metrics.interims_dropped.labels("unstable").inc()
+            return
+        utt.delivered_rev = result.rev
+        utt.texts = [*utt.texts[-1:], text]
+        utt.stable = stable_prefix(utt.texts, utt.stable)
+        self.endpointer.last_text = text
+        self.metrics.interim_latency.observe(time.monotonic() - self.interim_queued_at)
+        end = utt.start + result.audio_s
+        self.send(server_interim(utt.n, result.rev, text, len(utt.stable), utt.start, end))
+
+    def _resolve(self, p: PendingFinal, result: Result) -> None:
+        p.result = result
+        while self.next_final in self.pending and self.pending[self.next_final].result is not None:
+            done = self.pending.pop(self.next_final)
+            self._deliver(done)
+            self.next_final += 1
+        if not self.pending:
+            self.finals_done.set()
+
+    def _deliver(self, p: PendingFinal) -> None:
+        r = p.result
+        assert r is not None
+        latency = time.monotonic() - p.ended_at
+        if r.error:
+            self.metrics.errors.labels("final_failed").inc()
+            self.send(server_error("final_failed", "utterance %d could not be transcribed: %s"
+                                   % (r.utt, r.error), utt=r.utt))
+        else:
+            if self.lang is None and r.language:
+                self.lang = r.language
+                logger.info("session %s: language %s detected and kept", self.id, r.language)
+            if r.text:
+                self.last_final_text = r.text
+            self.metrics.final_latency.observe(latency)
+            self.send(server_final(r, p.start, p.end, self.start_req.word_timestamps))
+        logger.info("session %s utt %d: final delivered %.0f ms after end of speech", self.id, r.utt,
+                    latency * 1000)
+
+    @property
+    def finals_outstanding(self) -> int:
+        return len(self.pending)
+
+    async def cleanup(self) -> None:
+        """Session gone: its audio keys are only needed by finals still pending."""
+        for n in range(self.next_utt):
+            if n not in self.pending:
+                await self.queue.drop_audio(self.id, n)

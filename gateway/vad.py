@@ -1,0 +1,215 @@
+"""Framing, WebRTC VAD and adaptive endpointing on a session's 16 kHz audio.
+
+Every session's audio is converted to 16 kHz first (it goes to Redis at that rate anyway), so
+VAD always runs on 30 ms frames of 480 samples.
+
+Utterance life:
+- IDLE: the last PRE_ROLL_MS of frames are kept. A voiced frame starts a candidate.
+- CANDIDATE: voiced frames are counted; once MIN_SPEECH_MS of them are seen the utterance
+  opens (pre-roll + candidate audio). If silence lasts longer than the shortest end-of-speech
+  threshold first, the burst was noise and is dropped.
+- SPEECH: audio flows to the utterance. It ends after trailing silence of at least the
+  adaptive threshold (below), or is cut at MAX_UTTERANCE_S at the quietest recent frame; the
+  audio after the cut opens the next utterance at once.
+
+Adaptive end-of-speech threshold, between FINAL_SILENCE_MS_MIN and FINAL_SILENCE_MS_MAX:
+- it starts at MAX for a short utterance (a speaker who said one word is likely mid-phrase)
+  and moves linearly toward MIN as the utterance grows from 1 s to 8 s of speech (long
+  utterances are worth closing promptly);
+- when the latest interim text ends a sentence (. ? ! or the like), it is MIN at once;
+- when the latest interim ends mid-phrase (a comma, a conjunction or article), it is MAX.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+
+RATE = 16000
+FRAME_MS = 30
+FRAME_SAMPLES = RATE * FRAME_MS // 1000
+FRAME_BYTES = FRAME_SAMPLES * 2
+SENTENCE_END = tuple(".?!。？！…")
+MID_PHRASE_WORDS = frozenset("and or but the a an of to in with for that which because so".split())
+
+
+def end_threshold_ms(speech_ms: float, last_text: str, lo: int, hi: int) -> float:
+    text = last_text.rstrip()
+    if text.endswith(SENTENCE_END):
+        return float(lo)
+    if text.endswith((",", ";", ":", "-")) or (text and text.split()[-1].lower() in MID_PHRASE_WORDS):
+        return float(hi)
+    frac = min(1.0, max(0.0, (speech_ms - 1000.0) / 7000.0))
+    return hi - (hi - lo) * frac
+
+
+class State(enum.Enum):
+    IDLE = "idle"
+    CANDIDATE = "candidate"
+    SPEECH = "speech"
+
+
+@dataclass
+class Event:
+    kind: str  # "start" | "audio" | "end"
+    sample: int  # session sample (16 kHz) where the event applies
+    audio: bytes = b""
+    reason: str = ""
+    # On a forced cut: bytes at the end of the utterance's audio that belong to the next one.
+    tail_bytes: int = 0
+
+
+class Endpointer:
+    def __init__(self, vad_mode: int, pre_roll_ms: int, min_speech_ms: int, silence_min_ms: int,
+                 silence_max_ms: int, max_utterance_s: float) -> None:
+        import webrtcvad
+
+        self.vad = webrtcvad.Vad(vad_mode)
+        self.pre_roll: collections.deque[bytes] = collections.deque(maxlen=max(0, pre_roll_ms // FRAME_MS))
+        self.min_speech_frames = max(1, -(-min_speech_ms // FRAME_MS))
+        self.silence_min_ms, self.silence_max_ms = silence_min_ms, silence_max_ms
+        self.max_frames = int(max_utterance_s * 1000 // FRAME_MS)
+        self.state = State.IDLE
+        self.pending = bytearray()  # a partial frame carried to the next chunk
+        self.samples = 0  # session samples framed so far
+        self.candidate: list[bytes] = []
+        self.candidate_voiced = 0
+        self.silence_frames = 0
+        self.utt_frames = 0
+        self.speech_frames = 0
+        self.utt_start = 0
+        # The last ~1.5 s of the utterance, for a cut at the quietest frame.
+        self.recent: collections.deque[tuple[bytes, float]] = collections.deque(maxlen=50)
+        self.last_text = ""
+        self.last_voiced = 0
+
+    def threshold_ms(self) -> float:
+        return end_threshold_ms(self.speech_frames * FRAME_MS, self.last_text, self.silence_min_ms,
+                                self.silence_max_ms)
+
+    def feed(self, pcm16k: bytes) -> list[Event]:
+        self.pending += pcm16k
+        events: list[Event] = []
+        n = len(self.pending) // FRAME_BYTES
+        for i in range(n):
+            frame = bytes(self.pending[i * FRAME_BYTES:(i + 1) * FRAME_BYTES])
+            self._frame(frame, events)
+        del self.pending[:n * FRAME_BYTES]
+        return _merge_audio(events)
+
+    def _frame(self, frame: bytes, events: list[Event]) -> None:
+        voiced = self.vad.is_speech(frame, RATE)
+        start_sample = self.samples
+        self.samples += FRAME_SAMPLES
+        if self.state is State.IDLE:
+            if voiced:
+                self.state = State.CANDIDATE
+                self.candidate = [frame]
+                self.candidate_voiced = 1
+                self.silence_frames = 0
+                self.utt_start = start_sample - len(self.pre_roll) * FRAME_SAMPLES
+                self._maybe_open(events)
+            else:
+                self.pre_roll.append(frame)
+            return
+        if self.state is State.CANDIDATE:
+            self.candidate.append(frame)
+            if voiced:
+                self.candidate_voiced += 1
+                self.silence_frames = 0
+                self._maybe_open(events)
+            else:
+                self.silence_frames += 1
+                if self.silence_frames * FRAME_MS >= self.silence_min_ms:
+                    # A burst shorter than MIN_SPEECH_MS: noise. Its frames become pre-roll.
+                    for f in self.candidate:
+                        self.pre_roll.append(f)
+                    self.state = State.IDLE
+                    self.candidate = []
+            return
+        # SPEECH
+        self.utt_frames += 1
+        energy = float(np.mean(np.abs(np.frombuffer(frame, dtype="<i2"), dtype=np.float64)))
+        self.recent.append((frame, energy))
+        events.append(Event("audio", start_sample, frame))
+        if voiced:
+            self.speech_frames += 1
+            self.silence_frames = 0
+            self.last_voiced = self.samples
+        else:
+            self.silence_frames += 1
+            if self.silence_frames * FRAME_MS >= self.threshold_ms():
+                # The utterance ends where its speech ended, not where the silence was judged long
+                # enough; its audio keeps the trailing silence (Whisper needs no trimming).
+                self._close(events, self.last_voiced, "silence")
+                return
+        if self.utt_frames >= self.max_frames:
+            self._cut(events)
+
+    def _maybe_open(self, events: list[Event]) -> None:
+        if self.candidate_voiced < self.min_speech_frames:
+            return
+        audio = b"".join(self.pre_roll) + b"".join(self.candidate)
+        start = max(0, self.utt_start)
+        self.pre_roll.clear()
+        self._open(events, start, audio, len(self.candidate))
+        self.candidate = []
+
+    def _open(self, events: list[Event], start: int, audio: bytes, frames: int) -> None:
+        self.state = State.SPEECH
+        self.utt_start = start
+        self.utt_frames = len(audio) // FRAME_BYTES
+        self.speech_frames = frames
+        self.silence_frames = 0
+        self.recent.clear()
+        self.last_text = ""
+        self.last_voiced = self.samples
+        events.append(Event("start", start))
+        events.append(Event("audio", start, audio))
+
+    def _close(self, events: list[Event], at_sample: int, reason: str) -> None:
+        events.append(Event("end", at_sample, reason=reason))
+        self.state = State.IDLE
+        self.pre_roll.clear()
+        self.candidate = []
+
+    def _cut(self, events: list[Event]) -> None:
+        """MAX_UTTERANCE_S reached: end at the quietest of the last ~1.5 s of frames; what
+        follows it opens the next utterance (the one case where audio goes to Redis twice)."""
+        frames = list(self.recent)
+        quietest = min(range(len(frames)), key=lambda i: frames[i][1]) if frames else len(frames) - 1
+        carried = b"".join(f for f, _ in frames[quietest + 1:])
+        carry_frames = len(carried) // FRAME_BYTES
+        cut_sample = self.samples - carry_frames * FRAME_SAMPLES
+        events.append(Event("end", cut_sample, reason="max_length", tail_bytes=len(carried)))
+        self._open(events, cut_sample, carried, carry_frames)
+
+    def force_end(self) -> list[Event]:
+        """`finalize` or `stop`: end the utterance now. A candidate too short to count is dropped."""
+        events: list[Event] = []
+        if self.state is State.SPEECH:
+            tail = bytes(self.pending)
+            if tail:
+                events.append(Event("audio", self.samples, tail))
+                self.samples += len(tail) // 2
+                self.pending.clear()
+            self._close(events, self.samples, "finalize")
+        elif self.state is State.CANDIDATE:
+            self.state = State.IDLE
+            self.candidate = []
+        return _merge_audio(events)
+
+
+def _merge_audio(events: list[Event]) -> list[Event]:
+    merged: list[Event] = []
+    for ev in events:
+        if ev.kind == "audio" and merged and merged[-1].kind == "audio":
+            merged[-1].audio += ev.audio
+        elif ev.kind == "audio" and not ev.audio:
+            continue
+        else:
+            merged.append(ev)
+    return merged

@@ -1,0 +1,41 @@
+"""A plain test client over a real WebSocket: sends audio in real-time-sized chunks (faster
+than real time), collects every server message."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+
+import numpy as np
+import websockets
+
+
+def to_rate(audio16k: np.ndarray, rate: int) -> bytes:
+    import soxr
+
+    audio = audio16k if rate == 16000 else soxr.resample(audio16k, 16000, rate)
+    return (np.clip(audio, -1, 32767 / 32768) * 32768).astype("<i2").tobytes()
+
+
+async def run_session(url: str, pcm: bytes, rate: int = 16000, chunk_ms: int = 100, base64_json: bool = False,
+                      speed: float = 8.0, start: dict[str, Any] | None = None, timeout: float = 60.0,
+                      ) -> list[dict[str, Any]]:
+    async with websockets.connect(url, max_size=2**23) as ws:
+        await ws.send(json.dumps({"op": "start", "sample_rate": rate, "lang": "en", **(start or {})}))
+        step = rate * 2 * chunk_ms // 1000
+        for i in range(0, len(pcm), step):
+            chunk = pcm[i:i + step]
+            if base64_json:
+                await ws.send(json.dumps({"op": "audio", "payload": base64.b64encode(chunk).decode()}))
+            else:
+                await ws.send(chunk)
+            await asyncio.sleep(chunk_ms / 1000 / speed)
+        await ws.send(json.dumps({"op": "stop"}))
+        out = []
+        async with asyncio.timeout(timeout):
+            async for raw in ws:
+                out.append(json.loads(raw))
+        assert ws.close_code == 1000, (ws.close_code, out[-3:])
+        return out
