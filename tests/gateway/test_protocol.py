@@ -95,7 +95,7 @@ async def test_final_text_equals_direct_decode_of_its_audio(cluster: Cluster, th
         assert data
         audio = pcm16_to_float32(data)
         # The utterance's audio is exactly the session's audio from its start: nothing lost.
-        offset = int(round(f["start"] * 16000))
+        offset = round(f["start"] * 16000)
         assert np.allclose(audio, session_audio[offset:offset + len(audio)], atol=1e-4)
         job = Job(id="x", kind="final", session=session, gateway="g", utt=f["utterance"], audio_key="",
                   audio_end=len(data), lang="en", prompt=final_prompt("", prompt))
