@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_INTERNAL, CLOSE_OVERLOADED = 1000, 1008, 1009, 1011, 1013
 CLOSE_BAD_REQUEST, CLOSE_UNAUTHORIZED = 4400, 4401
 MIN_RATE, MAX_RATE = 8000, 96000
+# After `done`, how long the client may take to close first. Clients written for the seed read
+# until a 3 s silence and do not expect the server to close under them.
+DONE_LINGER_S = 5.0
 
 
 class Connection:
@@ -179,6 +182,7 @@ async def _run(ws: WebSocket, state: GatewayState, conn: Connection) -> Session 
             await session.finalize()
         elif cmd.op == "stop" and session is not None:
             await _drain(session, conn, settings)
+            await _await_client_close(ws, DONE_LINGER_S)
             conn.close(CLOSE_NORMAL)
             return session
 
@@ -193,6 +197,15 @@ async def _audio(session: Session | None, data: bytes, conn: Connection, state: 
         return
     state.metrics.audio_seconds.inc(len(data) / 2 / session.start_req.sample_rate)
     await session.on_audio(data)
+
+
+async def _await_client_close(ws: WebSocket, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    with contextlib.suppress(asyncio.TimeoutError, WebSocketDisconnect, RuntimeError):
+        while (left := deadline - time.monotonic()) > 0:
+            msg = await asyncio.wait_for(ws.receive(), left)
+            if msg["type"] == "websocket.disconnect":
+                return
 
 
 async def _drain(session: Session, conn: Connection, settings: Any) -> None:

@@ -37,5 +37,7 @@ async def run_session(url: str, pcm: bytes, rate: int = 16000, chunk_ms: int = 1
         async with asyncio.timeout(timeout):
             async for raw in ws:
                 out.append(json.loads(raw))
-        assert ws.close_code == 1000, (ws.close_code, out[-3:])
-        return out
+                if out[-1]["type"] == "done":
+                    break
+    assert ws.close_code == 1000, (ws.close_code, out[-3:])
+    return out
