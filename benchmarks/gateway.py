@@ -32,7 +32,6 @@ from common.settings import Settings
 from gateway.jobqueue import JobQueue
 from gateway.metrics import GatewayMetrics
 from gateway.session import Session
-from tests.gateway.wsclient import to_rate
 
 
 def cpu() -> float:
@@ -42,7 +41,7 @@ def cpu() -> float:
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
     speech = conversation(list(SENTENCES[:4]), pause_s=1.0)
-    pcm = to_rate(speech.audio, args.rate)
+    pcm = speech.pcm16_at(args.rate)
     reps = max(1, int(args.seconds / speech.duration))
     pcm = pcm * reps
     chunk = args.rate * 2 // 10

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.audio import MODEL_RATE
+from common.audio import MODEL_RATE, float32_to_pcm16
 
 SENTENCES = (
     "The quick brown fox jumps over the lazy dog.",
@@ -33,7 +33,13 @@ class Speech:
 
     @property
     def pcm16(self) -> bytes:
-        return (np.clip(self.audio, -1, 32767 / 32768) * 32768).astype("<i2").tobytes()
+        return float32_to_pcm16(self.audio)
+
+    def pcm16_at(self, rate: int) -> bytes:
+        """The same speech as PCM16 at another sample rate (what a client at that rate sends)."""
+        import soxr
+
+        return float32_to_pcm16(self.audio if rate == MODEL_RATE else soxr.resample(self.audio, MODEL_RATE, rate))
 
     @property
     def duration(self) -> float:

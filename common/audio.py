@@ -1,11 +1,10 @@
-"""Audio helpers: PCM16 <-> float32, resampling to 16 kHz, reading files."""
+"""Audio helpers: PCM16 <-> float32 and streaming resampling to 16 kHz."""
 
 from __future__ import annotations
 
 import numpy as np
 
 MODEL_RATE = 16000
-BYTES_PER_SAMPLE = 2
 
 
 def pcm16_to_float32(data: bytes | bytearray | memoryview) -> np.ndarray:
@@ -15,16 +14,6 @@ def pcm16_to_float32(data: bytes | bytearray | memoryview) -> np.ndarray:
 def float32_to_pcm16(audio: np.ndarray) -> bytes:
     clipped = np.clip(audio, -1.0, 32767 / 32768)
     return (clipped * 32768.0).astype("<i2").tobytes()
-
-
-def seconds(n_bytes: int, rate: int = MODEL_RATE) -> float:
-    return n_bytes / (BYTES_PER_SAMPLE * rate)
-
-
-def to_mono_float(audio: np.ndarray) -> np.ndarray:
-    if audio.ndim == 2:
-        audio = audio.mean(axis=1)
-    return audio.astype(np.float32, copy=False)
 
 
 class StreamResampler:
@@ -40,15 +29,3 @@ class StreamResampler:
         samples = np.frombuffer(pcm, dtype="<i2")
         out = self._rs.resample_chunk(samples, last=last)
         return np.ascontiguousarray(out, dtype="<i2").tobytes()
-
-
-def read_audio_file(path: str, rate: int = MODEL_RATE) -> np.ndarray:
-    """A WAV/FLAC/OGG file as mono float32 at `rate` (any channels, any rate)."""
-    import soundfile as sf
-    import soxr
-
-    audio, sr = sf.read(path, dtype="float32", always_2d=False)
-    audio = to_mono_float(np.asarray(audio))
-    if sr != rate:
-        audio = soxr.resample(audio, sr, rate).astype(np.float32)
-    return audio

@@ -8,8 +8,6 @@ STREAM_DEAD = "stt:jobs:dead"
 GROUP = "decoders"
 JOB_FIELD = b"job"
 
-NODE_KINDS = ("gateway", "decoder")
-
 
 def stream_for(kind: str) -> str:
     return STREAM_FINAL if kind == "final" else STREAM_INTERIM

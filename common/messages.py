@@ -44,14 +44,6 @@ class Job:
 
 
 @dataclass
-class Word:
-    word: str
-    start: float
-    end: float
-    prob: float
-
-
-@dataclass
 class Result:
     id: str
     kind: str

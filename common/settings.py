@@ -128,10 +128,6 @@ class Settings:
         return {f.name: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
-def setting_names() -> set[str]:
-    return {f.name for f in dataclasses.fields(Settings)}
-
-
 def describe() -> list[tuple[str, str, str]]:
     """(name, default, help) of every setting, for `stt settings` and the README."""
     return [(f.name, str(f.default), f.metadata["help"]) for f in dataclasses.fields(Settings)]

@@ -144,8 +144,7 @@ class JobStreams:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for job in jobs:
-            pipe.getrange(job.audio_key, 0, job.audio_end - 1) if job.audio_end > 0 else pipe.exists(
-                job.audio_key)
+            pipe.getrange(job.audio_key, 0, max(job.audio_end, 1) - 1)
             pipe.strlen(job.audio_key)
         replies = await pipe.execute()
         out: list[bytes | AudioError] = []

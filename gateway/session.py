@@ -224,7 +224,6 @@ class Session:
         assert r is not None
         latency = time.monotonic() - p.ended_at
         if r.error:
-            self.metrics.errors.labels("final_failed").inc()
             self.send(server_error("final_failed", "utterance %d could not be transcribed: %s"
                                    % (r.utt, r.error), utt=r.utt))
         else:

@@ -22,7 +22,7 @@ from decoder.engine import Engine
 from gateway.session import final_prompt
 from tests.conftest import async_wait_for, make_settings
 from tests.gateway.conftest import Cluster
-from tests.gateway.wsclient import run_session, to_rate
+from tests.gateway.wsclient import run_session
 
 
 def finals(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -108,7 +108,7 @@ async def test_final_text_equals_direct_decode_of_its_audio(cluster: Cluster, th
 @pytest.mark.parametrize("rate", [8000, 16000, 48000, 44100])
 async def test_rates_and_base64_give_the_same_utterances(cluster: Cluster, three_sentences: Speech,
                                                          rate: int) -> None:
-    pcm = to_rate(three_sentences.audio, rate)
+    pcm = three_sentences.pcm16_at(rate)
     msgs = await run_session(cluster.url, pcm, rate=rate, base64_json=rate == 16000)
     check_invariants(msgs)
     assert len(finals(msgs)) == 3

@@ -8,15 +8,7 @@ import base64
 import json
 from typing import Any
 
-import numpy as np
 import websockets
-
-
-def to_rate(audio16k: np.ndarray, rate: int) -> bytes:
-    import soxr
-
-    audio = audio16k if rate == 16000 else soxr.resample(audio16k, 16000, rate)
-    return (np.clip(audio, -1, 32767 / 32768) * 32768).astype("<i2").tobytes()
 
 
 async def run_session(url: str, pcm: bytes, rate: int = 16000, chunk_ms: int = 100, base64_json: bool = False,
