@@ -4,7 +4,9 @@
 
 Runs N simulated sessions in this process (the gateway's own Session objects, the real
 WebRTC VAD and soxr resampler, a real private redis-server receiving every APPEND and XADD),
-each fed espeak-ng speech in 100 ms chunks, and measures this process's CPU time. Redis's own
+each fed espeak-ng speech in 100 ms chunks, and measures this process's CPU time. `--together K`
+chunks arrive in the same event-loop turn (and share one Redis pipeline): a loaded gateway sees
+many sockets readable per poll; K=1 is the worst case, no sharing at all. Redis's own
 CPU is not counted (it is another process). WebSocket framing is not included. Writes JSON
 under benchmarks/results/.
 """
@@ -49,7 +51,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         r = aioredis.Redis.from_url(server.url)
         settings = Settings.from_env({}, REDIS_URL=server.url)
         metrics = GatewayMetrics()
-        sessions = [Session(settings, StartRequest(sample_rate=args.rate, lang="en"), JobQueue(r, 60), "bench",
+        queue = JobQueue(r, 60)  # one per process, as in the gateway
+        sessions = [Session(settings, StartRequest(sample_rate=args.rate, lang="en"), queue, "bench",
                             lambda m: None, metrics) for _ in range(args.streams)]
         audio_s = len(pcm) / 2 / args.rate * args.streams
         print("feeding %d streams x %.0f s of %d Hz speech ..." % (args.streams, len(pcm) / 2 / args.rate,
@@ -57,7 +60,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         c0, t0 = cpu(), time.perf_counter()
         for i in range(0, len(pcm), chunk):
             piece = pcm[i:i + chunk]
-            await asyncio.gather(*(s.on_audio(piece) for s in sessions))
+            for g in range(0, len(sessions), args.together):
+                await asyncio.gather(*(s.on_audio(piece) for s in sessions[g:g + args.together]))
             if i % (chunk * 50) == 0:
                 print("\r  %.0f%%" % (100 * i / len(pcm)), end="", flush=True)
         cpu_s, wall = cpu() - c0, time.perf_counter() - t0
@@ -65,13 +69,13 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         await r.aclose()
     print()
     per_stream_core = audio_s / cpu_s  # seconds of audio handled per CPU second
-    report = {"benchmark": "gateway", "streams": args.streams, "rate": args.rate,
+    report = {"benchmark": "gateway", "streams": args.streams, "rate": args.rate, "together": args.together,
               "audio_seconds": round(audio_s, 1), "cpu_seconds": round(cpu_s, 2), "wall_seconds": round(wall, 2),
               "jobs_queued": jobs, "realtime_streams_per_core": round(per_stream_core, 1),
               "cpu_ms_per_stream_second": round(1000 * cpu_s / audio_s, 3), "target_streams_per_core": 500,
               "cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    print("%d streams at %d Hz: %.1f s of audio in %.2f CPU s -> %.0f real-time streams per core "
-          "(target 500), %.3f ms CPU per stream-second" % (args.streams, args.rate, audio_s, cpu_s,
+    print("%d streams at %d Hz, %d per loop turn: %.1f s of audio in %.2f CPU s -> %.0f real-time streams per core "
+          "(target 500), %.3f ms CPU per stream-second" % (args.streams, args.rate, args.together, audio_s, cpu_s,
                                                           per_stream_core, report["cpu_ms_per_stream_second"]))
     return report
 
@@ -81,10 +85,11 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rate", type=int, default=16000)
+    parser.add_argument("--together", type=int, default=10, help="chunks arriving in one loop turn")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     report = asyncio.run(run(args))
-    out = Path(args.out or ROOT / "benchmarks" / "results" / ("gateway-%d.json" % args.rate))
+    out = Path(args.out or ROOT / "benchmarks" / "results" / ("gateway-%d-x%d.json" % (args.rate, args.together)))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print("wrote %s" % out)

@@ -20,7 +20,7 @@ def run(settings: Settings) -> int:
     logger.info("gateway %s on http://%s:%d (ws: /v1/listen, /ws)", settings.gateway_id, settings.HOST,
                 settings.PORT)
     config = uvicorn.Config(
-        create_app(settings), host=settings.HOST, port=settings.PORT, ws="websockets",
+        create_app(settings), host=settings.HOST, port=settings.PORT, ws="websockets-sansio",
         # Frames up to twice the limit reach the app, which answers them with a clear error
         # and 1009; anything larger is refused by the server itself.
         ws_max_size=settings.MAX_FRAME_BYTES * 2, log_config=None, access_log=False,

@@ -1,7 +1,11 @@
 """Framing, WebRTC VAD and adaptive endpointing on a session's 16 kHz audio.
 
 Every session's audio is converted to 16 kHz first (it goes to Redis at that rate anyway), so
-VAD always runs on 30 ms frames of 480 samples.
+VAD always runs on 30 ms frames of 480 samples. This departs on purpose from framing at the
+session rate: WebRTC VAD decides on an 8 kHz version of any input, so a 48 kHz frame gives the
+same kind of decision at 9x the cost (measured: 26 us per 48 kHz frame against 2.8 us per 16 kHz
+frame, more than the 48->16 kHz resampling, 0.26 ms per stream-second, that every session pays
+anyway).
 
 Utterance life:
 - IDLE: the last PRE_ROLL_MS of frames are kept. A voiced frame starts a candidate.

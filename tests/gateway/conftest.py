@@ -36,10 +36,13 @@ def _ready(http: str) -> bool:
 
 
 @pytest.fixture
-def cluster(spawn: Callable[..., Proc], micro_model: Path, redis_url: str) -> Iterator[Cluster]:
+def cluster(request: pytest.FixtureRequest, spawn: Callable[..., Proc], micro_model: Path,
+            redis_url: str) -> Iterator[Cluster]:
+    """A decoder and a gateway process; settings overrides come from indirect parametrization."""
     port = free_port()
-    settings = make_settings(micro_model, redis_url, PORT=port, HOST="127.0.0.1", DECODE_BATCH=2,
-                             GATEWAY_ID="gw-%d" % port, FINAL_TIMEOUT_S=8.0)
+    overrides = {"DECODE_BATCH": 2, "FINAL_TIMEOUT_S": 8.0, **getattr(request, "param", {})}
+    settings = make_settings(micro_model, redis_url, PORT=port, HOST="127.0.0.1", GATEWAY_ID="gw-%d" % port,
+                             **overrides)
     env = settings_env(settings)
     decoder = spawn(["decoder"], {**env, "DECODER_ID": "dec-1"}, name="decoder")
     gateway = spawn(["gateway"], env, name="gateway")
