@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from common.errors import SttError
+from common.process import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +56,13 @@ class RedisServer:
                 "--dir", self.data_dir, "--save", "", "--appendonly", "no",
                 "--daemonize", "no", "--loglevel", "warning"]
         logger.info("starting %s on 127.0.0.1:%d (data in %s)", self.executable, self.port, self.data_dir)
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     start_new_session=True)
+        log = Path(self.data_dir) / "redis.log"
+        with open(log, "wb") as out:  # a file, not a pipe nobody reads while it runs
+            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=out, preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                err = log.read_text(errors="replace").strip()
                 raise SttError("redis-server exited at start (%s): %s" % (self.proc.returncode, err))
             if self.ping():
                 return self
@@ -85,8 +87,6 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if proc is not None and proc.stderr:
-            proc.stderr.close()
 
     def cleanup(self) -> None:
         self.stop()

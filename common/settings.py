@@ -133,6 +133,14 @@ def describe() -> list[tuple[str, str, str]]:
     return [(f.name, str(f.default), f.metadata["help"]) for f in dataclasses.fields(Settings)]
 
 
+def markdown_table() -> str:
+    """Every setting as a Markdown table (the README's, kept equal to this by a test)."""
+    rows = ["| setting | default | meaning |", "| --- | --- | --- |"]
+    rows += ["| `%s` | %s | %s |" % (name, "`%s`" % default if default else "(empty)", help_text.replace("|", "\\|"))
+             for name, default, help_text in describe()]
+    return "\n".join(rows) + "\n"
+
+
 def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
     text = raw.strip()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +48,29 @@ class DecodeOutput:
     decode_ms: float
 
 
+def model_path(name: str) -> str:
+    """A local directory as is; a faster-whisper size name or Hub id from the cache, else
+    downloaded now with a progress bar (faster-whisper's own download shows none)."""
+    if os.path.isdir(name):
+        return name
+    from faster_whisper.utils import _MODELS, download_model
+
+    try:
+        return str(download_model(name, local_files_only=True))
+    except Exception:  # not cached (huggingface_hub raises several kinds)
+        pass
+    import huggingface_hub
+
+    repo = name if "/" in name else _MODELS.get(name)
+    if repo is None:
+        raise ModelLoadError("unknown model %r: use a faster-whisper size name (%s), a Hub id or a directory"
+                             % (name, ", ".join(_MODELS)))
+    logger.info("model %s is not cached: downloading %s (first use)", name, repo)
+    return str(huggingface_hub.snapshot_download(
+        repo, allow_patterns=["config.json", "preprocessor_config.json", "model.bin", "tokenizer.json",
+                              "vocabulary.*"]))
+
+
 class Engine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -54,14 +79,24 @@ class Engine:
         self.model: Any = None
 
     def load(self) -> None:
+        """Load the model (downloading a size name on first use), logging progress while it takes."""
         from faster_whisper import WhisperModel
 
         started = time.monotonic()
-        logger.info("loading model %s on %s:%d (%s)", self.model_name, self.device,
-                    self.settings.DEVICE_INDEX, self.compute_type)
+        loaded = threading.Event()
+
+        def progress() -> None:
+            while not loaded.wait(5.0):
+                logger.info("still loading model %s (%.0fs)", self.model_name, time.monotonic() - started)
+
+        ticker = threading.Thread(target=progress, name="load-progress", daemon=True)
+        ticker.start()
         try:
+            path = model_path(self.model_name)
+            logger.info("loading model %s on %s:%d (%s)", self.model_name, self.device,
+                        self.settings.DEVICE_INDEX, self.compute_type)
             self.model = WhisperModel(
-                self.model_name,
+                path,
                 device=self.device,
                 device_index=self.settings.DEVICE_INDEX,
                 compute_type=self.compute_type,
@@ -70,6 +105,9 @@ class Engine:
             )
         except Exception as exc:  # any loader failure means this process cannot serve
             raise ModelLoadError("cannot load model %r: %s" % (self.model_name, exc)) from exc
+        finally:
+            loaded.set()
+            ticker.join()
         logger.info("model %s loaded in %.1fs", self.model_name, time.monotonic() - started)
 
     def _count_tokens(self, text: str) -> int:

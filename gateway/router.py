@@ -60,7 +60,7 @@ class ResultRouter:
                 logger.warning("result channel lost (%s); resubscribing in %.1fs", exc, delay)
                 try:
                     await asyncio.wait_for(stop.wait(), delay)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             finally:
                 try:

@@ -74,7 +74,7 @@ class Connection:
     async def finish(self, timeout: float = 5.0) -> None:
         try:
             await asyncio.wait_for(asyncio.shield(self.writer), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.writer
@@ -139,7 +139,7 @@ async def _run(ws: WebSocket, state: GatewayState, conn: Connection) -> Session 
             return session
         try:
             msg = await asyncio.wait_for(ws.receive(), min(idle_left, life_left))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             continue
         if msg["type"] == "websocket.disconnect":
             return session

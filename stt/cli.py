@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from common.errors import ExitCode, SettingsError
-from common.settings import Settings, describe
+from common.settings import Settings, describe, markdown_table
 
 
 def _settings() -> Settings:
@@ -66,6 +66,9 @@ def cmd_make_test_model(args: argparse.Namespace) -> int:
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(markdown_table(), end="")
+        return ExitCode.OK
     for name, default, help_text in describe():
         print("%-28s %-22s %s" % (name, default, help_text))
     return ExitCode.OK
@@ -87,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.add_argument("--size", default="micro", choices=("micro", "tiny", "base", "small"))
     p.add_argument("--seed", type=int, default=0)
-    add("settings", cmd_settings, "list every setting with its default")
+    p = add("settings", cmd_settings, "list every setting with its default")
+    p.add_argument("--markdown", action="store_true", help="as the README's Markdown table")
     try:
         from client.bench import add_arguments as bench_args
         from client.cli import add_arguments as client_args

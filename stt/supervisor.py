@@ -1,27 +1,39 @@
 """`stt up`: the whole service on one machine.
 
-Redis from REDIS_URL, else a private redis-server on a free loopback port; DECODERS decoder
-processes (0: one per visible GPU, else one on the CPU) and one gateway on PORT. A child that
-dies is restarted with backoff; SIGINT/SIGTERM stop the gateway, then the decoders (each drains),
-then Redis, and leave no process behind.
+Redis from REDIS_URL, else a private redis-server on a free loopback port with its data in a
+temporary directory; DECODERS decoder processes (0: one per visible GPU, else one on the CPU)
+and one gateway on PORT. A child that dies is restarted with backoff. SIGINT/SIGTERM stop the
+gateway (it drains its sessions), then the decoders (each finishes its batch), then Redis, and
+leave no process behind; children are in their own process group (so a terminal's Ctrl-C
+reaches only this process, which stops them in that order) and die with it if it is killed.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from common.errors import ExitCode, SttError
 from common.logs import setup_logging
+from common.process import die_with_parent
 from common.redis_server import RedisServer
 from common.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+# A child exiting with one of these before the service was ever ready will fail the same way
+# again: stop instead of restarting it forever.
+HOPELESS: dict[int, str] = {ExitCode.CONFIG: "a bad setting",
+                            ExitCode.UNAVAILABLE: "a model or service it needs is unavailable"}
+STABLE_S = 60.0  # a child up this long has its backoff reset
 
 
 @dataclass
@@ -32,10 +44,11 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
-    started_at: float = field(default=0.0)
+    started_at: float = 0.0
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "stt", *self.args], env=self.env)
+        self.proc = subprocess.Popen([sys.executable, "-m", "stt", *self.args], env=self.env,
+                                     preexec_fn=die_with_parent)
         self.started_at = time.monotonic()
         logger.info("started %s (pid %d)", self.name, self.proc.pid)
 
@@ -53,66 +66,126 @@ class Child:
 
 
 def decoder_count(settings: Settings) -> tuple[int, bool]:
-    if settings.DECODERS:
-        return settings.DECODERS, settings.DEVICE != "cpu"
+    """(decoders, whether each gets its own GPU)."""
     if settings.DEVICE == "cpu":
-        return 1, False
+        return settings.DECODERS or 1, False
     import ctranslate2
 
     gpus = ctranslate2.get_cuda_device_count()
+    if settings.DECODERS:
+        return settings.DECODERS, gpus > 0
     return (gpus, True) if gpus else (1, False)
+
+
+def gateway_status(settings: Settings) -> dict[str, Any] | None:
+    """The gateway's /status once its /ready says yes; None until then."""
+    host = "127.0.0.1" if settings.HOST in ("0.0.0.0", "::", "") else settings.HOST
+    conn = http.client.HTTPConnection(host, settings.PORT, timeout=1.0)
+    try:
+        conn.request("GET", "/ready")
+        ready = conn.getresponse()
+        ready.read()
+        if ready.status != 200:
+            return None
+        conn.request("GET", "/status")
+        body: dict[str, Any] = json.loads(conn.getresponse().read())
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+    return body if body.get("decoders") else None
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stopping = False
+        self.redis: RedisServer | None = None
+        self.children: list[Child] = []
+        self.gateway: Child | None = None
+        self.ready = False
+        self.exit_code = ExitCode.OK
+
+    def request_stop(self, signum: int, _frame: object) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        s = self.settings
+        url = s.REDIS_URL
+        if not url:
+            try:
+                self.redis = RedisServer().start()
+            except SttError as exc:
+                logger.error("%s", exc)
+                return ExitCode.UNAVAILABLE
+            url = self.redis.url
+            print("stt up: private redis-server on %s (data in %s)" % (url, self.redis.data_dir), flush=True)
+        env = {**os.environ, **s.to_env(), "REDIS_URL": url}
+        n, gpu = decoder_count(s)
+        for i in range(n):
+            self.children.append(Child("decoder-%d" % i, ["decoder"], {
+                **env, "DEVICE_INDEX": str(i if gpu else s.DEVICE_INDEX),
+                "DECODER_ID": "%s-%d" % (s.decoder_id, i),
+                "METRICS_PORT": str(s.METRICS_PORT + i if s.METRICS_PORT else 0)}))
+        self.gateway = Child("gateway", ["gateway"], env)
+        self.children.append(self.gateway)
+        print("stt up: %d decoder(s) loading model %s on %s; gateway on ws://%s:%d/v1/listen"
+              % (n, s.MODEL_NAME, "GPU" if gpu else s.DEVICE if s.DEVICE != "auto" else "CPU", s.HOST, s.PORT),
+              flush=True)
+        try:
+            for child in self.children:
+                child.start()
+            while not self.stopping and self.exit_code == ExitCode.OK:
+                self._watch()
+                time.sleep(0.2)
+        finally:
+            self._stop_all()
+        return self.exit_code
+
+    def _watch(self) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            if child.proc is not None and child.proc.poll() is not None:
+                code = child.proc.returncode
+                child.proc = None
+                if not self.ready and code in HOPELESS:
+                    logger.error("%s exited with %d (%s) before the service was ever ready; stopping",
+                                 child.name, code, HOPELESS[code])
+                    self.exit_code = ExitCode(code)
+                    return
+                if now - child.started_at > STABLE_S:
+                    child.restarts = 0
+                delay = min(30.0, 0.5 * 2 ** child.restarts)
+                child.restarts += 1
+                logger.error("%s exited with %s; restarting it in %.1fs (restart %d)", child.name, code, delay,
+                             child.restarts)
+                child.next_start = now + delay
+            elif child.proc is None and now >= child.next_start:
+                child.start()
+        if not self.ready:
+            status = gateway_status(self.settings)
+            if status is not None:
+                self.ready = True
+                models = sorted({"%s on %s (%s)" % (d.get("model"), d.get("device"), d.get("compute_type"))
+                                 for d in status["decoders"]})
+                print("stt up: ready; model %s; clients connect to ws://%s:%d/v1/listen"
+                      % (", ".join(models), self.settings.HOST, self.settings.PORT), flush=True)
+
+    def _stop_all(self) -> None:
+        timeout = self.settings.SHUTDOWN_TIMEOUT_S + 5
+        logger.info("stopping: gateway, then decoders, then Redis")
+        if self.gateway is not None:
+            self.gateway.stop(timeout)
+        for child in self.children:
+            child.stop(timeout)
+        if self.redis is not None:
+            self.redis.cleanup()
+        print("stt up: stopped", flush=True)
 
 
 def run(settings: Settings) -> int:
     setup_logging(settings.LOG_LEVEL, process_name="stt-up")
-    stopping = False
-
-    def on_signal(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    redis = None
-    if not settings.REDIS_URL:
-        try:
-            redis = RedisServer().start()
-        except SttError as exc:
-            logger.error("%s", exc)
-            return ExitCode.UNAVAILABLE
-    url = settings.REDIS_URL or redis.url  # type: ignore[union-attr]
-    base_env = {**os.environ, **settings.to_env(), "REDIS_URL": url}
-    n, gpu = decoder_count(settings)
-    children = [Child("decoder-%d" % i, ["decoder"], {**base_env, "DEVICE_INDEX": str(i if gpu else 0),
-                      "METRICS_PORT": str(settings.METRICS_PORT + i if settings.METRICS_PORT else 0)})
-                for i in range(n)]
-    gateway = Child("gateway", ["gateway"], base_env)
-    children.append(gateway)
-    print("stt up: Redis %s, %d decoder(s) with model %s, gateway on ws://%s:%d/v1/listen"
-          % (url, n, settings.MODEL_NAME, settings.HOST, settings.PORT), flush=True)
-    for child in children:
-        child.start()
-    try:
-        while not stopping:
-            now = time.monotonic()
-            for child in children:
-                if child.proc is not None and child.proc.poll() is not None:
-                    code = child.proc.returncode
-                    child.restarts += 1
-                    delay = min(30.0, 0.5 * 2 ** min(child.restarts, 6))
-                    if now - child.started_at > 60:
-                        child.restarts, delay = 0, 0.5
-                    logger.error("%s exited with %s; restarting in %.1fs", child.name, code, delay)
-                    child.proc = None
-                    child.next_start = now + delay
-                elif child.proc is None and now >= child.next_start:
-                    child.start()
-            time.sleep(0.2)
-    finally:
-        logger.info("stopping: gateway, then decoders, then Redis")
-        gateway.stop(settings.SHUTDOWN_TIMEOUT_S + 5)
-        for child in children[:-1]:
-            child.stop(settings.SHUTDOWN_TIMEOUT_S + 5)
-        if redis is not None:
-            redis.cleanup()
-    return ExitCode.OK
+    sup = Supervisor(settings)
+    signal.signal(signal.SIGINT, sup.request_stop)
+    signal.signal(signal.SIGTERM, sup.request_stop)
+    return sup.run()

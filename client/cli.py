@@ -1,0 +1,109 @@
+"""`stt client FILE|-`: stream a WAV/FLAC file (or raw PCM16 from stdin) and print transcripts.
+
+On a terminal the live interim is redrawn on one line and each final replaces it; otherwise
+only finals are printed, one per line. `--json` prints every server message as one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from client.audiofile import read_file, read_stdin
+from client.stream import ClientError, Stream, connect
+from common.audio import MODEL_RATE
+from common.errors import AudioError, ExitCode
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="WAV or FLAC file (any rate and channels), or - for raw PCM16 on stdin")
+    p.add_argument("--url", default="ws://127.0.0.1:8000/v1/listen", help="gateway WebSocket URL")
+    p.add_argument("--rate", type=int, default=16000, help="sample rate of raw PCM on stdin (default 16000)")
+    p.add_argument("--speed", type=float, default=1.0, help="send at this multiple of real time (0: at once)")
+    p.add_argument("--lang", default="en", help="language code, or auto")
+    p.add_argument("--no-interim", action="store_true", help="ask for finals only")
+    p.add_argument("--word-timestamps", action="store_true")
+    p.add_argument("--task", default="transcribe", choices=("transcribe", "translate"))
+    p.add_argument("--prompt", default="")
+    p.add_argument("--api-key", default="", help="sent as a Bearer token")
+    p.add_argument("--json", action="store_true", help="print every server message as one JSON line")
+
+
+class Printer:
+    def __init__(self, out: TextIO, as_json: bool) -> None:
+        self.out, self.as_json = out, as_json
+        self.live = out.isatty() and not as_json
+        self.interim_shown = False
+
+    def __call__(self, msg: dict[str, Any]) -> None:
+        kind = msg["type"]
+        if self.as_json:
+            self.out.write(json.dumps(msg, ensure_ascii=False) + "\n")
+        elif kind == "interim" and self.live:
+            width = shutil.get_terminal_size().columns - 1
+            self.out.write("\r\x1b[K" + ("… " + msg["text"].strip())[-width:])
+            self.interim_shown = True
+        elif kind == "final":
+            self._clear()
+            self.out.write("[%7.2f - %7.2f] %s\n" % (msg["start"], msg["end"], msg["text"].strip()))
+        elif kind == "error":
+            self._clear()
+            print("error %s: %s" % (msg["code"], msg["message"]), file=sys.stderr)
+        self.out.flush()
+
+    def _clear(self) -> None:
+        if self.interim_shown:
+            self.out.write("\r\x1b[K")
+            self.interim_shown = False
+
+
+async def _send_stdin(stream: Stream, rate: int, speed: float) -> None:
+    chunks = read_stdin(rate * 2 // 10)
+    loop = asyncio.get_running_loop()
+    t0, sent = loop.time(), 0
+    while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+        await stream.send(chunk)
+        sent += len(chunk)
+        if speed > 0:
+            await asyncio.sleep(max(0.0, t0 + sent / 2 / rate / speed - loop.time()))
+    await stream.stop()
+
+
+async def stream_source(args: argparse.Namespace, show: Callable[[dict[str, Any]], None]) -> None:
+    pcm, rate = (b"", args.rate) if args.source == "-" else (read_file(args.source), MODEL_RATE)
+    async with connect(args.url, sample_rate=rate, lang=args.lang, interim=not args.no_interim,
+                       word_timestamps=args.word_timestamps, task=args.task, prompt=args.prompt,
+                       api_key=args.api_key) as stream:
+        show(stream.messages[0])
+        sender = asyncio.create_task(_send_stdin(stream, rate, args.speed) if args.source == "-"
+                                     else stream.send_audio(pcm, speed=args.speed))
+        try:
+            async for msg in stream:
+                show(msg)
+        finally:
+            if not sender.done():
+                sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+        show(stream.messages[-1])
+
+
+def run(args: argparse.Namespace) -> int:
+    show = Printer(sys.stdout, args.json)
+    try:
+        asyncio.run(stream_source(args, show))
+    except AudioError as exc:
+        print("stt client: %s" % exc, file=sys.stderr)
+        return ExitCode.USAGE
+    except ClientError as exc:
+        print("stt client: %s" % exc, file=sys.stderr)
+        return ExitCode.UNAVAILABLE if exc.close_code is None and not exc.code else ExitCode.FAILURE
+    except KeyboardInterrupt:
+        return ExitCode.FAILURE
+    return ExitCode.OK

@@ -1,0 +1,89 @@
+"""deploy/: the compose file is valid for docker-compose and sets only real settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+
+from common.settings import Settings
+from tests.conftest import ROOT
+
+DEPLOY = ROOT / "deploy"
+SETTINGS = {f.name for f in dataclasses.fields(Settings)}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.skip("docker-compose is not installed (scripts/test installs it with apt when run as root)")
+    out = subprocess.run([exe, "--profile", "gpu", "--profile", "cpu", "config"], cwd=DEPLOY,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    config: dict[str, Any] = yaml.safe_load(out.stdout)
+    return config
+
+
+def stt_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: svc for name, svc in compose["services"].items() if svc.get("image", "").startswith("stt-cluster")}
+
+
+def test_every_environment_variable_is_a_setting(compose: dict[str, Any]) -> None:
+    services = stt_services(compose)
+    assert set(services) == {"gateway-1", "gateway-2", "decoder-gpu-0", "decoder-gpu-1", "decoder-cpu"}
+    for name, svc in services.items():
+        unknown = set(svc["environment"]) - SETTINGS
+        assert not unknown, "%s sets %s, which are not settings" % (name, unknown)
+        # Each value must also parse: a typo'd number would stop the container at start.
+        Settings.from_env({k: str(v) for k, v in svc["environment"].items()})
+        assert svc["command"][0] in ("gateway", "decoder")
+
+
+def test_cluster_shape(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    redis = services["redis"]
+    assert redis["image"].startswith("redis:7") and "--appendonly" in redis["command"]
+    assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    gpus = []
+    for name in ("decoder-gpu-0", "decoder-gpu-1"):
+        svc = services[name]
+        assert svc["profiles"] == ["gpu"] and svc["environment"]["DEVICE"] == "cuda"
+        [device] = svc["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+        gpus += device["device_ids"]
+    assert sorted(gpus) == ["0", "1"], "one GPU each"
+    assert services["decoder-cpu"]["profiles"] == ["cpu"]
+    assert services["decoder-cpu"]["environment"]["DEVICE"] == "cpu"
+    assert {"published": 8000, "target": 8000} in services["nginx"]["ports"]
+    for gw in ("gateway-1", "gateway-2"):
+        assert services[gw]["environment"]["GATEWAY_ID"] == gw  # distinct result channels
+    assert (DEPLOY / ".env").read_text().count("COMPOSE_PROFILES=gpu") == 1
+
+
+def test_nginx_and_prometheus_point_at_the_services(compose: dict[str, Any]) -> None:
+    nginx = (DEPLOY / "nginx.conf").read_text()
+    assert "proxy_set_header Upgrade $http_upgrade" in nginx and "proxy_http_version 1.1" in nginx
+    assert int(re.search(r"proxy_read_timeout (\d+)s", nginx).group(1)) >= 3600  # type: ignore[union-attr]
+    upstream = set(re.findall(r"server (gateway-\d+):8000", nginx))
+    assert upstream == {"gateway-1", "gateway-2"}
+    prom = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    names = {c["job_name"]: c["dns_sd_configs"][0] for c in prom["scrape_configs"]}
+    aliases = {name: set(svc["networks"]["default"]["aliases"]) for name, svc in stt_services(compose).items()}
+    assert all("gateways" in aliases[g] for g in ("gateway-1", "gateway-2"))
+    assert all("decoders" in aliases[d] for d in ("decoder-gpu-0", "decoder-gpu-1", "decoder-cpu"))
+    assert names["gateways"]["names"] == ["gateways"] and names["gateways"]["port"] == 8000
+    assert names["decoders"]["names"] == ["decoders"] and names["decoders"]["port"] == Settings().METRICS_PORT
+
+
+def test_dockerfile_installs_the_project_with_stt_as_entry_point() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["stt"]' in text and "pip install ." in text
+    for package in ("common", "decoder", "gateway", "client", "stt"):
+        assert "COPY %s %s" % (package, package) in text
+    assert set(re.findall(r"^FROM \S+ AS (\w+)", text, re.M)) == {"cpu", "gpu"}

@@ -1,0 +1,182 @@
+"""`stt up` as a real process tree: private Redis, a decoder and a gateway with the micro model,
+driven by `stt client`, the seed's quick-start client, a killed decoder and SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from client.speech import SENTENCES, Speech, conversation
+from common.redis_server import free_port
+from tests.conftest import ROOT, Proc, wait_for
+
+STT_UP_ENV = {"DEVICE": "cpu", "COMPUTE_TYPE": "int8", "CPU_THREADS": "1", "METRICS_PORT": "0",
+              "HEARTBEAT_S": "0.5", "REDIS_URL": ""}
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path("/proc/%s/stat" % entry).read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parents.items() if pp == p]
+        found.update(kids)
+        todo.extend(kids)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture
+def stt_up(spawn: Callable[..., Proc], micro_model: Path) -> Callable[..., Proc]:
+    def start(port: int) -> Proc:
+        proc = spawn(["up"], {**STT_UP_ENV, "MODEL_NAME": str(micro_model), "PORT": str(port)}, name="stt-up")
+        wait_for(lambda: "stt up: ready" in proc.output() or proc.popen.poll() is not None, 90, "stt up ready")
+        assert proc.popen.poll() is None, proc.output()
+        return proc
+    return start
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Speech, Path]]:
+    speech = conversation(list(SENTENCES[:3]), pause_s=1.2)
+    # 44.1 kHz stereo: `stt client` must convert it.
+    path = tmp_path_factory.mktemp("audio") / "three.wav"
+    pcm = np.frombuffer(speech.pcm16_at(44100), dtype="<i2")
+    sf.write(path, np.stack([pcm, pcm], axis=1), 44100, subtype="PCM_16")
+    yield speech, path
+
+
+def stt_client(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "stt", "client", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_stt_client_streams_a_wav_through_stt_up(stt_up: Callable[..., Proc], three: tuple[Speech, Path]) -> None:
+    speech, wav = three
+    port = free_port()
+    up = stt_up(port)
+    assert "ws://0.0.0.0:%d/v1/listen" % port in up.output()
+    url = "ws://127.0.0.1:%d/v1/listen" % port
+    plain = stt_client(str(wav), "--url", url, "--speed", "4")
+    assert plain.returncode == 0, plain.stderr
+    lines = plain.stdout.splitlines()
+    assert len(lines) == 3, plain.stdout
+    for line, (start, _) in zip(lines, speech.spans):
+        m = re.match(r"\[\s*([\d.]+) - \s*([\d.]+)\] ", line)
+        assert m is not None and abs(float(m.group(1)) - start) < 0.4, line
+    as_json = stt_client(str(wav), "--url", url, "--speed", "4", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    msgs = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert msgs[0]["type"] == "started" and msgs[-1]["type"] == "done"
+    assert [m["utterance"] for m in msgs if m["type"] == "final"] == [0, 1, 2]
+    assert [m["seq"] for m in msgs] == list(range(len(msgs)))
+
+
+def test_stt_client_reads_raw_pcm_from_stdin_and_reports_bad_files(stt_up: Callable[..., Proc],
+                                                                    three: tuple[Speech, Path],
+                                                                    tmp_path: Path) -> None:
+    speech, _ = three
+    port = free_port()
+    stt_up(port)
+    url = "ws://127.0.0.1:%d/v1/listen" % port
+    out = subprocess.run([sys.executable, "-m", "stt", "client", "-", "--url", url, "--rate", "16000", "--speed",
+                          "4", "--no-interim", "--json"], input=speech.pcm16, cwd=ROOT, capture_output=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    msgs = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [m["type"] for m in msgs] == ["started", "final", "final", "final", "done"]
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF nonsense")
+    refused = stt_client(str(bad), "--url", url)
+    assert refused.returncode == 2 and "cannot read" in refused.stderr
+    nobody = stt_client(str(bad.with_name("missing.wav")), "--url", "ws://127.0.0.1:%d/v1/listen" % free_port())
+    assert nobody.returncode == 2
+    unreachable = stt_client("-", "--url", "ws://127.0.0.1:%d/v1/listen" % free_port())
+    assert unreachable.returncode == 69 and "cannot connect" in unreachable.stderr
+
+
+def test_seed_quick_start_client_runs_as_written(stt_up: Callable[..., Proc], three: tuple[Speech, Path],
+                                                 tmp_path: Path) -> None:
+    speech, _ = three
+    source = (Path(__file__).parent / "seed_client.py").read_text()
+    port = 8000
+    if not port_free(port):  # someone else has 8000 here: the only change is the port
+        port = free_port()
+        source = source.replace("ws://localhost:8000/ws", "ws://localhost:%d/ws" % port)
+    stt_up(port)
+    sf.write(tmp_path / "sample.wav", np.frombuffer(speech.pcm16, dtype="<i2"), 16000, subtype="PCM_16")
+    (tmp_path / "client.py").write_text(source)
+    run = subprocess.run([sys.executable, "client.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    msgs = [json.loads(line) for line in run.stdout.splitlines()]
+    types = [m["type"] for m in msgs]
+    assert types[0] == "started" and types[-1] == "done"
+    assert [m["utterance"] for m in msgs if m["type"] == "final"] == [0, 1, 2]
+    assert "interim" in types
+
+
+def test_killed_decoder_is_restarted_and_sigterm_leaves_no_process(stt_up: Callable[..., Proc],
+                                                                   three: tuple[Speech, Path]) -> None:
+    _, wav = three
+    port = free_port()
+    up = stt_up(port)
+    first = int(re.findall(r"started decoder-0 \(pid (\d+)\)", up.output())[0])
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: len(re.findall(r"started decoder-0 \(pid (\d+)\)", up.output())) == 2, 30, "a restart")
+    assert "decoder-0 exited with -9; restarting" in up.output()
+    served = stt_client(str(wav), "--url", "ws://127.0.0.1:%d/v1/listen" % port, "--speed", "4")
+    assert served.returncode == 0 and len(served.stdout.splitlines()) == 3, served.stderr
+    tree = descendants(up.pid)
+    assert len(tree) >= 3  # redis-server, decoder, gateway (and their helpers)
+    up.signal(signal.SIGTERM)
+    assert up.wait(60) == 0, up.output()
+    wait_for(lambda: not any(alive(p) for p in tree), 10, "every child to be gone")
+    out = up.output()
+    assert out.index("gateway stopped") < out.index("decoder-0 stopped") < out.index("stt up: stopped")
+
+
+def test_stt_up_gives_up_on_a_model_that_cannot_load(spawn: Callable[..., Proc], tmp_path: Path) -> None:
+    up = spawn(["up"], {**STT_UP_ENV, "MODEL_NAME": str(tmp_path / "no-such-model"), "PORT": str(free_port())},
+               name="stt-up")
+    assert up.wait(60) == 69, up.output()
+    assert "exited with 69 (a model or service it needs is unavailable) before the service was ever ready" \
+        in up.output()
+    assert "stt up: stopped" in up.output()
+    bad = subprocess.run([sys.executable, "-m", "stt", "up"], env={**os.environ, "PORT": "eighty"}, cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 78 and "PORT" in bad.stderr
