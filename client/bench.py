@@ -1,13 +1,284 @@
-"""`stt bench`: load benchmark (see issue: latency and capacity at an SLO)."""
+"""`stt bench`: N concurrent real-time clients through a running service, swept over N.
+
+Every client streams the same espeak-ng conversation (known sentence boundaries) in real time.
+Per final: end of speech (the known end of its sentence) to final received; per utterance:
+speech onset to first interim, and the gaps between interims. Finals missing, duplicated or out
+of order are counted. A sweep stops once p95 end-of-speech-to-final exceeds `--slo-ms`;
+"capacity at SLO" is the largest N that held it with no final missing. The floor is the same
+utterances decoded directly with faster-whisper in this process, so the report separates the
+model's time from the service's. Without `--url` the service is started with `stt up`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import itertools
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from client.speech import SENTENCES, Speech, conversation
+from client.stream import ClientError, connect
+from common.errors import ExitCode, SttError
+
+PRE_ROLL_S = 0.3
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    pass
+    p.add_argument("--url", default="", help="a running gateway (default: start `stt up` with this environment)")
+    p.add_argument("--streams", default="1,2,4,8,16", help="comma-separated N to sweep (default 1,2,4,8,16)")
+    p.add_argument("--slo-ms", type=float, default=1500.0, help="p95 end-of-speech-to-final target (ms)")
+    p.add_argument("--sentences", type=int, default=4, help="sentences per client conversation")
+    p.add_argument("--pause", type=float, default=1.2, help="seconds of silence between sentences")
+    p.add_argument("--speed", type=float, default=1.0, help="send at this multiple of real time")
+    p.add_argument("--no-floor", action="store_true", help="skip the direct-decode floor")
+    p.add_argument("--label", default="", help="name of this run in the output files")
+    p.add_argument("--out", default="benchmarks/results", help="directory for the JSON and PNG")
+
+
+@dataclass
+class ClientRun:
+    t0: float = 0.0  # wall (loop) time of audio time 0
+    finals: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    interims: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    error: str = ""
+
+
+async def run_client(url: str, speech: Speech, speed: float, delay: float) -> ClientRun:
+    run = ClientRun()
+    await asyncio.sleep(delay)
+    loop = asyncio.get_running_loop()
+    try:
+        async with connect(url, sample_rate=16000, lang="en") as stream:
+            run.t0 = loop.time()
+            sender = asyncio.create_task(stream.send_audio(speech.pcm16, speed=speed))
+            async for msg in stream:
+                now = loop.time()
+                if msg["type"] == "final":
+                    run.finals.append((now, msg))
+                elif msg["type"] == "interim":
+                    run.interims.append((now, msg))
+                elif msg["type"] == "error":
+                    run.error = "%s: %s" % (msg["code"], msg["message"])
+            await sender
+    except (ClientError, OSError) as exc:
+        run.error = str(exc)
+    return run
+
+
+def pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 1) if values else None
+
+
+def analyse(runs: list[ClientRun], speech: Speech, speed: float) -> dict[str, Any]:
+    e2e, overhead, queue, decode, first_interim, cadence = [], [], [], [], [], []
+    missing = duplicated = out_of_order = errors = 0
+    for run in runs:
+        errors += bool(run.error)
+        numbers = [m["utterance"] for _, m in run.finals]
+        duplicated += len(numbers) - len(set(numbers))
+        out_of_order += sum(1 for a, b in itertools.pairwise(numbers) if b <= a)
+        for start, end in speech.spans:
+            # The final of a sentence is the one whose span overlaps it most.
+            best = max(run.finals, key=lambda f: min(end, f[1]["end"]) - max(start, f[1]["start"]), default=None)
+            if best is None or min(end, best[1]["end"]) <= max(start, best[1]["start"]):
+                missing += 1
+                continue
+            at, msg = best
+            latency = (at - (run.t0 + end / speed)) * 1000.0
+            e2e.append(latency)
+            queue.append(msg["queue_ms"])
+            decode.append(msg["decode_ms"])
+            # What is neither the endpointing rule's silence nor the model: queueing, Redis,
+            # routing, WebSocket. Measured from the gateway's own end of speech.
+            gateway_end = run.t0 + (msg["end"] + msg.get("endpoint_ms", 0.0) / 1000.0) / speed
+            overhead.append((at - gateway_end) * 1000.0 - msg["decode_ms"])
+            mine = [t for t, m in run.interims if m["utterance"] == msg["utterance"]]
+            if mine:
+                first_interim.append((mine[0] - (run.t0 + start / speed)) * 1000.0)
+                cadence += [(b - a) * 1000.0 for a, b in itertools.pairwise(mine)]
+    return {
+        "finals_expected": len(runs) * len(speech.spans), "finals_missing": missing,
+        "finals_duplicated": duplicated, "finals_out_of_order": out_of_order, "sessions_failed": errors,
+        "e2e_final_ms": {"p50": pct(e2e, 50), "p95": pct(e2e, 95), "max": pct(e2e, 100)},
+        "service_overhead_ms": {"p50": pct(overhead, 50), "p95": pct(overhead, 95)},
+        "final_queue_ms": {"p50": pct(queue, 50), "p95": pct(queue, 95)},
+        "final_decode_ms": {"p50": pct(decode, 50), "p95": pct(decode, 95)},
+        "first_interim_ms": {"p50": pct(first_interim, 50), "p95": pct(first_interim, 95)},
+        "interim_cadence_ms": {"p50": pct(cadence, 50), "p95": pct(cadence, 95)},
+    }
+
+
+def floor(speech: Speech) -> dict[str, Any]:
+    """The model's own time on the same utterances: a direct final-profile decode of each."""
+    from common.messages import Job
+    from common.settings import Settings
+    from decoder.engine import Engine
+
+    settings = Settings.from_env()
+    engine = Engine(settings)
+    engine.load()
+    times = []
+    for _ in range(3):
+        for i, (start, end) in enumerate(speech.spans):
+            a, b = max(0, int((start - PRE_ROLL_S) * 16000)), int((end + 0.5) * 16000)
+            audio = speech.audio[a:b]
+            job = Job(id="floor", kind="final", session="floor", gateway="", utt=i, audio_key="",
+                      audio_end=len(audio) * 2, lang="en")
+            times.append(engine.decode_one(job, audio).decode_ms)
+    return {"model": settings.MODEL_NAME, "device": engine.device, "compute_type": engine.compute_type,
+            "decode_ms": {"p50": pct(times, 50), "p95": pct(times, 95)}, "decodes": len(times)}
+
+
+class Service:
+    """`stt up` on a free port for the length of the benchmark."""
+
+    def __init__(self) -> None:
+        from common.redis_server import free_port
+
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> str:
+        import httpx
+
+        env = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1", "REDIS_URL": "",
+               "METRICS_PORT": os.environ.get("METRICS_PORT", "0")}
+        print("starting stt up on port %d (model %s) ..." % (self.port, env.get("MODEL_NAME", "base")), flush=True)
+        self.proc = subprocess.Popen([sys.executable, "-m", "stt", "up"], env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SttError("stt up exited with %s" % self.proc.returncode)
+            try:
+                if httpx.get("http://127.0.0.1:%d/ready" % self.port, timeout=1).status_code == 200:
+                    return "ws://127.0.0.1:%d/v1/listen" % self.port
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise SttError("stt up was not ready within 600 s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+async def sweep(url: str, speech: Speech, ns: list[int], args: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
+    results, capacity = [], 0
+    for n in ns:
+        print("N=%-3d streaming %d clients x %.1f s of speech ..." % (n, n, speech.duration / args.speed), flush=True)
+        # Starts spread over one sentence so the clients' utterances do not all end together.
+        spread = speech.duration / max(1, len(speech.spans)) / args.speed
+        rng = random.Random(n)
+        runs = await asyncio.gather(*(run_client(url, speech, args.speed, rng.uniform(0, spread) if n > 1 else 0)
+                                      for _ in range(n)))
+        stats = {"streams": n, **analyse(list(runs), speech, args.speed)}
+        results.append(stats)
+        p95 = stats["e2e_final_ms"]["p95"]
+        print("      e2e final p50 %s ms, p95 %s ms; first interim p50 %s ms; missing %d, duplicated %d, "
+              "out of order %d" % (stats["e2e_final_ms"]["p50"], p95, stats["first_interim_ms"]["p50"],
+                                   stats["finals_missing"], stats["finals_duplicated"],
+                                   stats["finals_out_of_order"]), flush=True)
+        held = p95 is not None and p95 <= args.slo_ms and stats["finals_missing"] == 0
+        if not held:
+            print("      SLO (p95 <= %.0f ms, nothing missing) not held at N=%d: sweep stops" % (args.slo_ms, n))
+            break
+        capacity = n
+    return results, capacity
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    head = "%6s %9s %9s %9s %10s %10s %10s %11s %8s" % ("N", "e2e p50", "e2e p95", "ovh p50", "queue p95",
+                                                        "decode p50", "interim1st", "cadence p50", "missing")
+    rows = [head]
+    for r in results:
+        rows.append("%6d %9s %9s %9s %10s %10s %10s %11s %8d" % (
+            r["streams"], r["e2e_final_ms"]["p50"], r["e2e_final_ms"]["p95"], r["service_overhead_ms"]["p50"],
+            r["final_queue_ms"]["p95"], r["final_decode_ms"]["p50"], r["first_interim_ms"]["p50"],
+            r["interim_cadence_ms"]["p50"], r["finals_missing"]))
+    return "\n".join(rows)
+
+
+def plot(results: list[dict[str, Any]], slo: float, path: Path, title: str) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    ns = [r["streams"] for r in results]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for key, label in (("p50", "end-of-speech to final p50"), ("p95", "end-of-speech to final p95")):
+        ax.plot(ns, [r["e2e_final_ms"][key] for r in results], marker="o", label=label)
+    ax.plot(ns, [r["first_interim_ms"]["p50"] for r in results], marker="s", linestyle=":",
+            label="onset to first interim p50")
+    ax.axhline(slo, color="red", linestyle="--", label="SLO (p95)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrent real-time streams")
+    ax.set_ylabel("ms")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    try:
+        ns = sorted({int(x) for x in args.streams.split(",") if x.strip()})
+    except ValueError:
+        print("stt bench: --streams takes numbers like 1,2,4,8", file=sys.stderr)
+        return ExitCode.USAGE
+    print("making speech: %d sentences, %.1f s pauses (espeak-ng) ..." % (args.sentences, args.pause), flush=True)
+    speech = conversation(list(SENTENCES[:args.sentences]), pause_s=args.pause)
+    report: dict[str, Any] = {"benchmark": "stt bench", "label": args.label, "slo_p95_ms": args.slo_ms,
+                              "sentences": args.sentences, "conversation_s": round(speech.duration, 2),
+                              "settings": {k: os.environ[k] for k in ("MODEL_NAME", "DEVICE", "COMPUTE_TYPE",
+                                                                      "DECODE_BATCH", "CPU_THREADS", "DECODERS")
+                                           if k in os.environ},
+                              "cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if not args.no_floor:
+        print("floor: decoding the %d utterances directly with faster-whisper ..." % len(speech.spans), flush=True)
+        report["floor"] = floor(speech)
+        print("      direct decode p50 %s ms, p95 %s ms" % (report["floor"]["decode_ms"]["p50"],
+                                                          report["floor"]["decode_ms"]["p95"]), flush=True)
+    try:
+        if args.url:
+            results, capacity = asyncio.run(sweep(args.url, speech, ns, args))
+        else:
+            with Service() as url:
+                results, capacity = asyncio.run(sweep(url, speech, ns, args))
+    except SttError as exc:
+        print("stt bench: %s" % exc, file=sys.stderr)
+        return ExitCode.UNAVAILABLE
+    report["results"] = results
+    report["capacity_at_slo"] = capacity
+    print()
+    print(table(results))
+    print("capacity at SLO (p95 end-of-speech to final <= %.0f ms): %d streams" % (args.slo_ms, capacity))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "bench" + ("-" + args.label if args.label else "")
+    (out / (stem + ".json")).write_text(json.dumps(report, indent=2) + "\n")
+    drawn = plot(results, args.slo_ms, out / (stem + ".png"), "stt bench %s" % args.label)
+    print("wrote %s%s" % (out / (stem + ".json"), " and %s" % (out / (stem + ".png")) if drawn else ""))
+    return ExitCode.OK

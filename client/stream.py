@@ -48,15 +48,17 @@ class Stream:
         await self.ws.send(pcm)
 
     async def send_audio(self, pcm: bytes, speed: float = 1.0, chunk_ms: int = 100, stop: bool = True) -> None:
-        """Send `pcm` in chunks paced at `speed` x real time (0: as fast as possible), then `stop`."""
+        """Send `pcm` in chunks paced at `speed` x real time (0: as fast as possible), then `stop`.
+        Like a microphone, each chunk goes out once its last sample has been "recorded"."""
         step = max(2, self.sample_rate * 2 * chunk_ms // 1000 // 2 * 2)
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         for i in range(0, len(pcm), step):
-            await self.send(pcm[i:i + step])
+            chunk = pcm[i:i + step]
             if speed > 0:
-                due = t0 + (i + step) / 2 / self.sample_rate / speed
+                due = t0 + (i + len(chunk)) / 2 / self.sample_rate / speed
                 await asyncio.sleep(max(0.0, due - loop.time()))
+            await self.send(chunk)
         if stop:
             await self.stop()
 

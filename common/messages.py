@@ -237,11 +237,14 @@ def server_interim(utt: int, rev: int, text: str, stable_chars: int, start: floa
             "stable_chars": stable_chars, "start": round(start, 3), "end": round(end, 3)}
 
 
-def server_final(result: Result, start: float, end: float, want_words: bool) -> dict[str, Any]:
+def server_final(result: Result, start: float, end: float, want_words: bool,
+                 endpoint_ms: float = 0.0) -> dict[str, Any]:
+    """`endpoint_ms`, `queue_ms` and `decode_ms` say where the final's latency went: silence
+    waited before the end was decided, time queued, model time."""
     msg: dict[str, Any] = {"type": "final", "utterance": result.utt, "text": result.text,
                            "start": round(start, 3), "end": round(end, 3),
-                           "language": result.language, "queue_ms": round(result.queue_ms, 1),
-                           "decode_ms": round(result.decode_ms, 1)}
+                           "language": result.language, "endpoint_ms": round(endpoint_ms, 1),
+                           "queue_ms": round(result.queue_ms, 1), "decode_ms": round(result.decode_ms, 1)}
     if result.no_speech:
         msg["no_speech"] = True
     if want_words:

@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ from common.errors import DecodeError, ModelLoadError
 from common.messages import Job
 from common.settings import Settings
 from decoder import profiles
+from decoder.batching import BatchingModel
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,8 @@ def model_path(name: str) -> str:
     downloaded now with a progress bar (faster-whisper's own download shows none)."""
     if os.path.isdir(name):
         return name
+    if name.startswith((".", "/", "~")) or os.sep + os.sep in name:
+        raise ModelLoadError("no model directory at %s" % name)
     from faster_whisper.utils import _MODELS, download_model
 
     try:
@@ -77,6 +81,8 @@ class Engine:
         self.device, self.compute_type = resolve_device(settings)
         self.model_name = settings.MODEL_NAME
         self.model: Any = None
+        self.batcher: Any = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def load(self) -> None:
         """Load the model (downloading a size name on first use), logging progress while it takes."""
@@ -109,20 +115,30 @@ class Engine:
             loaded.set()
             ticker.join()
         logger.info("model %s loaded in %.1fs", self.model_name, time.monotonic() - started)
+        sot = self.model.hf_tokenizer.token_to_id("<|startoftranscript|>")
+        self.batcher = BatchingModel(self.model.model, sot)
+        self.model.model = self.batcher
+        self._pool = ThreadPoolExecutor(max_workers=self.settings.DECODE_BATCH, thread_name_prefix="decode")
 
-    def _count_tokens(self, text: str) -> int:
-        if not text:
-            return 0
-        return len(self.model.hf_tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids)
+    def _tokens(self, text: str) -> list[int]:
+        if not text.strip():
+            return []
+        return list(self.model.hf_tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids)
 
     def options(self, job: Job, audio_s: float) -> dict[str, Any]:
-        """The transcribe options for this job (also what tests use for direct decodes)."""
-        # faster-whisper keeps at most 223 prompt tokens and 223 prefix tokens; the rest of the
-        # context (sot sequence, markers) is 5 tokens.
-        prompt = min(self._count_tokens(job.prompt), 223) + 1 if job.prompt else 0
-        prefix = min(self._count_tokens(job.prefix), 223) if job.kind == "interim" else 0
-        budget = profiles.token_budget(audio_s, self.settings, prompt + prefix + 5)
-        return profiles.options_for(job, self.settings, budget)
+        """The transcribe options for this job (also what tests use for direct decodes).
+
+        The prompt is the last PROMPT_TOKENS tokens of the job's prompt text, so that most jobs
+        put <|startoftranscript|> at the same index and can share a batched generate."""
+        from faster_whisper.tokenizer import Tokenizer
+
+        previous = self._tokens(job.prompt)[-profiles.PROMPT_TOKENS:]
+        tokenizer = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual, task=job.task,
+                              language=job.lang or "en")
+        prefix = job.prefix if job.kind == "interim" else None
+        prompt_len = len(self.model.get_prompt(tokenizer, previous, without_timestamps=True, prefix=prefix))
+        budget = profiles.token_budget(audio_s, self.settings, prompt_len)
+        return profiles.options_for(job, self.settings, budget, previous or None)
 
     def decode_one(self, job: Job, audio: np.ndarray) -> DecodeOutput:
         """Decode one job. Runs in the decode thread; raises DecodeError on any model failure."""
@@ -137,14 +153,35 @@ class Engine:
                             (time.perf_counter() - started) * 1000.0)
 
     def decode_many(self, jobs: list[tuple[Job, np.ndarray]]) -> list[DecodeOutput | DecodeError]:
-        """Decode a list of jobs of one kind; each job fails alone."""
+        """Decode jobs of one kind, up to DECODE_BATCH at a time together (see
+        decoder/batching.py); each job fails alone."""
+        size = self.settings.DECODE_BATCH
         outputs: list[DecodeOutput | DecodeError] = []
-        for job, audio in jobs:
-            try:
-                outputs.append(self.decode_one(job, audio))
-            except DecodeError as exc:
-                outputs.append(exc)
+        for i in range(0, len(jobs), size):
+            outputs += self._decode_together(jobs[i:i + size])
         return outputs
+
+    def _decode_together(self, jobs: list[tuple[Job, np.ndarray]]) -> list[DecodeOutput | DecodeError]:
+        if len(jobs) == 1 or self._pool is None:
+            return [self._decode_caught(job, audio) for job, audio in jobs]
+        pool = self._pool
+        # Every member must have a thread of its own: the batch waits for all of them.
+        self.batcher.begin(len(jobs))
+
+        def member(job: Job, audio: np.ndarray) -> DecodeOutput | DecodeError:
+            try:
+                return self._decode_caught(job, audio)
+            finally:
+                self.batcher.leave()
+
+        futures = [pool.submit(member, job, audio) for job, audio in jobs]
+        return [f.result() for f in futures]
+
+    def _decode_caught(self, job: Job, audio: np.ndarray) -> DecodeOutput | DecodeError:
+        try:
+            return self.decode_one(job, audio)
+        except DecodeError as exc:
+            return exc
 
     def _output(self, job: Job, segments: list[Any], language: str | None, audio_s: float,
                 decode_ms: float) -> DecodeOutput:

@@ -17,17 +17,23 @@ from common.settings import Settings
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 # Whisper's decoder context: prompt and generated tokens together.
 MAX_CONTEXT = 448
+# Previous-text tokens kept as the prompt: enough context, and a common length (jobs whose
+# <|startoftranscript|> sits at the same index can share one batched generate).
+PROMPT_TOKENS = 48
+# The decode length limit (prompt + new tokens) is rounded up to a multiple of this, so jobs of
+# similar length share it and can be batched (CTranslate2 takes one max_length per call).
+LENGTH_QUANTUM = 16
 
 
 def token_budget(audio_s: float, settings: Settings, prompt_tokens: int = 0) -> int:
     """New tokens a window may produce: speech is at most a few tokens a second, so a random
     or hallucinating model stops here instead of running to the context end."""
     wanted = int(settings.TOKEN_BUDGET_BASE + settings.TOKEN_BUDGET_PER_S * audio_s)
-    room = MAX_CONTEXT - 1 - prompt_tokens
-    return max(1, min(wanted, room))
+    limit = -(-(prompt_tokens + wanted) // LENGTH_QUANTUM) * LENGTH_QUANTUM
+    return max(1, min(limit, MAX_CONTEXT) - prompt_tokens)
 
 
-def options_for(job: Job, settings: Settings, budget: int) -> dict[str, Any]:
+def options_for(job: Job, settings: Settings, budget: int, prompt: list[int] | None = None) -> dict[str, Any]:
     """Keyword arguments of `WhisperModel.transcribe` for this job."""
     common: dict[str, Any] = {
         "language": job.lang,
@@ -35,7 +41,7 @@ def options_for(job: Job, settings: Settings, budget: int) -> dict[str, Any]:
         "without_timestamps": True,
         "condition_on_previous_text": False,
         "vad_filter": False,
-        "initial_prompt": job.prompt or None,
+        "initial_prompt": prompt,
         "max_new_tokens": budget,
         "no_speech_threshold": settings.NO_SPEECH_THRESHOLD,
         "log_prob_threshold": settings.LOG_PROB_THRESHOLD,

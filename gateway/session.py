@@ -36,9 +36,9 @@ logger = logging.getLogger(__name__)
 PROMPT_CHARS = 400
 
 
-def final_prompt(user_prompt: str, last_final_text: str) -> str:
-    """The decoder's prompt: the client's prompt and the session's last final, most recent kept."""
-    return (user_prompt + " " + last_final_text).strip()[-PROMPT_CHARS:]
+def final_prompt(user_prompt: str, recent_text: str) -> str:
+    """The decoder's prompt: the client's prompt and the session's recent finals, the most recent kept."""
+    return (user_prompt + " " + recent_text).strip()[-PROMPT_CHARS:]
 
 
 @dataclass
@@ -48,6 +48,7 @@ class PendingFinal:
     end: float
     queued_at: float
     ended_at: float
+    endpoint_ms: float = 0.0  # silence waited after the last voiced frame before ending it
     tries: int = 1
     result: Result | None = None
 
@@ -84,7 +85,7 @@ class Session:
         self.pending: dict[int, PendingFinal] = {}
         self.next_final = 0  # the utterance whose final goes out next
         self.interim_in_flight: tuple[int, int, int] | None = None  # (utt, rev, deadline ms)
-        self.last_final_text = ""
+        self.recent_text = ""
         self.interim_queued_at = 0.0
         self.finals_done = asyncio.Event()  # set while no final is outstanding
         self.finals_done.set()
@@ -107,7 +108,8 @@ class Session:
             elif ev.kind == "audio" and self.current is not None:
                 self.current.appended = await self.queue.append_audio(self.id, self.current.n, ev.audio)
             elif ev.kind == "end" and self.current is not None:
-                await self._queue_final(self.current, ev.sample / RATE, self.current.appended - ev.tail_bytes)
+                await self._queue_final(self.current, ev.sample / RATE, self.current.appended - ev.tail_bytes,
+                                        max(0, ev.decided - ev.sample) / RATE)
                 self.current = None
 
     # --- jobs ----------------------------------------------------------------------------
@@ -119,9 +121,9 @@ class Session:
             kind=kind, session=self.id, gateway=self.gateway_id, utt=utt.n,
             audio_key=keys.audio_key(self.id, utt.n), audio_end=audio_end, t0=utt.start, lang=self.lang,
             task=self.start_req.task, word_timestamps=self.start_req.word_timestamps and kind == "final",
-            prompt=final_prompt(self.start_req.prompt, self.last_final_text), **extra)
+            prompt=final_prompt(self.start_req.prompt, self.recent_text), **extra)
 
-    async def _queue_final(self, utt: Utterance, end: float, audio_end: int) -> None:
+    async def _queue_final(self, utt: Utterance, end: float, audio_end: int, waited_s: float = 0.0) -> None:
         if audio_end <= 0:
             # An utterance that opened at a forced cut with nothing after it: no audio, no number.
             if utt.n == self.next_utt - 1:
@@ -129,7 +131,8 @@ class Session:
             return
         job = self._job("final", utt, audio_end)
         now = time.monotonic()
-        self.pending[utt.n] = PendingFinal(job=job, start=utt.start, end=end, queued_at=now, ended_at=now)
+        self.pending[utt.n] = PendingFinal(job=job, start=utt.start, end=end, queued_at=now, ended_at=now,
+                                           endpoint_ms=waited_s * 1000.0)
         self.finals_done.clear()
         await self.queue.enqueue(job)
         logger.info("session %s utt %d: final queued (%.2f-%.2fs, %d bytes)", self.id, utt.n, utt.start, end,
@@ -222,7 +225,8 @@ class Session:
     def _deliver(self, p: PendingFinal) -> None:
         r = p.result
         assert r is not None
-        latency = time.monotonic() - p.ended_at
+        # From the last voiced frame: the silence waited to decide the end counts too.
+        latency = time.monotonic() - p.ended_at + p.endpoint_ms / 1000.0
         if r.error:
             self.send(server_error("final_failed", "utterance %d could not be transcribed: %s"
                                    % (r.utt, r.error), utt=r.utt))
@@ -231,9 +235,11 @@ class Session:
                 self.lang = r.language
                 logger.info("session %s: language %s detected and kept", self.id, r.language)
             if r.text:
-                self.last_final_text = r.text
+                # The recent finals, not just the last: more context for the model, and a prompt
+                # long enough that the decoder cuts it to its common length (batchable).
+                self.recent_text = (self.recent_text + " " + r.text).strip()[-PROMPT_CHARS:]
             self.metrics.final_latency.observe(latency)
-            self.send(server_final(r, p.start, p.end, self.start_req.word_timestamps))
+            self.send(server_final(r, p.start, p.end, self.start_req.word_timestamps, p.endpoint_ms))
         logger.info("session %s utt %d: final delivered %.0f ms after end of speech", self.id, r.utt,
                     latency * 1000)
 

@@ -64,6 +64,8 @@ class Event:
     reason: str = ""
     # On a forced cut: bytes at the end of the utterance's audio that belong to the next one.
     tail_bytes: int = 0
+    # For "end": the session sample at which the end was decided (after the silence waited).
+    decided: int = 0
 
 
 class Endpointer:
@@ -175,7 +177,7 @@ class Endpointer:
         events.append(Event("audio", start, audio))
 
     def _close(self, events: list[Event], at_sample: int, reason: str) -> None:
-        events.append(Event("end", at_sample, reason=reason))
+        events.append(Event("end", at_sample, reason=reason, decided=self.samples))
         self.state = State.IDLE
         self.pre_roll.clear()
         self.candidate = []
@@ -188,7 +190,7 @@ class Endpointer:
         carried = b"".join(f for f, _ in frames[quietest + 1:])
         carry_frames = len(carried) // FRAME_BYTES
         cut_sample = self.samples - carry_frames * FRAME_SAMPLES
-        events.append(Event("end", cut_sample, reason="max_length", tail_bytes=len(carried)))
+        events.append(Event("end", cut_sample, reason="max_length", tail_bytes=len(carried), decided=self.samples))
         self._open(events, cut_sample, carried, carry_frames)
 
     def force_end(self) -> list[Event]:

@@ -122,7 +122,7 @@ async def test_bad_job_gets_error_result_and_loop_goes_on(case: str, settings: S
         real = engine.model.transcribe
 
         def failing(audio, **kwargs):  # type: ignore[no-untyped-def]
-            if kwargs.get("initial_prompt") == "explode":
+            if kwargs.get("initial_prompt") == engine._tokens("explode"):
                 raise RuntimeError("CUDA failed with error out of memory")
             return real(audio, **kwargs)
 

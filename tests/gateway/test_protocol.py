@@ -102,7 +102,7 @@ async def test_final_text_equals_direct_decode_of_its_audio(cluster: Cluster, th
                   audio_end=len(data), lang="en", prompt=final_prompt("", prompt))
         segments, _ = engine.model.transcribe(audio, **engine.options(job, len(audio) / 16000))
         assert f["text"] == "".join(s.text for s in segments).strip()
-        prompt = f["text"]
+        prompt = (prompt + " " + f["text"]).strip()
 
 
 @pytest.mark.parametrize("rate", [8000, 16000, 48000, 44100])

@@ -1,0 +1,155 @@
+"""Cross-session batching under faster-whisper's own decoding logic.
+
+`WhisperModel.transcribe` does everything a job needs (prompt layout, temperature fallback,
+no-speech and log-probability guards, segments, word timestamps) but calls CTranslate2 with a
+batch of one. To decode N jobs together without re-implementing any of that, the engine runs
+N `transcribe` calls in N threads against this proxy of the CTranslate2 model:
+
+- `encode` records the mel features instead of encoding them;
+- `generate` waits until every thread of the batch is either waiting in `generate` or done,
+  then one thread runs a single `generate` per group of compatible requests, on the stacked
+  features: CTranslate2 encodes the whole group in one batched call and decodes it in one
+  batched search. Requests are compatible when every generation option is equal (beam size,
+  temperature, max_length, …) and their <|startoftranscript|> token sits at the same prompt
+  index (a CTranslate2 requirement);
+- anything else (`detect_language`, `align` for word timestamps) encodes for real and passes
+  through, one job at a time.
+
+A group whose batched call raises is retried one request at a time, so a bad job fails alone.
+Outside a batch (one job, or DECODE_BATCH=1) the proxy passes every call straight through.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+class Features:
+    """What `encode` returns inside a batch: the mel features, encoded later with the group."""
+
+    def __init__(self, mel: np.ndarray) -> None:
+        self.mel = mel  # [n_mels, frames]
+
+
+@dataclass
+class _Request:
+    features: Features
+    prompt: list[int]
+    kwargs: dict[str, Any]
+    result: Any = None
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def key(self, sot: int) -> tuple[Any, ...]:
+        index = self.prompt.index(sot) if sot in self.prompt else -1
+        return index, tuple(sorted((k, repr(v)) for k, v in self.kwargs.items()))
+
+
+class BatchingModel:
+    """Stands in for `WhisperModel.model` (a `ctranslate2.models.Whisper`)."""
+
+    def __init__(self, model: Any, sot_token: int) -> None:
+        self._model = model
+        self._sot = sot_token
+        self._cond = threading.Condition()
+        self._active = 0
+        self._waiting: list[_Request] = []
+        self.calls = 0  # batched generate calls made (for tests and metrics)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    # --- batch membership ---------------------------------------------------------------
+
+    def begin(self, n: int) -> None:
+        with self._cond:
+            self._active = n
+
+    def leave(self) -> None:
+        """A thread of the batch is done with the model (finished or failed)."""
+        with self._cond:
+            self._active -= 1
+            round_ = self._take_round()
+        if round_:
+            self._run(round_)
+
+    def _take_round(self) -> list[_Request]:
+        if self._waiting and len(self._waiting) >= self._active:
+            round_, self._waiting = self._waiting, []
+            return round_
+        return []
+
+    # --- the model's API ----------------------------------------------------------------
+
+    def encode(self, features: Any, to_cpu: bool = False) -> Any:
+        if self._active <= 1:
+            return self._model.encode(features, to_cpu=to_cpu)
+        return Features(np.asarray(features)[0])
+
+    def _real(self, encoder_output: Any) -> Any:
+        if isinstance(encoder_output, Features):
+            import ctranslate2
+
+            return self._model.encode(ctranslate2.StorageView.from_array(encoder_output.mel[None]))
+        return encoder_output
+
+    def detect_language(self, encoder_output: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._model.detect_language(self._real(encoder_output), *args, **kwargs)
+
+    def align(self, encoder_output: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._model.align(self._real(encoder_output), *args, **kwargs)
+
+    def generate(self, encoder_output: Any, prompts: list[list[int]], **kwargs: Any) -> Any:
+        if not isinstance(encoder_output, Features):
+            return self._model.generate(encoder_output, prompts, **kwargs)
+        request = _Request(encoder_output, prompts[0], kwargs)
+        with self._cond:
+            self._waiting.append(request)
+            round_ = self._take_round()
+        if round_:
+            self._run(round_)
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return [request.result]
+
+    # --- running a round ----------------------------------------------------------------
+
+    def _run(self, round_: list[_Request]) -> None:
+        groups: dict[tuple[Any, ...], list[_Request]] = defaultdict(list)
+        for request in round_:
+            groups[request.key(self._sot)].append(request)
+        for group in groups.values():
+            try:
+                self._generate(group)
+            except Exception as exc:  # one bad request must not fail the others: retry alone
+                if len(group) == 1:
+                    group[0].error = exc
+                else:
+                    logger.warning("batched generate of %d failed (%s); retrying one by one", len(group), exc)
+                    for request in group:
+                        try:
+                            self._generate([request])
+                        except Exception as one:
+                            request.error = one
+            finally:
+                for request in group:
+                    request.done.set()
+
+    def _generate(self, group: list[_Request]) -> None:
+        import ctranslate2
+
+        mels = np.ascontiguousarray(np.stack([r.features.mel for r in group]))
+        self.calls += 1
+        results = self._model.generate(ctranslate2.StorageView.from_array(mels), [r.prompt for r in group],
+                                       **group[0].kwargs)
+        for request, result in zip(group, results):
+            request.result = result

@@ -1,0 +1,84 @@
+"""Cross-session batching: N jobs decoded together give each its own alone-decode text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from client.speech import SENTENCES, conversation
+from common.errors import DecodeError
+from common.messages import Job
+from decoder.engine import DecodeOutput, Engine
+from tests.conftest import make_settings
+
+
+@pytest.fixture(scope="module")
+def engine(micro_model: Path) -> Engine:
+    e = Engine(make_settings(micro_model, "redis://127.0.0.1:1/0", DECODE_BATCH=8))
+    e.load()
+    return e
+
+
+@pytest.fixture(scope="module")
+def audios() -> list[np.ndarray]:
+    return [conversation([t], lead_s=0.3, tail_s=0.5).audio for t in SENTENCES[:6]]
+
+
+def job(kind: str, i: int, audio: np.ndarray, prompt: str = "", prefix: str = "") -> tuple[Job, np.ndarray]:
+    return Job(id="%s-%d" % (kind, i), kind=kind, session="s%d" % i, gateway="g", utt=0, audio_key="",
+               audio_end=len(audio) * 2, lang="en", prompt=prompt, prefix=prefix), audio
+
+
+def texts(outputs: list[DecodeOutput | DecodeError]) -> list[str]:
+    return [o.text if isinstance(o, DecodeOutput) else "ERROR %s" % o for o in outputs]
+
+
+@pytest.mark.parametrize("kind", ["final", "interim"])
+def test_batched_jobs_get_the_text_they_get_alone(engine: Engine, audios: list[np.ndarray], kind: str) -> None:
+    long_prompt = " ".join(SENTENCES)  # longer than the prompt window: cut to the same length
+    jobs = [job(kind, i, a, prompt=long_prompt if i % 2 else "",
+                prefix="the quick" if kind == "interim" and i == 3 else "")
+            for i, a in enumerate(audios)]
+    alone = [engine.decode_one(j, a).text for j, a in jobs]
+    before = engine.batcher.calls
+    together = engine.decode_many(jobs)
+    assert texts(together) == alone
+    # Six jobs, far fewer model calls: compatible jobs shared one batched generate.
+    assert engine.batcher.calls - before < len(jobs)
+
+
+def test_batch_of_one_and_batch_size_one_go_straight_through(micro_model: Path, audios: list[np.ndarray]) -> None:
+    e = Engine(make_settings(micro_model, "redis://127.0.0.1:1/0", DECODE_BATCH=1))
+    e.load()
+    jobs = [job("final", i, a) for i, a in enumerate(audios[:2])]
+    assert texts(e.decode_many(jobs)) == [e.decode_one(j, a).text for j, a in jobs]
+    assert e.batcher.calls == 0
+
+
+class Poisoned:
+    """The real CTranslate2 model, except that a batch holding the poison prompt token fails."""
+
+    def __init__(self, model: Any, poison: int) -> None:
+        self.model, self.poison = model, poison
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def generate(self, features: Any, prompts: list[list[int]], **kwargs: Any) -> Any:
+        if any(self.poison in p for p in prompts):
+            raise RuntimeError("CUDA failed with error out of memory")
+        return self.model.generate(features, prompts, **kwargs)
+
+
+def test_a_bad_job_in_a_batch_fails_alone(engine: Engine, audios: list[np.ndarray],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    jobs = [job("interim", i, a, prefix="zebra" if i == 2 else "") for i, a in enumerate(audios[:4])]
+    alone = [engine.decode_one(j, a).text for j, a in jobs]
+    poison = engine._tokens("zebra")[0]
+    monkeypatch.setattr(engine.batcher, "_model", Poisoned(engine.batcher._model, poison))
+    got = engine.decode_many(jobs)
+    assert isinstance(got[2], DecodeError) and "out of memory" in str(got[2])
+    assert [t for i, t in enumerate(texts(got)) if i != 2] == [t for i, t in enumerate(alone) if i != 2]
