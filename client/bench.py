@@ -119,23 +119,28 @@ def analyse(runs: list[ClientRun], speech: Speech, speed: float) -> dict[str, An
     }
 
 
-def floor(speech: Speech) -> dict[str, Any]:
-    """The model's own time on the same utterances: a direct final-profile decode of each."""
+def floor(speech: Speech, texts: list[str]) -> dict[str, Any]:
+    """The model's own time on the same utterances: a direct final-profile decode of each, with
+    the prompt the service gave it (the texts of the finals before it, from the N=1 run)."""
     from common.messages import Job
     from common.settings import Settings
     from decoder.engine import Engine
+    from gateway.session import final_prompt
 
     settings = Settings.from_env()
     engine = Engine(settings)
     engine.load()
     times = []
     for _ in range(3):
+        recent = ""
         for i, (start, end) in enumerate(speech.spans):
             a, b = max(0, int((start - PRE_ROLL_S) * 16000)), int((end + 0.5) * 16000)
             audio = speech.audio[a:b]
             job = Job(id="floor", kind="final", session="floor", gateway="", utt=i, audio_key="",
-                      audio_end=len(audio) * 2, lang="en")
+                      audio_end=len(audio) * 2, lang="en", prompt=final_prompt("", recent))
             times.append(engine.decode_one(job, audio).decode_ms)
+            if i < len(texts) and texts[i]:
+                recent = (recent + " " + texts[i]).strip()
     return {"model": settings.MODEL_NAME, "device": engine.device, "compute_type": engine.compute_type,
             "decode_ms": {"p50": pct(times, 50), "p95": pct(times, 95)}, "decodes": len(times)}
 
@@ -179,7 +184,9 @@ class Service:
                 self.proc.wait()
 
 
-async def sweep(url: str, speech: Speech, ns: list[int], args: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
+async def sweep(url: str, speech: Speech, ns: list[int], args: argparse.Namespace,
+                texts: list[str]) -> tuple[list[dict[str, Any]], int]:
+    """Runs N = ns[0], ns[1], … until the SLO breaks; `texts` gets the first run's final texts."""
     results, capacity = [], 0
     for n in ns:
         print("N=%-3d streaming %d clients x %.1f s of speech ..." % (n, n, speech.duration / args.speed), flush=True)
@@ -188,6 +195,8 @@ async def sweep(url: str, speech: Speech, ns: list[int], args: argparse.Namespac
         rng = random.Random(n)
         runs = await asyncio.gather(*(run_client(url, speech, args.speed, rng.uniform(0, spread) if n > 1 else 0)
                                       for _ in range(n)))
+        if not texts:
+            texts += [m["text"] for _, m in sorted(runs[0].finals, key=lambda f: f[1]["utterance"])]
         stats = {"streams": n, **analyse(list(runs), speech, args.speed)}
         results.append(stats)
         p95 = stats["e2e_final_ms"]["p95"]
@@ -256,20 +265,21 @@ def run(args: argparse.Namespace) -> int:
                                                                       "DECODE_BATCH", "CPU_THREADS", "DECODERS")
                                            if k in os.environ},
                               "cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    if not args.no_floor:
-        print("floor: decoding the %d utterances directly with faster-whisper ..." % len(speech.spans), flush=True)
-        report["floor"] = floor(speech)
-        print("      direct decode p50 %s ms, p95 %s ms" % (report["floor"]["decode_ms"]["p50"],
-                                                          report["floor"]["decode_ms"]["p95"]), flush=True)
+    texts: list[str] = []
     try:
         if args.url:
-            results, capacity = asyncio.run(sweep(args.url, speech, ns, args))
+            results, capacity = asyncio.run(sweep(args.url, speech, ns, args, texts))
         else:
             with Service() as url:
-                results, capacity = asyncio.run(sweep(url, speech, ns, args))
+                results, capacity = asyncio.run(sweep(url, speech, ns, args, texts))
     except SttError as exc:
         print("stt bench: %s" % exc, file=sys.stderr)
         return ExitCode.UNAVAILABLE
+    if not args.no_floor:
+        print("floor: decoding the %d utterances directly with faster-whisper ..." % len(speech.spans), flush=True)
+        report["floor"] = floor(speech, texts)
+        print("      direct decode p50 %s ms, p95 %s ms" % (report["floor"]["decode_ms"]["p50"],
+                                                          report["floor"]["decode_ms"]["p95"]), flush=True)
     report["results"] = results
     report["capacity_at_slo"] = capacity
     print()

@@ -30,7 +30,7 @@ from common.settings import Settings
 from gateway.jobqueue import JobQueue, now_ms
 from gateway.metrics import GatewayMetrics
 from gateway.stable import stable_prefix
-from gateway.vad import RATE, Endpointer
+from gateway.vad import FRAME_MS, RATE, Endpointer
 
 logger = logging.getLogger(__name__)
 PROMPT_CHARS = 400
@@ -59,6 +59,7 @@ class Utterance:
     start: float
     appended: int = 0  # bytes of 16 kHz PCM in its audio key
     interim_from: int = 0  # audio_end of the last interim queued
+    voiced_from: int = 0  # the endpointer's voiced-frame count when the last interim was queued
     rev: int = -1  # rev of the last interim queued
     delivered_rev: int = -1
     texts: list[str] = field(default_factory=list)
@@ -142,11 +143,15 @@ class Session:
         utt = self.current
         if utt is None or not self.start_req.interim or self.interim_in_flight is not None:
             return
-        new_ms = (utt.appended - utt.interim_from) / (2 * RATE) * 1000
+        # New *speech*, not new audio: in the trailing silence before an end of speech an interim
+        # would tell the client nothing new and keep the decoder busy just as the final comes.
+        voiced = self.endpointer.speech_frames
+        new_ms = (voiced - utt.voiced_from) * FRAME_MS
         if new_ms < self.settings.INTERIM_MIN_MS:
-            if utt.interim_from and new_ms > 0:
+            if utt.interim_from and utt.appended > utt.interim_from:
                 self.metrics.interims_coalesced.inc()
             return
+        utt.voiced_from = voiced
         utt.rev += 1
         deadline = now_ms() + self.settings.INTERIM_DEADLINE_MS
         job = self._job("interim", utt, utt.appended, rev=utt.rev, prefix=utt.stable, deadline=deadline)
