@@ -46,8 +46,8 @@ class Printer:
         if self.as_json:
             self.out.write(json.dumps(msg, ensure_ascii=False) + "\n")
         elif kind == "interim" and self.live:
-            width = shutil.get_terminal_size().columns - 1
-            self.out.write("\r\x1b[K" + ("… " + msg["text"].strip())[-width:])
+            room = max(10, shutil.get_terminal_size().columns - 3)  # the line's tail, so it never wraps
+            self.out.write("\r\x1b[K… " + msg["text"].strip()[-room:])
             self.interim_shown = True
         elif kind == "final":
             self._clear()

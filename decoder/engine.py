@@ -20,6 +20,8 @@ from decoder.batching import BatchingModel
 
 logger = logging.getLogger(__name__)
 
+PROGRESS_EVERY_S = 5.0  # how often a slow model load says it is still going
+
 _CPU_FALLBACK = {"float16": "int8", "int8_float16": "int8", "bfloat16": "int8",
                  "int8_bfloat16": "int8"}
 
@@ -92,7 +94,7 @@ class Engine:
         loaded = threading.Event()
 
         def progress() -> None:
-            while not loaded.wait(5.0):
+            while not loaded.wait(PROGRESS_EVERY_S):
                 logger.info("still loading model %s (%.0fs)", self.model_name, time.monotonic() - started)
 
         ticker = threading.Thread(target=progress, name="load-progress", daemon=True)

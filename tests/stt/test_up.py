@@ -3,8 +3,10 @@ driven by `stt client`, the seed's quick-start client, a killed decoder and SIGT
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import re
 import signal
 import socket
@@ -105,6 +107,21 @@ def test_stt_client_streams_a_wav_through_stt_up(stt_up: Callable[..., Proc], th
     assert msgs[0]["type"] == "started" and msgs[-1]["type"] == "done"
     assert [m["utterance"] for m in msgs if m["type"] == "final"] == [0, 1, 2]
     assert [m["seq"] for m in msgs] == list(range(len(msgs)))
+    # On a terminal the live interim is redrawn on one line, then each final replaces it.
+    main, sub = pty.openpty()
+    with os.fdopen(main, "rb", buffering=0) as reader:
+        proc = subprocess.Popen([sys.executable, "-m", "stt", "client", str(wav), "--url", url, "--speed", "4"],
+                                cwd=ROOT, stdout=sub, stderr=subprocess.PIPE)
+        os.close(sub)
+        screen = b""
+        with contextlib.suppress(OSError):  # EIO once the client has exited and closed the pty
+            while chunk := reader.read(4096):
+                screen += chunk
+        assert proc.wait(60) == 0
+    text = screen.decode()
+    assert "\r\x1b[K… " in text  # an interim drawn in place
+    finals_shown = [line for line in text.replace("\r\n", "\n").split("\n") if line.strip()]
+    assert [re.sub(r".*\x1b\[K", "", line).startswith("[") for line in finals_shown] == [True] * 3
 
 
 def test_stt_client_reads_raw_pcm_from_stdin_and_reports_bad_files(stt_up: Callable[..., Proc],

@@ -1,0 +1,48 @@
+"""Engine loading: progress while a model loads, clear errors for models that cannot."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import faster_whisper
+import pytest
+
+from common.errors import ModelLoadError
+from decoder import engine as engine_module
+from decoder.engine import Engine, model_path
+from tests.conftest import make_settings
+
+
+class SlowModel:
+    """Stands in for WhisperModel: a load that takes a while."""
+
+    def __init__(self, path: str, **kwargs: Any) -> None:
+        time.sleep(0.5)
+        self.model = object()
+        self.hf_tokenizer = type("T", (), {"token_to_id": staticmethod(lambda token: 50258)})()
+
+
+def test_slow_load_reports_progress(micro_model: Path, monkeypatch: pytest.MonkeyPatch,
+                                    caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(faster_whisper, "WhisperModel", SlowModel)
+    monkeypatch.setattr(engine_module, "PROGRESS_EVERY_S", 0.1)
+    with caplog.at_level(logging.INFO, logger="decoder.engine"):
+        Engine(make_settings(micro_model, "redis://127.0.0.1:1/0")).load()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("still loading model %s" % micro_model) for m in messages), messages
+    assert any(m.startswith("model %s loaded in" % micro_model) for m in messages)
+
+
+def test_models_that_cannot_load_say_why(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="no model directory at"):
+        model_path(str(tmp_path / "missing"))
+    with pytest.raises(ModelLoadError, match=r"unknown model 'nonsense'.*large-v3"):
+        model_path("nonsense")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    engine = Engine(make_settings(empty, "redis://127.0.0.1:1/0"))
+    with pytest.raises(ModelLoadError, match="cannot load model"):
+        engine.load()
