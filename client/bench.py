@@ -61,8 +61,7 @@ async def run_client(url: str, speech: Speech, speed: float, delay: float) -> Cl
     try:
         async with connect(url, sample_rate=16000, lang="en") as stream:
             run.t0 = loop.time()
-            sender = asyncio.create_task(stream.send_audio(speech.pcm16, speed=speed))
-            async for msg in stream:
+            async for msg in stream.receive_while(stream.send_audio(speech.pcm16, speed=speed)):
                 now = loop.time()
                 if msg["type"] == "final":
                     run.finals.append((now, msg))
@@ -70,7 +69,6 @@ async def run_client(url: str, speech: Speech, speed: float, delay: float) -> Cl
                     run.interims.append((now, msg))
                 elif msg["type"] == "error":
                     run.error = "%s: %s" % (msg["code"], msg["message"])
-            await sender
     except (ClientError, OSError) as exc:
         run.error = str(exc)
     return run
@@ -155,7 +153,7 @@ class Service:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> str:
-        import httpx
+        from stt.supervisor import gateway_status
 
         env = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1", "REDIS_URL": "",
                "METRICS_PORT": os.environ.get("METRICS_PORT", "0")}
@@ -166,11 +164,8 @@ class Service:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise SttError("stt up exited with %s" % self.proc.returncode)
-            try:
-                if httpx.get("http://127.0.0.1:%d/ready" % self.port, timeout=1).status_code == 200:
-                    return "ws://127.0.0.1:%d/v1/listen" % self.port
-            except httpx.HTTPError:
-                pass
+            if gateway_status("127.0.0.1", self.port) is not None:
+                return "ws://127.0.0.1:%d/v1/listen" % self.port
             time.sleep(0.3)
         raise SttError("stt up was not ready within 600 s")
 

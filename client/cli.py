@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TextIO
 
 from client.audiofile import read_file, read_stdin
-from client.stream import ClientError, Stream, connect
+from client.stream import ClientError, connect
 from common.audio import MODEL_RATE
 from common.errors import AudioError, ExitCode
 
@@ -63,16 +62,10 @@ class Printer:
             self.interim_shown = False
 
 
-async def _send_stdin(stream: Stream, rate: int, speed: float) -> None:
+async def _stdin_chunks(rate: int) -> AsyncIterator[bytes]:
     chunks = read_stdin(rate * 2 // 10)
-    loop = asyncio.get_running_loop()
-    t0, sent = loop.time(), 0
     while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
-        await stream.send(chunk)
-        sent += len(chunk)
-        if speed > 0:
-            await asyncio.sleep(max(0.0, t0 + sent / 2 / rate / speed - loop.time()))
-    await stream.stop()
+        yield chunk
 
 
 async def stream_source(args: argparse.Namespace, show: Callable[[dict[str, Any]], None]) -> None:
@@ -81,16 +74,10 @@ async def stream_source(args: argparse.Namespace, show: Callable[[dict[str, Any]
                        word_timestamps=args.word_timestamps, task=args.task, prompt=args.prompt,
                        api_key=args.api_key) as stream:
         show(stream.messages[0])
-        sender = asyncio.create_task(_send_stdin(stream, rate, args.speed) if args.source == "-"
-                                     else stream.send_audio(pcm, speed=args.speed))
-        try:
-            async for msg in stream:
-                show(msg)
-        finally:
-            if not sender.done():
-                sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+        sending = (stream.send_chunks(_stdin_chunks(rate), args.speed) if args.source == "-"
+                   else stream.send_audio(pcm, speed=args.speed))
+        async for msg in stream.receive_while(sending):
+            show(msg)
         show(stream.messages[-1])
 
 

@@ -1,10 +1,9 @@
 """The async Python client: connect, stream audio, iterate interims and finals, finalize, stop.
 
     async with connect("ws://localhost:8000/v1/listen", sample_rate=16000) as stream:
-        sender = asyncio.create_task(stream.send_audio(pcm, speed=1.0))   # paced, then `stop`
-        async for msg in stream:          # interim, final and error messages, until `done`
+        # send_audio paces the audio, then sends `stop`; messages come until `done`.
+        async for msg in stream.receive_while(stream.send_audio(pcm, speed=1.0)):
             print(msg["type"], msg.get("text"))
-        await sender
 
 Messages are the protocol's JSON objects as dicts (see README "Client protocol").
 """
@@ -14,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,19 +47,41 @@ class Stream:
         await self.ws.send(pcm)
 
     async def send_audio(self, pcm: bytes, speed: float = 1.0, chunk_ms: int = 100, stop: bool = True) -> None:
-        """Send `pcm` in chunks paced at `speed` x real time (0: as fast as possible), then `stop`.
-        Like a microphone, each chunk goes out once its last sample has been "recorded"."""
+        """Send `pcm` in chunks paced at `speed` x real time (0: as fast as possible), then `stop`."""
         step = max(2, self.sample_rate * 2 * chunk_ms // 1000 // 2 * 2)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for i in range(0, len(pcm), step):
+                yield pcm[i:i + step]
+
+        await self.send_chunks(chunks(), speed, stop)
+
+    async def send_chunks(self, chunks: AsyncIterable[bytes], speed: float = 1.0, stop: bool = True) -> None:
+        """Send PCM chunks paced at `speed` x real time (0: as they come), then `stop`. Like a
+        microphone, each chunk goes out once its last sample has been "recorded"."""
         loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        for i in range(0, len(pcm), step):
-            chunk = pcm[i:i + step]
+        t0, sent = loop.time(), 0
+        async for chunk in chunks:
+            sent += len(chunk)
             if speed > 0:
-                due = t0 + (i + len(chunk)) / 2 / self.sample_rate / speed
-                await asyncio.sleep(max(0.0, due - loop.time()))
+                await asyncio.sleep(max(0.0, t0 + sent / 2 / self.sample_rate / speed - loop.time()))
             await self.send(chunk)
         if stop:
             await self.stop()
+
+    async def receive_while(self, sending: Coroutine[Any, Any, None]) -> AsyncIterator[dict[str, Any]]:
+        """Run `sending` (e.g. `send_audio(...)`) beside the session and yield its messages until
+        `done`; if the session ends first (a fatal error, a closed connection), the sender is
+        cancelled and the session's error is what is raised."""
+        sender = asyncio.create_task(sending)
+        try:
+            async for msg in self:
+                yield msg
+        finally:
+            if not sender.done():
+                sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await sender
 
     async def finalize(self) -> None:
         """End the current utterance now (its final follows)."""
@@ -128,19 +149,3 @@ async def connect(url: str, *, sample_rate: int = 16000, lang: str = "en", inter
         yield stream
     finally:
         await ws.close()
-
-
-async def transcribe(url: str, pcm: bytes, sample_rate: int = 16000, speed: float = 1.0, chunk_ms: int = 100,
-                     **options: Any) -> list[dict[str, Any]]:
-    """Stream `pcm` and return every message of the session (started … done)."""
-    async with connect(url, sample_rate=sample_rate, **options) as stream:
-        sender = asyncio.create_task(stream.send_audio(pcm, speed=speed, chunk_ms=chunk_ms))
-        try:
-            async for _ in stream:
-                pass
-        finally:
-            if not sender.done():
-                sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                await sender
-        return stream.messages

@@ -77,10 +77,10 @@ def decoder_count(settings: Settings) -> tuple[int, bool]:
     return (gpus, True) if gpus else (1, False)
 
 
-def gateway_status(settings: Settings) -> dict[str, Any] | None:
+def gateway_status(host: str, port: int) -> dict[str, Any] | None:
     """The gateway's /status once its /ready says yes; None until then."""
-    host = "127.0.0.1" if settings.HOST in ("0.0.0.0", "::", "") else settings.HOST
-    conn = http.client.HTTPConnection(host, settings.PORT, timeout=1.0)
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    conn = http.client.HTTPConnection(host, port, timeout=1.0)
     try:
         conn.request("GET", "/ready")
         ready = conn.getresponse()
@@ -163,7 +163,7 @@ class Supervisor:
             elif child.proc is None and now >= child.next_start:
                 child.start()
         if not self.ready:
-            status = gateway_status(self.settings)
+            status = gateway_status(self.settings.HOST, self.settings.PORT)
             if status is not None:
                 self.ready = True
                 models = sorted({"%s on %s (%s)" % (d.get("model"), d.get("device"), d.get("compute_type"))
