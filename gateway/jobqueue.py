@@ -46,13 +46,15 @@ class WriteBatcher:
                 getattr(pipe, name)(*args)
         try:
             results = await pipe.execute(raise_on_error=False)
-        except BaseException as exc:
+        except Exception as exc:
             for _, fut in batch:
                 if not fut.done():
-                    fut.set_exception(exc if isinstance(exc, Exception) else ConnectionError("cancelled"))
-            if not isinstance(exc, Exception):
-                raise
+                    fut.set_exception(exc)
             return
+        except BaseException:  # cancelled with the gateway: so are the writes it carried
+            for _, fut in batch:
+                fut.cancel()
+            raise
         i = 0
         for commands, fut in batch:
             mine = results[i:i + len(commands)]
