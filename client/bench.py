@@ -29,6 +29,7 @@ import numpy as np
 
 from client.speech import SENTENCES, Speech, conversation
 from client.stream import ClientError, connect
+from client.wer import align
 from common.errors import ExitCode, SttError
 
 PRE_ROLL_S = 0.3
@@ -80,9 +81,12 @@ def pct(values: list[float], q: float) -> float | None:
 
 def analyse(runs: list[ClientRun], speech: Speech, speed: float) -> dict[str, Any]:
     e2e, overhead, queue, decode, first_interim, cadence = [], [], [], [], [], []
-    missing = duplicated = out_of_order = errors = 0
+    missing = duplicated = out_of_order = errors = words = word_errors = 0
     for run in runs:
         errors += bool(run.error)
+        heard = align(speech.text, " ".join(m["text"] for _, m in sorted(run.finals, key=lambda f: f[1]["utterance"])))
+        words += len(heard.ref)
+        word_errors += heard.errors
         numbers = [m["utterance"] for _, m in run.finals]
         duplicated += len(numbers) - len(set(numbers))
         out_of_order += sum(1 for a, b in itertools.pairwise(numbers) if b <= a)
@@ -108,6 +112,7 @@ def analyse(runs: list[ClientRun], speech: Speech, speed: float) -> dict[str, An
     return {
         "finals_expected": len(runs) * len(speech.spans), "finals_missing": missing,
         "finals_duplicated": duplicated, "finals_out_of_order": out_of_order, "sessions_failed": errors,
+        "wer": round(100.0 * word_errors / max(1, words), 2),
         "e2e_final_ms": {"p50": pct(e2e, 50), "p95": pct(e2e, 95), "max": pct(e2e, 100)},
         "service_overhead_ms": {"p50": pct(overhead, 50), "p95": pct(overhead, 95)},
         "final_queue_ms": {"p50": pct(queue, 50), "p95": pct(queue, 95)},
@@ -128,6 +133,8 @@ def floor(speech: Speech, texts: list[str]) -> dict[str, Any]:
     settings = Settings.from_env()
     engine = Engine(settings)
     engine.load()
+    segments, _ = engine.model.transcribe(speech.audio, language="en", beam_size=settings.FINAL_BEAM)
+    direct_wer = align(speech.text, " ".join(s.text for s in segments)).wer
     times = []
     for _ in range(3):
         recent = ""
@@ -139,24 +146,26 @@ def floor(speech: Speech, texts: list[str]) -> dict[str, Any]:
             times.append(engine.decode_one(job, audio).decode_ms)
             if i < len(texts) and texts[i]:
                 recent = (recent + " " + texts[i]).strip()
-    return {"model": settings.MODEL_NAME, "device": engine.device, "compute_type": engine.compute_type,
-            "decode_ms": {"p50": pct(times, 50), "p95": pct(times, 95)}, "decodes": len(times)}
+    return {"model": engine.model_name, "device": engine.device, "compute_type": engine.compute_type,
+            "decode_ms": {"p50": pct(times, 50), "p95": pct(times, 95)}, "decodes": len(times),
+            "wer_direct": round(100.0 * direct_wer, 2)}
 
 
 class Service:
     """`stt up` on a free port for the length of the benchmark."""
 
-    def __init__(self) -> None:
+    def __init__(self, env: dict[str, str] | None = None) -> None:
         from common.redis_server import free_port
 
         self.port = free_port()
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> str:
         from stt.supervisor import gateway_status
 
-        env = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1", "REDIS_URL": "",
-               "METRICS_PORT": os.environ.get("METRICS_PORT", "0")}
+        env = {**os.environ, "METRICS_PORT": os.environ.get("METRICS_PORT", "0"), **self.env,
+               "PORT": str(self.port), "HOST": "127.0.0.1", "REDIS_URL": ""}
         print("starting stt up on port %d (model %s) ..." % (self.port, env.get("MODEL_NAME", "base")), flush=True)
         self.proc = subprocess.Popen([sys.executable, "-m", "stt", "up"], env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
@@ -195,8 +204,8 @@ async def sweep(url: str, speech: Speech, ns: list[int], args: argparse.Namespac
         stats = {"streams": n, **analyse(list(runs), speech, args.speed)}
         results.append(stats)
         p95 = stats["e2e_final_ms"]["p95"]
-        print("      e2e final p50 %s ms, p95 %s ms; first interim p50 %s ms; missing %d, duplicated %d, "
-              "out of order %d" % (stats["e2e_final_ms"]["p50"], p95, stats["first_interim_ms"]["p50"],
+        print("      e2e final p50 %s ms, p95 %s ms; first interim p50 %s ms; WER %.1f%%; missing %d, duplicated %d, "
+              "out of order %d" % (stats["e2e_final_ms"]["p50"], p95, stats["first_interim_ms"]["p50"], stats["wer"],
                                    stats["finals_missing"], stats["finals_duplicated"],
                                    stats["finals_out_of_order"]), flush=True)
         held = p95 is not None and p95 <= args.slo_ms and stats["finals_missing"] == 0
@@ -208,14 +217,15 @@ async def sweep(url: str, speech: Speech, ns: list[int], args: argparse.Namespac
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    head = "%6s %9s %9s %9s %10s %10s %10s %11s %8s" % ("N", "e2e p50", "e2e p95", "ovh p50", "queue p95",
-                                                        "decode p50", "interim1st", "cadence p50", "missing")
+    head = "%6s %9s %9s %9s %10s %10s %10s %11s %8s %6s" % ("N", "e2e p50", "e2e p95", "ovh p50", "queue p95",
+                                                            "decode p50", "interim1st", "cadence p50", "missing",
+                                                            "WER")
     rows = [head]
     for r in results:
-        rows.append("%6d %9s %9s %9s %10s %10s %10s %11s %8d" % (
+        rows.append("%6d %9s %9s %9s %10s %10s %10s %11s %8d %5.1f%%" % (
             r["streams"], r["e2e_final_ms"]["p50"], r["e2e_final_ms"]["p95"], r["service_overhead_ms"]["p50"],
             r["final_queue_ms"]["p95"], r["final_decode_ms"]["p50"], r["first_interim_ms"]["p50"],
-            r["interim_cadence_ms"]["p50"], r["finals_missing"]))
+            r["interim_cadence_ms"]["p50"], r["finals_missing"], r["wer"]))
     return "\n".join(rows)
 
 
@@ -273,8 +283,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_floor:
         print("floor: decoding the %d utterances directly with faster-whisper ..." % len(speech.spans), flush=True)
         report["floor"] = floor(speech, texts)
-        print("      direct decode p50 %s ms, p95 %s ms" % (report["floor"]["decode_ms"]["p50"],
-                                                          report["floor"]["decode_ms"]["p95"]), flush=True)
+        print("      direct decode p50 %s ms, p95 %s ms; whole-recording WER %.1f%%" % (
+            report["floor"]["decode_ms"]["p50"], report["floor"]["decode_ms"]["p95"], report["floor"]["wer_direct"]),
+            flush=True)
     report["results"] = results
     report["capacity_at_slo"] = capacity
     print()

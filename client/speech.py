@@ -45,6 +45,10 @@ class Speech:
     def duration(self) -> float:
         return len(self.audio) / MODEL_RATE
 
+    @property
+    def text(self) -> str:
+        return " ".join(self.texts)
+
 
 def have_espeak() -> bool:
     return shutil.which("espeak-ng") is not None
@@ -66,18 +70,23 @@ def synth(text: str, voice: str = "en-us", speed: int = 160) -> np.ndarray:
     return audio.astype(np.float32) * 0.8
 
 
-def conversation(texts: list[str] | tuple[str, ...], pause_s: float = 1.2, lead_s: float = 0.5,
-                 tail_s: float = 1.5, noise: float = 0.0, seed: int = 0) -> Speech:
-    """Sentences separated by `pause_s` of silence (optionally low noise), with known spans."""
+def conversation(texts: list[str] | tuple[str, ...], pause_s: float | list[float] = 1.2, lead_s: float = 0.5,
+                 tail_s: float = 1.5, noise: float = 0.0, seed: int = 0, voice: str = "en-us",
+                 speed: int = 160) -> Speech:
+    """Sentences separated by silence (`pause_s`: one length, or one per gap; optionally low
+    noise), spoken by one espeak-ng voice at `speed` words per minute, with known spans."""
+    pauses = [pause_s] * len(texts) if isinstance(pause_s, (int, float)) else list(pause_s)
+    if len(pauses) < len(texts) - 1:
+        raise ValueError("%d pauses for %d sentences" % (len(pauses), len(texts)))
     parts: list[np.ndarray] = [np.zeros(int(lead_s * MODEL_RATE), np.float32)]
     spans = []
     pos = len(parts[0])
     for i, text in enumerate(texts):
-        clip = synth(text)
+        clip = synth(text, voice=voice, speed=speed)
         spans.append((pos / MODEL_RATE, (pos + len(clip)) / MODEL_RATE))
         parts.append(clip)
         pos += len(clip)
-        gap = np.zeros(int((pause_s if i < len(texts) - 1 else tail_s) * MODEL_RATE), np.float32)
+        gap = np.zeros(int((pauses[i] if i < len(texts) - 1 else tail_s) * MODEL_RATE), np.float32)
         parts.append(gap)
         pos += len(gap)
     audio = np.concatenate(parts)
@@ -85,3 +94,15 @@ def conversation(texts: list[str] | tuple[str, ...], pause_s: float = 1.2, lead_
         rng = np.random.default_rng(seed)
         audio = audio + rng.normal(0, noise, len(audio)).astype(np.float32)
     return Speech(audio=audio.astype(np.float32), spans=spans, texts=list(texts))
+
+
+def recording(path: str, text: str, tail_s: float = 1.5) -> Speech:
+    """A recorded file (any rate and channels) as one span of known text, with `tail_s` of
+    silence added so that its end of speech is heard."""
+    from client.audiofile import read_file
+
+    audio = np.frombuffer(read_file(path), dtype="<i2").astype(np.float32) / 32768.0
+    voiced = np.flatnonzero(np.abs(audio) > 0.02)
+    span = (voiced[0] / MODEL_RATE, (voiced[-1] + 1) / MODEL_RATE) if len(voiced) else (0.0, len(audio) / MODEL_RATE)
+    audio = np.concatenate([audio, np.zeros(int(tail_s * MODEL_RATE), np.float32)])
+    return Speech(audio=audio, spans=[span], texts=[text])

@@ -40,6 +40,12 @@ class Job:
     word_timestamps: bool = False
     enqueued: int = 0
     deadline: int = 0
+    # Acoustic context: the previous utterance's audio (bytes [0, context_end) of context_key) and
+    # its final text. The decoder decodes context + this job's audio with the context text forced,
+    # so a short utterance is heard after the speech before it, as in a whole-recording decode.
+    context_key: str = ""
+    context_end: int = 0
+    context_text: str = ""
     v: int = SCHEMA_VERSION
 
 
@@ -73,7 +79,8 @@ _JOB_TYPES: dict[str, tuple[type, ...]] = {
     "id": (str,), "kind": (str,), "session": (str,), "gateway": (str,), "utt": (int,),
     "audio_key": (str,), "audio_end": (int,), "rev": (int,), "t0": (float, int),
     "lang": (str, type(None)), "task": (str,), "prompt": (str,), "prefix": (str,),
-    "word_timestamps": (bool,), "enqueued": (int,), "deadline": (int,), "v": (int,),
+    "word_timestamps": (bool,), "enqueued": (int,), "deadline": (int,), "context_key": (str,),
+    "context_end": (int,), "context_text": (str,), "v": (int,),
 }
 
 
@@ -118,8 +125,8 @@ def decode_job(data: bytes) -> Job:
         raise SchemaError("job kind %r is not one of %s" % (job.kind, ", ".join(KINDS)))
     if job.task not in TASKS:
         raise SchemaError("job task %r is not one of %s" % (job.task, ", ".join(TASKS)))
-    if job.audio_end < 0:
-        raise SchemaError("job audio_end %d is negative" % job.audio_end)
+    if job.audio_end < 0 or job.context_end < 0:
+        raise SchemaError("job audio_end %d or context_end %d is negative" % (job.audio_end, job.context_end))
     return job
 
 

@@ -56,6 +56,10 @@ class Settings:
     NO_SPEECH_THRESHOLD: float = _setting(0.6, "no-speech probability guard", lo=0.0, hi=1.0)
     LOG_PROB_THRESHOLD: float = _setting(-1.0, "average log-probability guard", hi=0.0)
     COMPRESSION_RATIO_THRESHOLD: float = _setting(2.4, "repetition guard (gzip ratio)", lo=1.0)
+    CONTEXT_S: float = _setting(20.0, "a final is decoded after up to this much of the previous utterance's "
+                                "audio, its text forced (0: off)", lo=0.0, hi=28.0)
+    FINAL_KEEPS_STABLE: bool = _setting(False, "a final keeps the prefix its interims announced as stable "
+                                        "(decoded with it forced)")
     # --- gateway ---
     HOST: str = _setting("0.0.0.0", "gateway bind address")
     PORT: int = _setting(8000, "gateway port", lo=0, hi=65535)
@@ -75,23 +79,31 @@ class Settings:
     MAX_FRAME_BYTES: int = _setting(1 << 20, "largest WebSocket message", lo=1024)
     # --- stt up ---
     DECODERS: int = _setting(0, "decoder processes for stt up (0: one per GPU, else one)", lo=0, hi=64)
+    # Not a setting: the names that were given (in the environment or as overrides) rather than
+    # left at their defaults. A default MODEL_NAME may fall back to the bundled model; a given one
+    # never does.
+    given: frozenset[str] = field(default=frozenset(), repr=False, compare=False, metadata={"internal": True})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
+        for f in _fields():
             raw = env.get(f.name)
             if raw is None or (raw == "" and f.type != "str"):
                 continue
             values[f.name] = _parse(f, raw)
         values.update(overrides)
-        settings = cls(**values)
+        settings = cls(**values, given=frozenset(values))
         settings.check()
         return settings
 
+    def is_set(self, name: str) -> bool:
+        """Whether `name` was given rather than left at its default."""
+        return name in self.given
+
     def check(self) -> None:
-        for f in dataclasses.fields(self):
+        for f in _fields():
             value = getattr(self, f.name)
             lo, hi, choices = f.metadata["lo"], f.metadata["hi"], f.metadata["choices"]
             if lo is not None and value < lo:
@@ -107,7 +119,7 @@ class Settings:
             raise SettingsError("REDIS_URL", self.REDIS_URL, "must start with redis://, rediss:// or unix://")
 
     def replace(self, **changes: Any) -> Settings:
-        new = dataclasses.replace(self, **changes)
+        new = dataclasses.replace(self, **changes, given=self.given | frozenset(changes))
         new.check()
         return new
 
@@ -124,13 +136,19 @@ class Settings:
         return self.GATEWAY_ID or "%s-%d" % (socket.gethostname(), os.getpid())
 
     def to_env(self) -> dict[str, str]:
-        """The settings as environment variables (what `stt up` hands its children)."""
-        return {f.name: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        """The settings as environment variables (what `stt up` hands its children): those given
+        or changed, so that a child sees a default as a default."""
+        return {f.name: str(getattr(self, f.name)) for f in _fields()
+                if f.name in self.given or getattr(self, f.name) != f.default}
+
+
+def _fields() -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(Settings) if not f.metadata.get("internal")]
 
 
 def describe() -> list[tuple[str, str, str]]:
     """(name, default, help) of every setting, for `stt settings` and the README."""
-    return [(f.name, str(f.default), f.metadata["help"]) for f in dataclasses.fields(Settings)]
+    return [(f.name, str(f.default), f.metadata["help"]) for f in _fields()]
 
 
 def markdown_table() -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +14,7 @@ import numpy as np
 from common.errors import DecodeError, ModelLoadError
 from common.messages import Job
 from common.settings import Settings
-from decoder import profiles
+from decoder import models, profiles
 from decoder.batching import BatchingModel
 
 logger = logging.getLogger(__name__)
@@ -52,36 +51,11 @@ class DecodeOutput:
     decode_ms: float
 
 
-def model_path(name: str) -> str:
-    """A local directory as is; a faster-whisper size name or Hub id from the cache, else
-    downloaded now with a progress bar (faster-whisper's own download shows none)."""
-    if os.path.isdir(name):
-        return name
-    if name.startswith((".", "/", "~")) or os.sep + os.sep in name:
-        raise ModelLoadError("no model directory at %s" % name)
-    from faster_whisper.utils import _MODELS, download_model
-
-    try:
-        return str(download_model(name, local_files_only=True))
-    except Exception:  # not cached (huggingface_hub raises several kinds)
-        pass
-    import huggingface_hub
-
-    repo = name if "/" in name else _MODELS.get(name)
-    if repo is None:
-        raise ModelLoadError("unknown model %r: use a faster-whisper size name (%s), a Hub id or a directory"
-                             % (name, ", ".join(_MODELS)))
-    logger.info("model %s is not cached: downloading %s (first use)", name, repo)
-    return str(huggingface_hub.snapshot_download(
-        repo, allow_patterns=["config.json", "preprocessor_config.json", "model.bin", "tokenizer.json",
-                              "vocabulary.*"]))
-
-
 class Engine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.device, self.compute_type = resolve_device(settings)
-        self.model_name = settings.MODEL_NAME
+        self.model_name = settings.MODEL_NAME  # what is served, once loaded (see decoder/models.py)
         self.model: Any = None
         self.batcher: Any = None
         self._pool: ThreadPoolExecutor | None = None
@@ -100,17 +74,20 @@ class Engine:
         ticker = threading.Thread(target=progress, name="load-progress", daemon=True)
         ticker.start()
         try:
-            path = model_path(self.model_name)
+            choice = models.resolve(self.settings.MODEL_NAME, self.settings.is_set("MODEL_NAME"))
+            self.model_name = choice.name
             logger.info("loading model %s on %s:%d (%s)", self.model_name, self.device,
                         self.settings.DEVICE_INDEX, self.compute_type)
             self.model = WhisperModel(
-                path,
+                choice.path,
                 device=self.device,
                 device_index=self.settings.DEVICE_INDEX,
                 compute_type=self.compute_type,
                 cpu_threads=self.settings.CPU_THREADS,
                 num_workers=1,
             )
+        except ModelLoadError:
+            raise
         except Exception as exc:  # any loader failure means this process cannot serve
             raise ModelLoadError("cannot load model %r: %s" % (self.model_name, exc)) from exc
         finally:
@@ -127,76 +104,132 @@ class Engine:
             return []
         return list(self.model.hf_tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids)
 
-    def options(self, job: Job, audio_s: float) -> dict[str, Any]:
+    def options(self, job: Job, audio_s: float, with_context: bool = False) -> dict[str, Any]:
         """The transcribe options for this job (also what tests use for direct decodes).
 
         The prompt is the last PROMPT_TOKENS tokens of the job's prompt text, so that most jobs
-        put <|startoftranscript|> at the same index and can share a batched generate."""
+        put <|startoftranscript|> at the same index and can share a batched generate. The forced
+        prefix is the context's text (`with_context`: the audio starts with the context) followed
+        by the job's own prefix; the token budget is for `audio_s`, the job's own audio."""
         from faster_whisper.tokenizer import Tokenizer
 
         previous = self._tokens(job.prompt)[-profiles.PROMPT_TOKENS:]
         tokenizer = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual, task=job.task,
                               language=job.lang or "en")
-        prefix = job.prefix if job.kind == "interim" else None
-        prompt_len = len(self.model.get_prompt(tokenizer, previous, without_timestamps=True, prefix=prefix))
-        budget = profiles.token_budget(audio_s, self.settings, prompt_len)
-        return profiles.options_for(job, self.settings, budget, previous or None)
+        prefix = forced_prefix(job, with_context)
+        prompt_len = len(self.model.get_prompt(tokenizer, previous, without_timestamps=True, prefix=prefix or None))
+        budget = profiles.token_budget(audio_s, self.settings, prompt_len, len(self._tokens(prefix)))
+        return profiles.options_for(job, self.settings, budget, previous or None, prefix)
 
-    def decode_one(self, job: Job, audio: np.ndarray) -> DecodeOutput:
-        """Decode one job. Runs in the decode thread; raises DecodeError on any model failure."""
+    def decode_one(self, job: Job, audio: np.ndarray, context: np.ndarray | None = None) -> DecodeOutput:
+        """Decode one job, after `context` (the previous utterance's audio, whose text is
+        job.context_text) when given. Runs in a decode thread; raises DecodeError on any model
+        failure."""
+        with_context = context is not None and len(context) > 0 and bool(job.context_text.strip())
+        if not with_context or context is None:
+            return self._decode(job, audio, None)
+        output = self._decode(job, audio, context)
+        if output.no_speech:
+            # After a forced text that ends a sentence the model sometimes ends the transcript
+            # there, whatever follows: hear the utterance alone before calling it silence.
+            alone = self._decode(job, audio, None)
+            alone.decode_ms += output.decode_ms
+            return alone
+        return output
+
+    def _decode(self, job: Job, audio: np.ndarray, context: np.ndarray | None) -> DecodeOutput:
+        samples = np.concatenate([context, audio]) if context is not None else audio
+        context_s = (len(samples) - len(audio)) / 16000.0
         audio_s = len(audio) / 16000.0
         started = time.perf_counter()
         try:
-            segments, info = self.model.transcribe(audio, **self.options(job, audio_s))
-            segments = list(segments)
+            segments, info = self.model.transcribe(samples, **self.options(job, audio_s, context is not None))
+            # Without timestamps a window is one segment, and a clip (context included) always fits
+            # one window. Taking only that segment matters with word timestamps: faster-whisper then
+            # seeks back to the last word's end and decodes the trailing silence again, where the
+            # model hallucinates ("Thank you.").
+            first = next(iter(segments), None)
         except Exception as exc:
             raise DecodeError("%s: %s" % (type(exc).__name__, exc)) from exc
-        return self._output(job, segments, info.language, audio_s,
+        return self._output(job, [first] if first is not None else [], info.language, audio_s, context_s,
                             (time.perf_counter() - started) * 1000.0)
 
-    def decode_many(self, jobs: list[tuple[Job, np.ndarray]]) -> list[DecodeOutput | DecodeError]:
+    def decode_many(self, jobs: list[tuple[Job, np.ndarray]],
+                    contexts: list[np.ndarray | None] | None = None) -> list[DecodeOutput | DecodeError]:
         """Decode jobs of one kind, up to DECODE_BATCH at a time together (see
-        decoder/batching.py); each job fails alone."""
+        decoder/batching.py); each job fails alone. `contexts[i]` is job i's context audio."""
         size = self.settings.DECODE_BATCH
+        items = [(job, audio, contexts[i] if contexts else None) for i, (job, audio) in enumerate(jobs)]
         outputs: list[DecodeOutput | DecodeError] = []
-        for i in range(0, len(jobs), size):
-            outputs += self._decode_together(jobs[i:i + size])
+        for i in range(0, len(items), size):
+            outputs += self._decode_together(items[i:i + size])
         return outputs
 
-    def _decode_together(self, jobs: list[tuple[Job, np.ndarray]]) -> list[DecodeOutput | DecodeError]:
+    def _decode_together(self, jobs: list[tuple[Job, np.ndarray, np.ndarray | None]]
+                         ) -> list[DecodeOutput | DecodeError]:
         if len(jobs) == 1 or self._pool is None:
-            return [self._decode_caught(job, audio) for job, audio in jobs]
+            return [self._decode_caught(*item) for item in jobs]
         pool = self._pool
         # Every member must have a thread of its own: the batch waits for all of them.
         self.batcher.begin(len(jobs))
 
-        def member(job: Job, audio: np.ndarray) -> DecodeOutput | DecodeError:
+        def member(job: Job, audio: np.ndarray, context: np.ndarray | None) -> DecodeOutput | DecodeError:
             try:
-                return self._decode_caught(job, audio)
+                return self._decode_caught(job, audio, context)
             finally:
                 self.batcher.leave()
 
-        futures = [pool.submit(member, job, audio) for job, audio in jobs]
+        futures = [pool.submit(member, *item) for item in jobs]
         return [f.result() for f in futures]
 
-    def _decode_caught(self, job: Job, audio: np.ndarray) -> DecodeOutput | DecodeError:
+    def _decode_caught(self, job: Job, audio: np.ndarray, context: np.ndarray | None = None
+                       ) -> DecodeOutput | DecodeError:
         try:
-            return self.decode_one(job, audio)
+            return self.decode_one(job, audio, context)
         except DecodeError as exc:
             return exc
 
-    def _output(self, job: Job, segments: list[Any], language: str | None, audio_s: float,
+    def _output(self, job: Job, segments: list[Any], language: str | None, audio_s: float, context_s: float,
                 decode_ms: float) -> DecodeOutput:
         text, kept = judge(segments, self.settings)
+        context = job.context_text.strip() if context_s else ""
+        if context:
+            text = strip_context(text, context)
         words = None
         if job.kind == "final" and job.word_timestamps:
             words = [
-                {"word": w.word, "start": round(job.t0 + w.start, 3), "end": round(job.t0 + w.end, 3),
-                 "prob": round(float(w.probability), 3)}
-                for s in kept for w in (s.words or [])
+                {"word": w.word, "start": round(job.t0 + max(0.0, w.start - context_s), 3),
+                 "end": round(job.t0 + max(0.0, w.end - context_s), 3), "prob": round(float(w.probability), 3)}
+                for w in drop_context_words([w for s in kept for w in (s.words or [])], context)
             ]
         return DecodeOutput(text=text, language=language, words=words, no_speech=not text,
                             audio_s=audio_s, decode_ms=decode_ms)
+
+
+def forced_prefix(job: Job, with_context: bool) -> str:
+    """What the decoder is made to say first: the context's text, then the job's own prefix (an
+    interim's stable text, or a final's when it keeps it)."""
+    parts = [job.context_text.strip() if with_context else "", job.prefix.strip()]
+    return " ".join(p for p in parts if p)
+
+
+def strip_context(text: str, context: str) -> str:
+    """The decoded text after the forced context text (which the model was made to repeat), less
+    the punctuation that closes the context's last sentence ("punch" + ". See you")."""
+    if not text.startswith(context):
+        logger.warning("decoded text does not start with its forced context %r: %r", context[-40:], text[:80])
+    return text[len(context):].lstrip(" .,;:!?。，").strip()
+
+
+def drop_context_words(words: list[Any], context: str) -> list[Any]:
+    """Word timings cover the forced context too: skip the words that spell it."""
+    if not context:
+        return words
+    spelled, n = 0, 0
+    while n < len(words) and spelled + len(words[n].word.strip()) <= len(context.replace(" ", "")):
+        spelled += len(words[n].word.strip())
+        n += 1
+    return words[n:]
 
 
 def judge(segments: list[Any], settings: Settings) -> tuple[str, list[Any]]:

@@ -138,30 +138,34 @@ class JobStreams:
         replies: list[Any] = await self.redis.mget([keys.result_key(j.id) for j in jobs])
         return replies
 
-    async def fetch_audio(self, jobs: list[Job]) -> list[bytes | AudioError]:
-        """Each job's byte range of its utterance's audio, or why it cannot be had."""
+    async def fetch_audio(self, jobs: list[Job]) -> list[tuple[bytes | AudioError, bytes | None]]:
+        """Each job's byte range of its utterance's audio, or why it cannot be had, and its
+        context audio (None when it has none, or it is gone: it then decodes without)."""
         if not jobs:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for job in jobs:
             pipe.getrange(job.audio_key, 0, max(job.audio_end, 1) - 1)
             pipe.strlen(job.audio_key)
+            pipe.getrange(job.context_key or job.audio_key, 0, max(job.context_end, 1) - 1)
         replies = await pipe.execute()
-        out: list[bytes | AudioError] = []
+        out: list[tuple[bytes | AudioError, bytes | None]] = []
         for i, job in enumerate(jobs):
-            data, total = replies[2 * i], int(replies[2 * i + 1])
+            data, total, context = replies[3 * i], int(replies[3 * i + 1]), replies[3 * i + 2]
+            if not (job.context_key and job.context_end > 0 and len(context) == job.context_end
+                    and job.context_end % 2 == 0):
+                context = None
             if total == 0:
-                out.append(AudioError("audio key %s is missing or empty" % job.audio_key))
+                out.append((AudioError("audio key %s is missing or empty" % job.audio_key), None))
             elif job.audio_end <= 0:
-                out.append(AudioError("job names an empty audio range"))
+                out.append((AudioError("job names an empty audio range"), None))
             elif total < job.audio_end:
-                out.append(AudioError("audio truncated: %s holds %d bytes, job needs %d"
-                                      % (job.audio_key, total, job.audio_end)))
+                out.append((AudioError("audio truncated: %s holds %d bytes, job needs %d"
+                                       % (job.audio_key, total, job.audio_end)), None))
             elif job.audio_end % 2:
-                out.append(AudioError("audio range of %d bytes is not whole 16-bit samples"
-                                      % job.audio_end))
+                out.append((AudioError("audio range of %d bytes is not whole 16-bit samples" % job.audio_end), None))
             else:
-                out.append(bytes(data))
+                out.append((bytes(data), bytes(context) if context is not None else None))
         return out
 
     def _publish(self, pipe: Any, job: Job, result: Result | bytes, cache_ttl: int | None) -> None:

@@ -245,32 +245,36 @@ class DecoderWorker:
             else:
                 todo.append(e)
         audio = await self.streams.fetch_audio([e.job for e in todo if e.job])
-        ready: list[tuple[Entry, np.ndarray]] = []
-        for e, data in zip(todo, audio):
+        ready: list[tuple[Entry, np.ndarray, np.ndarray | None]] = []
+        for e, (data, context) in zip(todo, audio):
             assert e.job is not None
             if isinstance(data, AudioError):
                 logger.error("job %s (session %s utt %d): %s", e.job.id, e.job.session, e.job.utt, data)
                 done.append((e, Result.failure(e.job, "audio: %s" % data, self.id)))
                 self._count([e], "failed")
             else:
-                ready.append((e, pcm16_to_float32(data)))
+                if e.job.context_key and context is None:
+                    logger.info("job %s: context %s is gone; decoding without it", e.job.id, e.job.context_key)
+                ready.append((e, pcm16_to_float32(data), pcm16_to_float32(context) if context else None))
         if ready:
             done.extend(await self._decode(ready, kind))
         if done:
             await self.streams.deliver(done, self.settings.RESULT_TTL_S)
 
-    async def _decode(self, ready: list[tuple[Entry, np.ndarray]], kind: str) -> list[tuple[Entry, Result | bytes]]:
+    async def _decode(self, ready: list[tuple[Entry, np.ndarray, np.ndarray | None]],
+                      kind: str) -> list[tuple[Entry, Result | bytes]]:
         started_ms = now_ms()
-        items: list[tuple[Job, np.ndarray]] = [(e.job, a) for e, a in ready if e.job is not None]
+        items: list[tuple[Job, np.ndarray]] = [(e.job, a) for e, a, _ in ready if e.job is not None]
+        contexts = [c for e, _, c in ready if e.job is not None]
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
-        outputs = await loop.run_in_executor(self._executor, self.engine.decode_many, items)
+        outputs = await loop.run_in_executor(self._executor, self.engine.decode_many, items, contexts)
         elapsed = time.perf_counter() - t0
         m = self.metrics
         m.decode_seconds.labels(kind).observe(elapsed)
         m.batch_size.labels(kind).observe(len(items))
         out: list[tuple[Entry, Result | bytes]] = []
-        for (entry, _audio), output in zip(ready, outputs):
+        for (entry, _audio, _context), output in zip(ready, outputs):
             job = entry.job
             assert job is not None
             queue_ms = max(0.0, started_ms - job.enqueued) if job.enqueued else 0.0

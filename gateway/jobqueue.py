@@ -89,5 +89,6 @@ class JobQueue:
     async def final_backlog(self) -> int:
         return int(await self.redis.xlen(keys.STREAM_FINAL))
 
-    async def drop_audio(self, session: str, utt: int) -> None:
-        await self.redis.delete(keys.audio_key(session, utt))
+    async def drop_audio(self, session: str, *utts: int) -> None:
+        if utts:
+            await self.writes.run(("delete", *(keys.audio_key(session, n) for n in utts)))

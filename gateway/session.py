@@ -29,11 +29,14 @@ from common.messages import (
 from common.settings import Settings
 from gateway.jobqueue import JobQueue, now_ms
 from gateway.metrics import GatewayMetrics
-from gateway.stable import stable_prefix
+from gateway.stable import interim_text, stable_prefix
 from gateway.vad import FRAME_MS, RATE, Endpointer
 
 logger = logging.getLogger(__name__)
 PROMPT_CHARS = 400
+# Context and utterance together stay inside Whisper's 30 s window, with room to spare.
+WINDOW_S = 28.0
+BYTES_PER_S = RATE * 2
 
 
 def final_prompt(user_prompt: str, recent_text: str) -> str:
@@ -51,6 +54,15 @@ class PendingFinal:
     endpoint_ms: float = 0.0  # silence waited after the last voiced frame before ending it
     tries: int = 1
     result: Result | None = None
+
+
+@dataclass
+class Heard:
+    """The last final delivered with text: acoustic context for the next utterance's final."""
+
+    utt: int
+    audio_end: int
+    text: str
 
 
 @dataclass
@@ -87,6 +99,8 @@ class Session:
         self.next_final = 0  # the utterance whose final goes out next
         self.interim_in_flight: tuple[int, int, int] | None = None  # (utt, rev, deadline ms)
         self.recent_text = ""
+        self.heard: Heard | None = None
+        self.audio_dropped = 0  # utterances below this have had their audio keys deleted
         self.interim_queued_at = 0.0
         self.finals_done = asyncio.Event()  # set while no final is outstanding
         self.finals_done.set()
@@ -116,13 +130,23 @@ class Session:
     # --- jobs ----------------------------------------------------------------------------
 
     def _job(self, kind: str, utt: Utterance, audio_end: int, **extra: Any) -> Job:
+        recent = self.recent_text
+        heard = self.heard if kind == "final" else None
+        if heard is not None and (heard.utt != utt.n - 1 or heard.audio_end > self.settings.CONTEXT_S * BYTES_PER_S
+                                  or heard.audio_end + audio_end > WINDOW_S * BYTES_PER_S):
+            heard = None
+        if heard is not None:
+            extra.update(context_key=keys.audio_key(self.id, heard.utt), context_end=heard.audio_end,
+                         context_text=heard.text)
+            # The context's text is forced after the prompt, so the prompt is what came before it.
+            recent = recent[:len(recent) - len(heard.text)].rstrip() if recent.endswith(heard.text) else ""
         return Job(
             id=keys.final_job_id(self.id, utt.n) if kind == "final" else keys.interim_job_id(
                 self.id, utt.n, extra.get("rev", 0)),
             kind=kind, session=self.id, gateway=self.gateway_id, utt=utt.n,
             audio_key=keys.audio_key(self.id, utt.n), audio_end=audio_end, t0=utt.start, lang=self.lang,
             task=self.start_req.task, word_timestamps=self.start_req.word_timestamps and kind == "final",
-            prompt=final_prompt(self.start_req.prompt, self.recent_text), **extra)
+            prompt=final_prompt(self.start_req.prompt, recent), **extra)
 
     async def _queue_final(self, utt: Utterance, end: float, audio_end: int, waited_s: float = 0.0) -> None:
         if audio_end <= 0:
@@ -130,7 +154,8 @@ class Session:
             if utt.n == self.next_utt - 1:
                 self.next_utt -= 1
             return
-        job = self._job("final", utt, audio_end)
+        keep = utt.stable if self.settings.FINAL_KEEPS_STABLE else ""
+        job = self._job("final", utt, audio_end, prefix=keep)
         now = time.monotonic()
         self.pending[utt.n] = PendingFinal(job=job, start=utt.start, end=end, queued_at=now, ended_at=now,
                                            endpoint_ms=waited_s * 1000.0)
@@ -161,7 +186,12 @@ class Session:
         await self.queue.enqueue(job)
 
     async def tick(self) -> None:
-        """Periodic: free an interim slot past its deadline; re-queue finals without result."""
+        """Periodic: free an interim slot past its deadline; re-queue finals without result; delete
+        the audio of delivered finals (the last one's stays: it is the next final's context)."""
+        done_below = self.next_final - 1
+        if done_below > self.audio_dropped:
+            await self.queue.drop_audio(self.id, *range(self.audio_dropped, done_below))
+            self.audio_dropped = done_below
         if self.interim_in_flight and now_ms() > self.interim_in_flight[2] + 250:
             self.interim_in_flight = None
             self.metrics.interims_dropped.labels("timeout").inc()
@@ -206,14 +236,23 @@ class Session:
         if utt is None or utt.n != result.utt or result.rev <= utt.delivered_rev or result.error:
             self.metrics.interims_dropped.labels("stale").inc()
             return
-        text = result.text
+        text = interim_text(result.text)
+        if not text:
+            self.metrics.interims_dropped.labels("empty").inc()
+            return
         if not text.startswith(utt.stable):
             self.metrics.interims_dropped.labels("unstable").inc()
             return
+        was_stable = utt.stable
+        unchanged = bool(utt.texts) and text == utt.texts[-1]
         utt.delivered_rev = result.rev
         utt.texts = [*utt.texts[-1:], text]
         utt.stable = stable_prefix(utt.texts, utt.stable)
-        self.endpointer.last_text = text
+        # The raw text: whether the model heard a sentence end is what the endpointer asks.
+        self.endpointer.last_text = result.text
+        if unchanged and utt.stable == was_stable:
+            self.metrics.interims_dropped.labels("unchanged").inc()
+            return
         self.metrics.interim_latency.observe(time.monotonic() - self.interim_queued_at)
         end = utt.start + result.audio_s
         self.send(server_interim(utt.n, result.rev, text, len(utt.stable), utt.start, end))
@@ -243,6 +282,7 @@ class Session:
                 # The recent finals, not just the last: more context for the model, and a prompt
                 # long enough that the decoder cuts it to its common length (batchable).
                 self.recent_text = (self.recent_text + " " + r.text).strip()[-PROMPT_CHARS:]
+            self.heard = Heard(r.utt, p.job.audio_end, r.text) if r.text and self.settings.CONTEXT_S else None
             self.metrics.final_latency.observe(latency)
             self.send(server_final(r, p.start, p.end, self.start_req.word_timestamps, p.endpoint_ms))
         logger.info("session %s utt %d: final delivered %.0f ms after end of speech", self.id, r.utt,
@@ -253,7 +293,9 @@ class Session:
         return len(self.pending)
 
     async def cleanup(self) -> None:
-        """Session gone: its audio keys are only needed by finals still pending."""
-        for n in range(self.next_utt):
-            if n not in self.pending:
-                await self.queue.drop_audio(self.id, n)
+        """Session gone: its audio keys are only needed by finals still pending (and, as their
+        context, the audio of the utterance before the first of them)."""
+        needed = set(self.pending) | {n - 1 for n in self.pending}
+        gone = [n for n in range(self.audio_dropped, self.next_utt) if n not in needed]
+        if gone:
+            await self.queue.drop_audio(self.id, *gone)

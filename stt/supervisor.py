@@ -26,6 +26,7 @@ from common.logs import setup_logging
 from common.process import die_with_parent
 from common.redis_server import RedisServer
 from common.settings import Settings
+from decoder.models import BUNDLED_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +130,10 @@ class Supervisor:
                 "METRICS_PORT": str(s.METRICS_PORT + i if s.METRICS_PORT else 0)}))
         self.gateway = Child("gateway", ["gateway"], env)
         self.children.append(self.gateway)
+        model = s.MODEL_NAME if s.is_set("MODEL_NAME") else "%s (the default; the bundled %s if %s cannot be had)" % (
+            s.MODEL_NAME, BUNDLED_NAME, s.MODEL_NAME)
         print("stt up: %d decoder(s) loading model %s on %s; gateway on ws://%s:%d/v1/listen"
-              % (n, s.MODEL_NAME, "GPU" if gpu else s.DEVICE if s.DEVICE != "auto" else "CPU", s.HOST, s.PORT),
+              % (n, model, "GPU" if gpu else s.DEVICE if s.DEVICE != "auto" else "CPU", s.HOST, s.PORT),
               flush=True)
         try:
             for child in self.children:

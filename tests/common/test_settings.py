@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from common.errors import ExitCode, SettingsError
-from common.settings import Settings
+from common.settings import Settings, describe
 
 
 def test_seed_defaults_are_kept() -> None:
@@ -38,3 +38,12 @@ def test_bad_setting_stops_the_process_with_config_exit_code() -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == ExitCode.CONFIG
     assert "DECODE_BATCH" in proc.stderr
+
+
+def test_settings_know_what_was_given() -> None:
+    s = Settings.from_env({"PORT": "9000"})
+    assert s.is_set("PORT") and not s.is_set("MODEL_NAME")
+    assert s.to_env() == {"PORT": "9000"}  # a child sees defaults as defaults
+    assert Settings.from_env({}, MODEL_NAME="base").is_set("MODEL_NAME")
+    assert s.replace(DECODERS=2).is_set("DECODERS")
+    assert "given" not in {name for name, _, _ in describe()}

@@ -12,7 +12,7 @@ import pytest
 
 from common.errors import ModelLoadError
 from decoder import engine as engine_module
-from decoder.engine import Engine, model_path
+from decoder.engine import Engine
 from tests.conftest import make_settings
 
 
@@ -36,13 +36,25 @@ def test_slow_load_reports_progress(micro_model: Path, monkeypatch: pytest.Monke
     assert any(m.startswith("model %s loaded in" % micro_model) for m in messages)
 
 
-def test_models_that_cannot_load_say_why(tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="no model directory at"):
-        model_path(str(tmp_path / "missing"))
-    with pytest.raises(ModelLoadError, match=r"unknown model 'nonsense'.*large-v3"):
-        model_path("nonsense")
+def test_a_directory_that_holds_no_model_cannot_load(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     engine = Engine(make_settings(empty, "redis://127.0.0.1:1/0"))
     with pytest.raises(ModelLoadError, match="cannot load model"):
         engine.load()
+
+
+def test_the_forced_context_is_taken_off_the_text_and_its_words() -> None:
+    from types import SimpleNamespace
+
+    from common.messages import Job
+    from decoder.engine import drop_context_words, forced_prefix, strip_context
+
+    assert strip_context("The juice of lemons. See you tomorrow.", "The juice of lemons") == "See you tomorrow."
+    assert strip_context("The juice of lemons makes", "The juice of lemons") == "makes"
+    words = [SimpleNamespace(word=w) for w in (" The", " juice,", " of", " lemons.", " See", " you")]
+    assert [w.word for w in drop_context_words(words, "The juice, of lemons.")] == [" See", " you"]
+    job = Job(id="j", kind="final", session="s", gateway="g", utt=1, audio_key="a", audio_end=2,
+              context_text=" Before. ", prefix="the stable")
+    assert forced_prefix(job, with_context=True) == "Before. the stable"
+    assert forced_prefix(job, with_context=False) == "the stable"

@@ -16,39 +16,11 @@ from websockets.exceptions import ConnectionClosed
 
 from client.speech import SENTENCES, Speech, conversation
 from common import keys
-from common.audio import float32_to_pcm16, pcm16_to_float32
-from common.messages import Job, decode_job
-from decoder.engine import Engine
-from gateway.session import final_prompt
+from common.audio import float32_to_pcm16
+from common.messages import decode_job
 from tests.conftest import async_wait_for, make_settings
 from tests.gateway.conftest import Cluster
-from tests.gateway.wsclient import run_session
-
-
-def finals(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [m for m in msgs if m["type"] == "final"]
-
-
-def check_invariants(msgs: list[dict[str, Any]]) -> None:
-    assert [m["seq"] for m in msgs] == list(range(len(msgs))), "seq has a gap"
-    assert msgs[0]["type"] == "started" and msgs[-1]["type"] == "done"
-    finalized: set[int] = set()
-    last: dict[int, dict[str, Any]] = {}
-    for m in msgs:
-        if m["type"] == "final":
-            assert m["utterance"] not in finalized
-            finalized.add(m["utterance"])
-        if m["type"] != "interim":
-            continue
-        n = m["utterance"]
-        assert n not in finalized, "interim after its final"
-        prev = last.get(n)
-        if prev is not None:
-            assert m["rev"] > prev["rev"]
-            assert m["stable_chars"] >= prev["stable_chars"]
-            assert m["text"].startswith(prev["text"][:prev["stable_chars"]])
-        last[n] = m
-    assert [m["utterance"] for m in finals(msgs)] == list(range(len(finals(msgs))))
+from tests.gateway.wsclient import check_invariants, finals, run_session
 
 
 async def test_three_sentences_three_finals_with_their_spans(cluster: Cluster, three_sentences: Speech) -> None:
@@ -61,48 +33,6 @@ async def test_three_sentences_three_finals_with_their_spans(cluster: Cluster, t
         assert abs(f["end"] - end) < 0.4, (f, end)
         assert f["text"] and f["language"] == "en"
     assert any(m["type"] == "interim" for m in msgs)
-
-
-async def test_final_text_equals_direct_decode_of_its_audio(cluster: Cluster, three_sentences: Speech,
-                                                            sredis: Any) -> None:
-    audio_by_utt: dict[int, bytes] = {}
-    got: list[dict[str, Any]] = []
-    async with websockets.connect(cluster.url, max_size=2**23) as ws:
-        await ws.send(json.dumps({"op": "start", "sample_rate": 16000, "lang": "en", "interim": False}))
-        session = json.loads(await ws.recv())["session_id"]
-        pcm = three_sentences.pcm16
-        # At half real time, each final is delivered long before the next utterance ends, so
-        # its text is the next final's prompt, as in a live session.
-        for i in range(0, len(pcm), 3200):
-            await ws.send(pcm[i:i + 3200])
-            await asyncio.sleep(0.05)
-        # Every sentence ends in silence, so all three finals come without a stop; the audio
-        # keys live until the session ends.
-        while len(got) < 3:
-            msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
-            if msg["type"] == "final":
-                got.append(msg)
-                audio_by_utt[msg["utterance"]] = sredis.get(keys.audio_key(session, msg["utterance"]))
-        await ws.send(json.dumps({"op": "stop"}))
-        async for raw in ws:
-            if json.loads(raw)["type"] == "done":
-                break
-    engine = Engine(cluster.settings)
-    engine.load()
-    prompt = ""
-    session_audio = pcm16_to_float32(three_sentences.pcm16)
-    for f in got:
-        data = audio_by_utt[f["utterance"]]
-        assert data
-        audio = pcm16_to_float32(data)
-        # The utterance's audio is exactly the session's audio from its start: nothing lost.
-        offset = round(f["start"] * 16000)
-        assert np.allclose(audio, session_audio[offset:offset + len(audio)], atol=1e-4)
-        job = Job(id="x", kind="final", session=session, gateway="g", utt=f["utterance"], audio_key="",
-                  audio_end=len(data), lang="en", prompt=final_prompt("", prompt))
-        segments, _ = engine.model.transcribe(audio, **engine.options(job, len(audio) / 16000))
-        assert f["text"] == "".join(s.text for s in segments).strip()
-        prompt = (prompt + " " + f["text"]).strip()
 
 
 @pytest.mark.parametrize("rate", [8000, 16000, 48000, 44100])

@@ -33,3 +33,29 @@ async def run_session(url: str, pcm: bytes, rate: int = 16000, chunk_ms: int = 1
                     break
     assert ws.close_code == 1000, (ws.close_code, out[-3:])
     return out
+
+
+def finals(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in msgs if m["type"] == "final"]
+
+
+def check_invariants(msgs: list[dict[str, Any]]) -> None:
+    assert [m["seq"] for m in msgs] == list(range(len(msgs))), "seq has a gap"
+    assert msgs[0]["type"] == "started" and msgs[-1]["type"] == "done"
+    finalized: set[int] = set()
+    last: dict[int, dict[str, Any]] = {}
+    for m in msgs:
+        if m["type"] == "final":
+            assert m["utterance"] not in finalized
+            finalized.add(m["utterance"])
+        if m["type"] != "interim":
+            continue
+        n = m["utterance"]
+        assert n not in finalized, "interim after its final"
+        prev = last.get(n)
+        if prev is not None:
+            assert m["rev"] > prev["rev"]
+            assert m["stable_chars"] >= prev["stable_chars"]
+            assert m["text"].startswith(prev["text"][:prev["stable_chars"]])
+        last[n] = m
+    assert [m["utterance"] for m in finals(msgs)] == list(range(len(finals(msgs))))

@@ -1,0 +1,503 @@
+"""Streamed accuracy against a direct decode of the same recordings with the same model.
+
+    python benchmarks/accuracy.py [--concurrency 4] [--label NAME] [--set KEY=VALUE ...]
+    python benchmarks/accuracy.py --simulate          # no service: the gateway's endpointer and
+                                                      # the decoder's engine in this process
+    python benchmarks/accuracy.py --sweep             # streamed WER and latency per endpointing setting
+
+The evaluation set: 12 espeak-ng conversations (voices en-us, en-gb, Scottish, Caribbean, RP, New
+York, Lancaster and female/male variants; 130 to 200 words per minute), each of 9 sentences of
+1 to 20 s with pauses of 0.4 to 2 s between them, and jfk.flac (recorded speech): 109
+utterances. Each conversation is streamed in real time through `stt up` (started here with the
+bundled tiny.en unless MODEL_NAME says otherwise; `--concurrency` clients at once) and decoded
+directly as one whole recording with faster-whisper's own `transcribe` (same model, same beam).
+
+Errors are attributed to sentences through one edit-distance alignment per conversation, so WER
+is reported overall, per voice and per sentence length, with the sentences where the streamed
+text lost most against the direct one side by side. Interims are checked too: how often a
+final contradicts the prefix its interims announced as stable, and interim artifacts (empty
+text, "...", sentence breaks the final does not have). Writes benchmarks/results/accuracy-LABEL.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from client.speech import Speech, conversation, recording
+from client.stream import ClientError, connect
+from client.wer import align, normalize
+
+JFK = ROOT / "tests" / "data" / "jfk.flac"
+JFK_TEXT = ("And so my fellow Americans, ask not what your country can do for you, ask what you can do for "
+            "your country.")
+
+SHORT = [
+    "Yes, of course.", "Good morning.", "Thank you very much.", "Not today.", "See you tomorrow.",
+    "Where is the station?", "Turn left here.", "That sounds great.", "I agree with you.", "Please wait.",
+    "Open the door.", "It is raining again.", "Call me later.", "Nobody knows.", "Good night, everyone.",
+    "Let me think.", "What time is it?", "Close the window.", "Happy birthday.", "Well done.",
+    "Come back soon.", "I am not sure.", "Lunch is ready.", "Stop right there.",
+    "Sounds good to me.", "Hold on a second.", "Keep the change.", "Enjoy your meal.", "No problem at all.",
+    "Sit down, please.", "The bus is late.", "Try it again.", "Drive safely.", "Bring your coat.",
+    "Dinner is served.", "Excuse me, sir.",
+]
+MEDIUM = [
+    "The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background.",
+    "It is easy to tell the depth of a well.", "These days a chicken leg is a rare dish.",
+    "Rice is often served in round bowls.", "The juice of lemons makes fine punch.",
+    "The box was thrown beside the parked truck.", "The hogs were fed chopped corn and garbage.",
+    "Four hours of steady work faced us.", "A large size in stockings is hard to sell.",
+    "The boy was there when the sun rose.", "A rod is used to catch pink salmon.",
+    "The source of the huge river is the clear spring.", "Kick the ball straight and follow through.",
+    "Help the woman get back to her feet.", "A pot of tea helps to pass the evening.",
+    "Smoky fires lack flame and heat.", "The salt breeze came across from the sea.",
+    "The girl at the booth sold fifty bonds.", "The small pup gnawed a hole in the sock.",
+    "The fish twisted and turned on the bent hook.", "Press the pants and sew a button on the vest.",
+    "The swan dive was far short of perfect.", "The beauty of the view stunned the young boy.",
+    "Two blue fish swam in the tank.", "Her purse was full of useless trash.",
+    "The colt reared and threw the tall rider.", "Read verse out loud for pleasure.",
+    "Hoist the load to your left shoulder.", "Take the winding path to reach the lake.",
+    "Note closely the size of the gas tank.", "Wipe the grease off his dirty face.",
+    "Mend the coat before you go out.", "The stray cat gave birth to kittens.",
+    "The young girl gave no clear response.", "The meal was cooked before the bell rang.",
+    "A king ruled the state in the early days.", "The ship was torn apart on the sharp reef.",
+    "Sickness kept him home the third week.", "The wide road shimmered in the hot sun.",
+    "The lazy cow lay in the cool grass.", "Lift the square stone over the fence.",
+    "The rope will bind the seven books at once.", "Hop over the fence and plunge in.",
+    "The frosty air passed through the coat.", "The crooked maze failed to fool the mouse.",
+    "The show was a flop from the very start.", "A saw is a tool used for making boards.",
+]
+LONG = [
+    "When the morning train finally arrived at the small station, the passengers who had been waiting in the "
+    "cold for almost an hour rushed toward the doors, carrying their bags and complaining about the delay.",
+    "Our neighbors decided to plant a vegetable garden behind their house this spring, with rows of beans, "
+    "carrots and tomatoes, and they promised to share whatever they could not eat themselves.",
+    "The museum will be closed for repairs during the whole month of March, but the gift shop and the cafe on "
+    "the ground floor will stay open every day from nine in the morning until six in the evening.",
+    "If you want to reach the old lighthouse before sunset, follow the narrow road along the coast, cross the "
+    "wooden bridge over the river, and then walk up the hill past the church.",
+    "The committee spent most of the afternoon discussing the budget for next year, and in the end they agreed "
+    "to spend more money on the library and less on new furniture for the offices.",
+    "My grandmother used to tell us stories about the winter when the lake froze so hard that the whole village "
+    "walked across the ice to the market on the other side.",
+    "After the storm had passed, the children ran outside to look at the damage, and they found that a large "
+    "branch had fallen from the oak tree and crushed the fence around the garden.",
+    "The engineers tested the new bridge by driving heavy trucks across it for several days, measuring how much "
+    "the steel beams moved and checking every bolt for signs of stress.",
+    "Before you leave the office tonight, please make sure that all the windows are closed, the lights are "
+    "switched off, and the front door is locked behind you.",
+    "The small bakery at the corner of our street sells fresh bread every morning, and by eight o'clock there is "
+    "usually a long line of people waiting patiently outside in the cold.",
+    "During the long summer holidays we drove across the country in an old van, stopping in small towns, "
+    "sleeping under the stars, and cooking our meals over an open fire.",
+    "The doctor explained that the patient would need to rest for at least two weeks, drink plenty of water, and "
+    "avoid any heavy lifting until the wound had completely healed.",
+    "Scientists have discovered a new species of frog in the rain forest, a tiny creature no bigger than a "
+    "fingernail that sings a high song at night to attract a mate.",
+    "The teacher asked every student to write a short story about a journey, and the best stories will be read "
+    "aloud at the school concert at the end of the term.",
+    "Although the weather forecast promised a sunny weekend, it rained without stopping from Friday evening "
+    "until Sunday night, and the picnic had to be moved indoors.",
+    "The old clock in the hall had stopped working many years ago, but nobody in the family wanted to throw it "
+    "away, because it had belonged to their great grandfather.",
+    "To make the soup, slowly fry the onions in butter, add the potatoes and the stock, let everything simmer "
+    "for half an hour, and then season it with salt and pepper.",
+    "The fishermen left the harbor long before dawn, hoping to return with a good catch, but a thick fog rolled "
+    "in from the sea and they had to turn back early.",
+    "Every evening the old man walked his dog along the river, greeting the same people on the same benches, "
+    "and he always carried a pocket full of bread for the ducks.",
+    "The new library has quiet rooms for studying, a large collection of books for children, and computers that "
+    "anyone can use for free with a library card.",
+    "When the power went out in the middle of the concert, the musicians kept playing in the dark, and the "
+    "audience lit their phones and sang along with them.",
+    "The company announced that it would open a new factory in the north of the country next year, creating "
+    "hundreds of jobs for the people who live in the region.",
+    "She packed her suitcase the night before the trip, with warm clothes for the mountains, a good book for "
+    "the train, and a map of the city where she would stay.",
+    "The farmers watched the dark clouds gathering over the hills and hurried to bring the hay into the barn "
+    "before the first heavy drops of rain began to fall.",
+]
+VOICES = [("en-us", 160), ("en-gb", 160), ("en-gb-scotland", 150), ("en-029", 170), ("en-us+f3", 175),
+          ("en-gb-x-rp", 140), ("en-us-nyc", 185), ("en-gb-x-gbclan", 160), ("en-us+m3", 200),
+          ("en-gb+f2", 130), ("en-us", 150), ("en-gb", 190)]
+PAUSES = [0.4, 0.6, 0.8, 1.0, 1.5, 2.0, 0.5, 1.2]
+# Per conversation: 3 short, 4 medium and 2 long sentences, interleaved.
+PATTERN = ["short", "medium", "long", "medium", "short", "medium", "long", "short", "medium"]
+LENGTHS = {"short": (0.0, 2.0), "medium": (2.0, 6.0), "long": (6.0, 99.0)}
+
+
+@dataclass
+class Conversation:
+    name: str
+    voice: str
+    speed: int
+    speech: Speech
+
+
+def eval_set(limit: int | None = None) -> list[Conversation]:
+    """The evaluation conversations (deterministic: the same sentences, voices and pauses each time)."""
+    pools = {"short": iter(SHORT), "medium": iter(MEDIUM), "long": iter(LONG)}
+    out = []
+    for i, (voice, speed) in enumerate(VOICES[:limit]):
+        texts = [next(pools[kind]) for kind in PATTERN]
+        pauses = [PAUSES[(i + j) % len(PAUSES)] for j in range(len(texts) - 1)]
+        speech = conversation(texts, pause_s=pauses, voice=voice, speed=speed)
+        out.append(Conversation("c%02d-%s" % (i, voice), voice, speed, speech))
+    out.append(Conversation("jfk", "jfk (recorded)", 0, recording(str(JFK), JFK_TEXT)))
+    return out
+
+
+# --- decoding ---------------------------------------------------------------------------------
+
+@dataclass
+class Session:
+    finals: list[dict[str, Any]] = field(default_factory=list)
+    interims: list[dict[str, Any]] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def text(self) -> str:
+        return " ".join(f["text"] for f in sorted(self.finals, key=lambda f: f["utterance"]))
+
+
+async def stream_one(url: str, conv: Conversation, speed: float) -> Session:
+    out = Session()
+    loop = asyncio.get_running_loop()
+    try:
+        async with connect(url, sample_rate=16000, lang="en") as stream:
+            t0 = loop.time()
+            async for msg in stream.receive_while(stream.send_audio(conv.speech.pcm16, speed=speed)):
+                if msg["type"] == "final":
+                    out.finals.append(msg)
+                    # End of speech to final: from the end of the last sentence the final covers.
+                    ends = [e for _, e in conv.speech.spans if e <= msg["end"] + 0.3]
+                    if ends:
+                        out.latencies_ms.append((loop.time() - t0 - max(ends) / speed) * 1000.0)
+                elif msg["type"] == "interim":
+                    out.interims.append(msg)
+                elif msg["type"] == "error":
+                    out.error = "%s: %s" % (msg["code"], msg["message"])
+    except (ClientError, OSError) as exc:
+        out.error = str(exc)
+    return out
+
+
+async def stream_all(url: str, convs: list[Conversation], concurrency: int, speed: float) -> list[Session]:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(conv: Conversation) -> Session:
+        async with gate:
+            print("  streaming %s (%.1f s) ..." % (conv.name, conv.speech.duration), flush=True)
+            return await stream_one(url, conv, speed)
+
+    return list(await asyncio.gather(*(one(c) for c in convs)))
+
+
+def load_model(name: str) -> Any:
+    from faster_whisper import WhisperModel
+
+    from decoder.models import resolve
+
+    choice = resolve(name)
+    return WhisperModel(choice.path, device="cpu", compute_type="int8")
+
+
+def direct(model: Any, convs: list[Conversation], beam: int) -> list[str]:
+    """Each recording decoded whole by faster-whisper's own transcribe (its defaults, same beam)."""
+    texts = []
+    for conv in convs:
+        segments, _ = model.transcribe(conv.speech.audio, language="en", beam_size=beam, vad_filter=False)
+        texts.append(" ".join(s.text.strip() for s in segments))
+    return texts
+
+
+class LocalQueue:
+    """The gateway's job queue without Redis: audio in a dict, jobs decoded at once in process."""
+
+    def __init__(self) -> None:
+        self.audio: dict[str, bytes] = {}
+        self.jobs: list[Any] = []
+
+    async def append_audio(self, session: str, utt: int, pcm16k: bytes) -> int:
+        from common import keys
+
+        key = keys.audio_key(session, utt)
+        self.audio[key] = self.audio.get(key, b"") + pcm16k
+        return len(self.audio[key])
+
+    async def enqueue(self, job: Any) -> str:
+        self.jobs.append(job)
+        return "0-0"
+
+    async def drop_audio(self, session: str, *utts: int) -> None:
+        from common import keys
+
+        for n in utts:
+            self.audio.pop(keys.audio_key(session, n), None)
+
+    async def final_backlog(self) -> int:
+        return 0
+
+
+def simulate(convs: list[Conversation], model_name: str, env: dict[str, str]) -> list[Session]:
+    """What the service would return with infinitely fast decoders, without the service: the
+    gateway's own Session (endpointing, interims, prompts, context) feeds the decoder's engine in
+    this process, every job decoded as soon as it is queued."""
+    from common.audio import pcm16_to_float32
+    from common.messages import Result, StartRequest
+    from common.settings import Settings
+    from decoder.engine import Engine
+    from gateway.metrics import GatewayMetrics
+    from gateway.session import Session as GatewaySession
+
+    settings = Settings.from_env({**env, "MODEL_NAME": model_name, "DECODE_BATCH": "1"})
+    engine = Engine(settings)
+    engine.load()
+
+    async def one(conv: Conversation) -> Session:
+        out = Session()
+        queue = LocalQueue()
+
+        def send(msg: dict[str, Any]) -> None:
+            (out.finals if msg["type"] == "final" else out.interims if msg["type"] == "interim" else []).append(msg)
+
+        session = GatewaySession(settings, StartRequest(sample_rate=16000, lang="en"), queue,  # type: ignore[arg-type]
+                                 "sim", send, GatewayMetrics())
+
+        async def drain() -> None:
+            while queue.jobs:
+                job = queue.jobs.pop(0)
+                audio = pcm16_to_float32(queue.audio[job.audio_key][:job.audio_end])
+                context = queue.audio.get(job.context_key, b"")[:job.context_end] if job.context_key else b""
+                o = engine.decode_one(job, audio, pcm16_to_float32(context) if context else None)
+                session.on_result(Result(id=job.id, kind=job.kind, session=job.session, utt=job.utt, rev=job.rev,
+                                         text=o.text, language=o.language, audio_s=o.audio_s, no_speech=o.no_speech))
+
+        pcm = conv.speech.pcm16
+        for i in range(0, len(pcm), 3200):
+            await session.on_audio(pcm[i:i + 3200])
+            await drain()
+            await session.tick()
+        await session.finalize()
+        await drain()
+        return out
+
+    return [asyncio.run(one(conv)) for conv in convs]
+
+
+# --- scoring ----------------------------------------------------------------------------------
+
+def length_class(seconds: float) -> str:
+    return next(name for name, (lo, hi) in LENGTHS.items() if lo <= seconds < hi)
+
+
+@dataclass
+class Tally:
+    words: int = 0
+    streamed: int = 0
+    direct: int = 0
+
+    def add(self, words: int, streamed: int, direct: int) -> None:
+        self.words += words
+        self.streamed += streamed
+        self.direct += direct
+
+    def row(self) -> dict[str, Any]:
+        return {"words": self.words, "wer_streamed": round(100.0 * self.streamed / max(1, self.words), 2),
+                "wer_direct": round(100.0 * self.direct / max(1, self.words), 2)}
+
+
+SENTENCE_BREAK = re.compile(r"[.?!]\s+\w")
+
+
+def interim_checks(sessions: list[Session]) -> dict[str, Any]:
+    """Rewrites of announced stable prefixes (as text, and as words: case and punctuation aside),
+    and interim artifacts: empty text, "...", more sentence breaks than the final has."""
+    finals_with_stable = rewritten = rewritten_words = empty = dots = breaks = total = 0
+    examples: list[dict[str, str]] = []
+    break_examples: list[dict[str, str]] = []
+    for s in sessions:
+        final_by_utt = {f["utterance"]: f for f in s.finals}
+        last_stable: dict[int, str] = {}
+        for m in s.interims:
+            total += 1
+            text = m["text"]
+            empty += not text.strip()
+            dots += "..." in text or "\u2026" in text
+            final = final_by_utt.get(m["utterance"])
+            if final is not None and len(SENTENCE_BREAK.findall(text)) > len(SENTENCE_BREAK.findall(final["text"])):
+                breaks += 1
+                if len(break_examples) < 5:
+                    break_examples.append({"interim": text, "final": final["text"]})
+            if m["stable_chars"]:
+                last_stable[m["utterance"]] = text[:m["stable_chars"]]
+        for utt, stable in last_stable.items():
+            final = final_by_utt.get(utt)
+            if final is None:
+                continue
+            finals_with_stable += 1
+            if not final["text"].startswith(stable):
+                rewritten += 1
+                if len(examples) < 10:
+                    examples.append({"stable": stable, "final": final["text"]})
+            words = normalize(stable)
+            rewritten_words += normalize(final["text"])[:len(words)] != words
+    return {"interims": total, "empty": empty, "ellipsis": dots, "sentence_breaks": breaks,
+            "finals_with_stable_prefix": finals_with_stable, "finals_rewriting_stable_prefix": rewritten,
+            "rewrite_rate": round(rewritten / max(1, finals_with_stable), 4),
+            "word_rewrite_rate": round(rewritten_words / max(1, finals_with_stable), 4),
+            "rewrite_examples": examples, "break_examples": break_examples}
+
+
+def score(convs: list[Conversation], sessions: list[Session], direct_texts: list[str]) -> dict[str, Any]:
+    overall, by_voice, by_length = Tally(), {}, {}
+    diffs = []
+    for conv, sess, dtext in zip(convs, sessions, direct_texts):
+        ref_words = [normalize(t) for t in conv.speech.texts]
+        flat = [w for ws in ref_words for w in ws]
+        a_s, a_d = align(flat, normalize(sess.text)), align(flat, normalize(dtext))
+        pos = 0
+        for text, words, span in zip(conv.speech.texts, ref_words, conv.speech.spans):
+            lo, hi = pos, pos + len(words)
+            pos = hi
+            es, ed = a_s.errors_in(lo, hi), a_d.errors_in(lo, hi)
+            overall.add(len(words), es, ed)
+            by_voice.setdefault(conv.voice, Tally()).add(len(words), es, ed)
+            by_length.setdefault(length_class(span[1] - span[0]), Tally()).add(len(words), es, ed)
+            if es != ed:
+                diffs.append({"conversation": conv.name, "reference": text, "streamed": a_s.hyp_in(lo, hi),
+                              "direct": a_d.hyp_in(lo, hi), "streamed_errors": es, "direct_errors": ed})
+    diffs.sort(key=lambda d: d["direct_errors"] - d["streamed_errors"])
+    utterances = sum(len(c.speech.texts) for c in convs)
+    latencies = [x for s in sessions for x in s.latencies_ms]
+    return {
+        "utterances": utterances, **overall.row(),
+        "by_voice": {k: v.row() for k, v in by_voice.items()},
+        "by_length": {k: by_length[k].row() for k in LENGTHS if k in by_length},
+        "worst": diffs[:12], "better_than_direct": sum(d["streamed_errors"] < d["direct_errors"] for d in diffs),
+        "worse_than_direct": sum(d["streamed_errors"] > d["direct_errors"] for d in diffs),
+        "sessions_failed": [s.error for s in sessions if s.error],
+        "final_latency_ms": {"p50": _pct(latencies, 50), "p95": _pct(latencies, 95)},
+        "interims": interim_checks(sessions),
+    }
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 1) if values else None
+
+
+def print_report(r: dict[str, Any]) -> None:
+    print("\n%d utterances, %d words: WER streamed %.2f%%, direct %.2f%% (final latency p50 %s ms, p95 %s ms)"
+          % (r["utterances"], r["words"], r["wer_streamed"], r["wer_direct"], r["final_latency_ms"]["p50"],
+             r["final_latency_ms"]["p95"]))
+    for title, key in (("voice", "by_voice"), ("sentence length", "by_length")):
+        print("\n%-22s %6s %9s %9s" % (title, "words", "streamed", "direct"))
+        for name, row in r[key].items():
+            print("%-22s %6d %8.2f%% %8.2f%%" % (name, row["words"], row["wer_streamed"], row["wer_direct"]))
+    print("\nsentences streamed worse than direct: %d, better: %d" % (r["worse_than_direct"],
+                                                                    r["better_than_direct"]))
+    for d in r["worst"]:
+        if d["streamed_errors"] <= d["direct_errors"]:
+            break
+        print("  [%s] ref: %s\n      streamed (%d): %s\n      direct   (%d): %s" % (
+            d["conversation"], d["reference"], d["streamed_errors"], d["streamed"], d["direct_errors"],
+            d["direct"]))
+    i = r["interims"]
+    print("\ninterims %d: empty %d, '...' %d, sentence breaks %d; finals rewriting their stable prefix %d of %d "
+          "(%.1f%%; as words %.1f%%)" % (i["interims"], i["empty"], i["ellipsis"], i["sentence_breaks"],
+                                         i["finals_rewriting_stable_prefix"], i["finals_with_stable_prefix"],
+                                         100 * i["rewrite_rate"], 100 * i["word_rewrite_rate"]))
+    if r["sessions_failed"]:
+        print("sessions failed: %s" % r["sessions_failed"])
+
+
+# --- running ----------------------------------------------------------------------------------
+
+def run_streamed(convs: list[Conversation], env: dict[str, str], concurrency: int, speed: float) -> list[Session]:
+    from client.bench import Service
+
+    with Service(env) as url:
+        return asyncio.run(stream_all(url, convs, concurrency, speed))
+
+
+SWEEP = [
+    {"FINAL_SILENCE_MS_MIN": "250", "FINAL_SILENCE_MS_MAX": "500"},
+    {"FINAL_SILENCE_MS_MIN": "400", "FINAL_SILENCE_MS_MAX": "700"},
+    {"FINAL_SILENCE_MS_MIN": "550", "FINAL_SILENCE_MS_MAX": "900"},
+    {"FINAL_SILENCE_MS_MIN": "700", "FINAL_SILENCE_MS_MAX": "1200"},
+]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--concurrency", type=int, default=4, help="conversations streamed at once")
+    p.add_argument("--speed", type=float, default=1.0, help="multiple of real time (1: real time)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N conversations (and jfk)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a service setting")
+    p.add_argument("--simulate", action="store_true", help="no service: endpointer and engine in process")
+    p.add_argument("--sweep", action="store_true", help="streamed WER per endpointing setting")
+    p.add_argument("--label", default="", help="name of this run in the output file")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = p.parse_args()
+    env = {"MODEL_NAME": os.environ.get("MODEL_NAME", "tiny.en"), "DEVICE": "cpu", "COMPUTE_TYPE": "int8"}
+    env.update(dict(kv.split("=", 1) for kv in args.set))
+    beam = int(env.get("FINAL_BEAM", "5"))
+    print("making the evaluation set (espeak-ng) ...", flush=True)
+    convs = eval_set(args.limit)
+    print("%d recordings, %d utterances, %.0f s of audio" % (len(convs), sum(len(c.speech.texts) for c in convs),
+                                                             sum(c.speech.duration for c in convs)), flush=True)
+    print("direct decodes (%s, beam %d) ..." % (env["MODEL_NAME"], beam), flush=True)
+    t0 = time.monotonic()
+    direct_texts = direct(load_model(env["MODEL_NAME"]), convs, beam)
+    print("  %.1f s" % (time.monotonic() - t0), flush=True)
+    report: dict[str, Any] = {"benchmark": "accuracy", "label": args.label, "model": env["MODEL_NAME"],
+                              "settings": env, "concurrency": args.concurrency, "speed": args.speed,
+                              "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpus": os.cpu_count()}
+    if args.sweep:
+        report["sweep"] = []
+        for point in SWEEP:
+            print("\nstreaming with %s ..." % point, flush=True)
+            r = score(convs, run_streamed(convs, {**env, **point}, args.concurrency, args.speed), direct_texts)
+            print_report(r)
+            report["sweep"].append({"settings": point, **{k: v for k, v in r.items() if k != "worst"}})
+        print("\n%-40s %9s %9s %12s %12s" % ("setting", "streamed", "direct", "latency p50", "latency p95"))
+        for row in report["sweep"]:
+            print("%-40s %8.2f%% %8.2f%% %12s %12s" % (
+                " ".join("%s=%s" % kv for kv in row["settings"].items()), row["wer_streamed"], row["wer_direct"],
+                row["final_latency_ms"]["p50"], row["final_latency_ms"]["p95"]))
+    else:
+        if args.simulate:
+            print("simulating the service in process ...", flush=True)
+            sessions = simulate(convs, env["MODEL_NAME"], env)
+        else:
+            print("streaming through stt up (%d at once, %.1fx real time) ..." % (args.concurrency, args.speed),
+                  flush=True)
+            sessions = run_streamed(convs, env, args.concurrency, args.speed)
+        report.update(score(convs, sessions, direct_texts))
+        report["mode"] = "simulate" if args.simulate else "streamed"
+        print_report(report)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / ("accuracy%s.json" % ("-" + args.label if args.label else ""))
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print("\nwrote %s" % path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
