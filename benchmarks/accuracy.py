@@ -42,44 +42,95 @@ from client.stream import ClientError, connect
 from client.wer import align, normalize
 
 JFK = ROOT / "tests" / "data" / "jfk.flac"
-JFK_TEXT = ("And so my fellow Americans, ask not what your country can do for you, ask what you can do for "
-            "your country.")
+JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
 SHORT = [
-    "Yes, of course.", "Good morning.", "Thank you very much.", "Not today.", "See you tomorrow.",
-    "Where is the station?", "Turn left here.", "That sounds great.", "I agree with you.", "Please wait.",
-    "Open the door.", "It is raining again.", "Call me later.", "Nobody knows.", "Good night, everyone.",
-    "Let me think.", "What time is it?", "Close the window.", "Happy birthday.", "Well done.",
-    "Come back soon.", "I am not sure.", "Lunch is ready.", "Stop right there.",
-    "Sounds good to me.", "Hold on a second.", "Keep the change.", "Enjoy your meal.", "No problem at all.",
-    "Sit down, please.", "The bus is late.", "Try it again.", "Drive safely.", "Bring your coat.",
-    "Dinner is served.", "Excuse me, sir.",
+    "Yes, of course.",
+    "Good morning.",
+    "Thank you very much.",
+    "Not today.",
+    "See you tomorrow.",
+    "Where is the station?",
+    "Turn left here.",
+    "That sounds great.",
+    "I agree with you.",
+    "Please wait.",
+    "Open the door.",
+    "It is raining again.",
+    "Call me later.",
+    "Nobody knows.",
+    "Good night, everyone.",
+    "Let me think.",
+    "What time is it?",
+    "Close the window.",
+    "Happy birthday.",
+    "Well done.",
+    "Come back soon.",
+    "I am not sure.",
+    "Lunch is ready.",
+    "Stop right there.",
+    "Sounds good to me.",
+    "Hold on a second.",
+    "Keep the change.",
+    "Enjoy your meal.",
+    "No problem at all.",
+    "Sit down, please.",
+    "The bus is late.",
+    "Try it again.",
+    "Drive safely.",
+    "Bring your coat.",
+    "Dinner is served.",
+    "Excuse me, sir.",
 ]
 MEDIUM = [
-    "The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background.",
-    "It is easy to tell the depth of a well.", "These days a chicken leg is a rare dish.",
-    "Rice is often served in round bowls.", "The juice of lemons makes fine punch.",
-    "The box was thrown beside the parked truck.", "The hogs were fed chopped corn and garbage.",
-    "Four hours of steady work faced us.", "A large size in stockings is hard to sell.",
-    "The boy was there when the sun rose.", "A rod is used to catch pink salmon.",
-    "The source of the huge river is the clear spring.", "Kick the ball straight and follow through.",
-    "Help the woman get back to her feet.", "A pot of tea helps to pass the evening.",
-    "Smoky fires lack flame and heat.", "The salt breeze came across from the sea.",
-    "The girl at the booth sold fifty bonds.", "The small pup gnawed a hole in the sock.",
-    "The fish twisted and turned on the bent hook.", "Press the pants and sew a button on the vest.",
-    "The swan dive was far short of perfect.", "The beauty of the view stunned the young boy.",
-    "Two blue fish swam in the tank.", "Her purse was full of useless trash.",
-    "The colt reared and threw the tall rider.", "Read verse out loud for pleasure.",
-    "Hoist the load to your left shoulder.", "Take the winding path to reach the lake.",
-    "Note closely the size of the gas tank.", "Wipe the grease off his dirty face.",
-    "Mend the coat before you go out.", "The stray cat gave birth to kittens.",
-    "The young girl gave no clear response.", "The meal was cooked before the bell rang.",
-    "A king ruled the state in the early days.", "The ship was torn apart on the sharp reef.",
-    "Sickness kept him home the third week.", "The wide road shimmered in the hot sun.",
-    "The lazy cow lay in the cool grass.", "Lift the square stone over the fence.",
-    "The rope will bind the seven books at once.", "Hop over the fence and plunge in.",
-    "The frosty air passed through the coat.", "The crooked maze failed to fool the mouse.",
-    "The show was a flop from the very start.", "A saw is a tool used for making boards.",
+    "The birch canoe slid on the smooth planks.",
+    "Glue the sheet to the dark blue background.",
+    "It is easy to tell the depth of a well.",
+    "These days a chicken leg is a rare dish.",
+    "Rice is often served in round bowls.",
+    "The juice of lemons makes fine punch.",
+    "The box was thrown beside the parked truck.",
+    "The hogs were fed chopped corn and garbage.",
+    "Four hours of steady work faced us.",
+    "A large size in stockings is hard to sell.",
+    "The boy was there when the sun rose.",
+    "A rod is used to catch pink salmon.",
+    "The source of the huge river is the clear spring.",
+    "Kick the ball straight and follow through.",
+    "Help the woman get back to her feet.",
+    "A pot of tea helps to pass the evening.",
+    "Smoky fires lack flame and heat.",
+    "The salt breeze came across from the sea.",
+    "The girl at the booth sold fifty bonds.",
+    "The small pup gnawed a hole in the sock.",
+    "The fish twisted and turned on the bent hook.",
+    "Press the pants and sew a button on the vest.",
+    "The swan dive was far short of perfect.",
+    "The beauty of the view stunned the young boy.",
+    "Two blue fish swam in the tank.",
+    "Her purse was full of useless trash.",
+    "The colt reared and threw the tall rider.",
+    "Read verse out loud for pleasure.",
+    "Hoist the load to your left shoulder.",
+    "Take the winding path to reach the lake.",
+    "Note closely the size of the gas tank.",
+    "Wipe the grease off his dirty face.",
+    "Mend the coat before you go out.",
+    "The stray cat gave birth to kittens.",
+    "The young girl gave no clear response.",
+    "The meal was cooked before the bell rang.",
+    "A king ruled the state in the early days.",
+    "The ship was torn apart on the sharp reef.",
+    "Sickness kept him home the third week.",
+    "The wide road shimmered in the hot sun.",
+    "The lazy cow lay in the cool grass.",
+    "Lift the square stone over the fence.",
+    "The rope will bind the seven books at once.",
+    "Hop over the fence and plunge in.",
+    "The frosty air passed through the coat.",
+    "The crooked maze failed to fool the mouse.",
+    "The show was a flop from the very start.",
+    "A saw is a tool used for making boards.",
 ]
 LONG = [
     "When the morning train finally arrived at the small station, the passengers who had been waiting in the "
@@ -131,9 +182,20 @@ LONG = [
     "The farmers watched the dark clouds gathering over the hills and hurried to bring the hay into the barn "
     "before the first heavy drops of rain began to fall.",
 ]
-VOICES = [("en-us", 160), ("en-gb", 160), ("en-gb-scotland", 150), ("en-029", 170), ("en-us+f3", 175),
-          ("en-gb-x-rp", 140), ("en-us-nyc", 185), ("en-gb-x-gbclan", 160), ("en-us+m3", 200),
-          ("en-gb+f2", 130), ("en-us", 150), ("en-gb", 190)]
+VOICES = [
+    ("en-us", 160),
+    ("en-gb", 160),
+    ("en-gb-scotland", 150),
+    ("en-029", 170),
+    ("en-us+f3", 175),
+    ("en-gb-x-rp", 140),
+    ("en-us-nyc", 185),
+    ("en-gb-x-gbclan", 160),
+    ("en-us+m3", 200),
+    ("en-gb+f2", 130),
+    ("en-us", 150),
+    ("en-gb", 190),
+]
 PAUSES = [0.4, 0.6, 0.8, 1.0, 1.5, 2.0, 0.5, 1.2]
 # Per conversation: 3 short, 4 medium and 2 long sentences, interleaved.
 PATTERN = ["short", "medium", "long", "medium", "short", "medium", "long", "short", "medium"]
@@ -162,6 +224,7 @@ def eval_set(limit: int | None = None) -> list[Conversation]:
 
 
 # --- decoding ---------------------------------------------------------------------------------
+
 
 @dataclass
 class Session:
@@ -226,34 +289,6 @@ def direct(model: Any, convs: list[Conversation], beam: int) -> list[str]:
     return texts
 
 
-class LocalQueue:
-    """The gateway's job queue without Redis: audio in a dict, jobs decoded at once in process."""
-
-    def __init__(self) -> None:
-        self.audio: dict[str, bytes] = {}
-        self.jobs: list[Any] = []
-
-    async def append_audio(self, session: str, utt: int, pcm16k: bytes) -> int:
-        from common import keys
-
-        key = keys.audio_key(session, utt)
-        self.audio[key] = self.audio.get(key, b"") + pcm16k
-        return len(self.audio[key])
-
-    async def enqueue(self, job: Any) -> str:
-        self.jobs.append(job)
-        return "0-0"
-
-    async def drop_audio(self, session: str, *utts: int) -> None:
-        from common import keys
-
-        for n in utts:
-            self.audio.pop(keys.audio_key(session, n), None)
-
-    async def final_backlog(self) -> int:
-        return 0
-
-
 def simulate(convs: list[Conversation], model_name: str, env: dict[str, str]) -> list[Session]:
     """What the service would return with infinitely fast decoders, without the service: the
     gateway's own Session (endpointing, interims, prompts, context) feeds the decoder's engine in
@@ -262,6 +297,7 @@ def simulate(convs: list[Conversation], model_name: str, env: dict[str, str]) ->
     from common.messages import Result, StartRequest
     from common.settings import Settings
     from decoder.engine import Engine
+    from gateway.jobqueue import MemoryQueue
     from gateway.metrics import GatewayMetrics
     from gateway.session import Session as GatewaySession
 
@@ -271,26 +307,32 @@ def simulate(convs: list[Conversation], model_name: str, env: dict[str, str]) ->
 
     async def one(conv: Conversation) -> Session:
         out = Session()
-        queue = LocalQueue()
+        queue = MemoryQueue()
 
         def send(msg: dict[str, Any]) -> None:
             (out.finals if msg["type"] == "final" else out.interims if msg["type"] == "interim" else []).append(msg)
 
-        session = GatewaySession(settings, StartRequest(sample_rate=16000, lang="en"), queue,  # type: ignore[arg-type]
-                                 "sim", send, GatewayMetrics())
+        session = GatewaySession(
+            settings,
+            StartRequest(sample_rate=16000, lang="en"),
+            queue,
+            "sim",
+            send,
+            GatewayMetrics(),
+        )
 
         async def drain() -> None:
             while queue.jobs:
                 job = queue.jobs.pop(0)
-                audio = pcm16_to_float32(queue.audio[job.audio_key][:job.audio_end])
-                context = queue.audio.get(job.context_key, b"")[:job.context_end] if job.context_key else b""
-                o = engine.decode_one(job, audio, pcm16_to_float32(context) if context else None)
-                session.on_result(Result(id=job.id, kind=job.kind, session=job.session, utt=job.utt, rev=job.rev,
-                                         text=o.text, language=o.language, audio_s=o.audio_s, no_speech=o.no_speech))
+                audio, context = queue.audio_of(job)
+                o = engine.decode_one(job, pcm16_to_float32(audio), pcm16_to_float32(context) if context else None)
+                session.on_result(
+                    Result.answering(job, text=o.text, language=o.language, audio_s=o.audio_s, no_speech=o.no_speech)
+                )
 
         pcm = conv.speech.pcm16
         for i in range(0, len(pcm), 3200):
-            await session.on_audio(pcm[i:i + 3200])
+            await session.on_audio(pcm[i : i + 3200])
             await drain()
             await session.tick()
         await session.finalize()
@@ -301,6 +343,7 @@ def simulate(convs: list[Conversation], model_name: str, env: dict[str, str]) ->
 
 
 # --- scoring ----------------------------------------------------------------------------------
+
 
 def length_class(seconds: float) -> str:
     return next(name for name, (lo, hi) in LENGTHS.items() if lo <= seconds < hi)
@@ -318,8 +361,11 @@ class Tally:
         self.direct += direct
 
     def row(self) -> dict[str, Any]:
-        return {"words": self.words, "wer_streamed": round(100.0 * self.streamed / max(1, self.words), 2),
-                "wer_direct": round(100.0 * self.direct / max(1, self.words), 2)}
+        return {
+            "words": self.words,
+            "wer_streamed": round(100.0 * self.streamed / max(1, self.words), 2),
+            "wer_direct": round(100.0 * self.direct / max(1, self.words), 2),
+        }
 
 
 SENTENCE_BREAK = re.compile(r"[.?!]\s+\w")
@@ -345,7 +391,7 @@ def interim_checks(sessions: list[Session]) -> dict[str, Any]:
                 if len(break_examples) < 5:
                     break_examples.append({"interim": text, "final": final["text"]})
             if m["stable_chars"]:
-                last_stable[m["utterance"]] = text[:m["stable_chars"]]
+                last_stable[m["utterance"]] = text[: m["stable_chars"]]
         for utt, stable in last_stable.items():
             final = final_by_utt.get(utt)
             if final is None:
@@ -356,12 +402,19 @@ def interim_checks(sessions: list[Session]) -> dict[str, Any]:
                 if len(examples) < 10:
                     examples.append({"stable": stable, "final": final["text"]})
             words = normalize(stable)
-            rewritten_words += normalize(final["text"])[:len(words)] != words
-    return {"interims": total, "empty": empty, "ellipsis": dots, "sentence_breaks": breaks,
-            "finals_with_stable_prefix": finals_with_stable, "finals_rewriting_stable_prefix": rewritten,
-            "rewrite_rate": round(rewritten / max(1, finals_with_stable), 4),
-            "word_rewrite_rate": round(rewritten_words / max(1, finals_with_stable), 4),
-            "rewrite_examples": examples, "break_examples": break_examples}
+            rewritten_words += normalize(final["text"])[: len(words)] != words
+    return {
+        "interims": total,
+        "empty": empty,
+        "ellipsis": dots,
+        "sentence_breaks": breaks,
+        "finals_with_stable_prefix": finals_with_stable,
+        "finals_rewriting_stable_prefix": rewritten,
+        "rewrite_rate": round(rewritten / max(1, finals_with_stable), 4),
+        "word_rewrite_rate": round(rewritten_words / max(1, finals_with_stable), 4),
+        "rewrite_examples": examples,
+        "break_examples": break_examples,
+    }
 
 
 def score(convs: list[Conversation], sessions: list[Session], direct_texts: list[str]) -> dict[str, Any]:
@@ -380,16 +433,26 @@ def score(convs: list[Conversation], sessions: list[Session], direct_texts: list
             by_voice.setdefault(conv.voice, Tally()).add(len(words), es, ed)
             by_length.setdefault(length_class(span[1] - span[0]), Tally()).add(len(words), es, ed)
             if es != ed:
-                diffs.append({"conversation": conv.name, "reference": text, "streamed": a_s.hyp_in(lo, hi),
-                              "direct": a_d.hyp_in(lo, hi), "streamed_errors": es, "direct_errors": ed})
+                diffs.append(
+                    {
+                        "conversation": conv.name,
+                        "reference": text,
+                        "streamed": a_s.hyp_in(lo, hi),
+                        "direct": a_d.hyp_in(lo, hi),
+                        "streamed_errors": es,
+                        "direct_errors": ed,
+                    }
+                )
     diffs.sort(key=lambda d: d["direct_errors"] - d["streamed_errors"])
     utterances = sum(len(c.speech.texts) for c in convs)
     latencies = [x for s in sessions for x in s.latencies_ms]
     return {
-        "utterances": utterances, **overall.row(),
+        "utterances": utterances,
+        **overall.row(),
         "by_voice": {k: v.row() for k, v in by_voice.items()},
         "by_length": {k: by_length[k].row() for k in LENGTHS if k in by_length},
-        "worst": diffs[:12], "better_than_direct": sum(d["streamed_errors"] < d["direct_errors"] for d in diffs),
+        "worst": diffs[:12],
+        "better_than_direct": sum(d["streamed_errors"] < d["direct_errors"] for d in diffs),
         "worse_than_direct": sum(d["streamed_errors"] > d["direct_errors"] for d in diffs),
         "sessions_failed": [s.error for s in sessions if s.error],
         "final_latency_ms": {"p50": _pct(latencies, 50), "p95": _pct(latencies, 95)},
@@ -402,34 +465,53 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 def print_report(r: dict[str, Any]) -> None:
-    print("\n%d utterances, %d words: WER streamed %.2f%%, direct %.2f%% (final latency p50 %s ms, p95 %s ms)"
-          % (r["utterances"], r["words"], r["wer_streamed"], r["wer_direct"], r["final_latency_ms"]["p50"],
-             r["final_latency_ms"]["p95"]))
+    print(
+        "\n%d utterances, %d words: WER streamed %.2f%%, direct %.2f%% (final latency p50 %s ms, p95 %s ms)"
+        % (
+            r["utterances"],
+            r["words"],
+            r["wer_streamed"],
+            r["wer_direct"],
+            r["final_latency_ms"]["p50"],
+            r["final_latency_ms"]["p95"],
+        )
+    )
     for title, key in (("voice", "by_voice"), ("sentence length", "by_length")):
         print("\n%-22s %6s %9s %9s" % (title, "words", "streamed", "direct"))
         for name, row in r[key].items():
             print("%-22s %6d %8.2f%% %8.2f%%" % (name, row["words"], row["wer_streamed"], row["wer_direct"]))
-    print("\nsentences streamed worse than direct: %d, better: %d" % (r["worse_than_direct"],
-                                                                    r["better_than_direct"]))
+    print("\nsentences streamed worse than direct: %d, better: %d" % (r["worse_than_direct"], r["better_than_direct"]))
     for d in r["worst"]:
         if d["streamed_errors"] <= d["direct_errors"]:
             break
-        print("  [%s] ref: %s\n      streamed (%d): %s\n      direct   (%d): %s" % (
-            d["conversation"], d["reference"], d["streamed_errors"], d["streamed"], d["direct_errors"],
-            d["direct"]))
+        print(
+            "  [%s] ref: %s\n      streamed (%d): %s\n      direct   (%d): %s"
+            % (d["conversation"], d["reference"], d["streamed_errors"], d["streamed"], d["direct_errors"], d["direct"])
+        )
     i = r["interims"]
-    print("\ninterims %d: empty %d, '...' %d, sentence breaks %d; finals rewriting their stable prefix %d of %d "
-          "(%.1f%%; as words %.1f%%)" % (i["interims"], i["empty"], i["ellipsis"], i["sentence_breaks"],
-                                         i["finals_rewriting_stable_prefix"], i["finals_with_stable_prefix"],
-                                         100 * i["rewrite_rate"], 100 * i["word_rewrite_rate"]))
+    print(
+        "\ninterims %d: empty %d, '...' %d, sentence breaks %d; finals rewriting their stable prefix %d of %d "
+        "(%.1f%%; as words %.1f%%)"
+        % (
+            i["interims"],
+            i["empty"],
+            i["ellipsis"],
+            i["sentence_breaks"],
+            i["finals_rewriting_stable_prefix"],
+            i["finals_with_stable_prefix"],
+            100 * i["rewrite_rate"],
+            100 * i["word_rewrite_rate"],
+        )
+    )
     if r["sessions_failed"]:
         print("sessions failed: %s" % r["sessions_failed"])
 
 
 # --- running ----------------------------------------------------------------------------------
 
+
 def run_streamed(convs: list[Conversation], env: dict[str, str], concurrency: int, speed: float) -> list[Session]:
-    from client.bench import Service
+    from stt.bench import Service
 
     with Service(env) as url:
         return asyncio.run(stream_all(url, convs, concurrency, speed))
@@ -459,15 +541,25 @@ def main() -> int:
     beam = int(env.get("FINAL_BEAM", "5"))
     print("making the evaluation set (espeak-ng) ...", flush=True)
     convs = eval_set(args.limit)
-    print("%d recordings, %d utterances, %.0f s of audio" % (len(convs), sum(len(c.speech.texts) for c in convs),
-                                                             sum(c.speech.duration for c in convs)), flush=True)
+    print(
+        "%d recordings, %d utterances, %.0f s of audio"
+        % (len(convs), sum(len(c.speech.texts) for c in convs), sum(c.speech.duration for c in convs)),
+        flush=True,
+    )
     print("direct decodes (%s, beam %d) ..." % (env["MODEL_NAME"], beam), flush=True)
     t0 = time.monotonic()
     direct_texts = direct(load_model(env["MODEL_NAME"]), convs, beam)
     print("  %.1f s" % (time.monotonic() - t0), flush=True)
-    report: dict[str, Any] = {"benchmark": "accuracy", "label": args.label, "model": env["MODEL_NAME"],
-                              "settings": env, "concurrency": args.concurrency, "speed": args.speed,
-                              "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpus": os.cpu_count()}
+    report: dict[str, Any] = {
+        "benchmark": "accuracy",
+        "label": args.label,
+        "model": env["MODEL_NAME"],
+        "settings": env,
+        "concurrency": args.concurrency,
+        "speed": args.speed,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "cpus": os.cpu_count(),
+    }
     if args.sweep:
         report["sweep"] = []
         for point in SWEEP:
@@ -477,16 +569,25 @@ def main() -> int:
             report["sweep"].append({"settings": point, **{k: v for k, v in r.items() if k != "worst"}})
         print("\n%-40s %9s %9s %12s %12s" % ("setting", "streamed", "direct", "latency p50", "latency p95"))
         for row in report["sweep"]:
-            print("%-40s %8.2f%% %8.2f%% %12s %12s" % (
-                " ".join("%s=%s" % kv for kv in row["settings"].items()), row["wer_streamed"], row["wer_direct"],
-                row["final_latency_ms"]["p50"], row["final_latency_ms"]["p95"]))
+            print(
+                "%-40s %8.2f%% %8.2f%% %12s %12s"
+                % (
+                    " ".join("%s=%s" % kv for kv in row["settings"].items()),
+                    row["wer_streamed"],
+                    row["wer_direct"],
+                    row["final_latency_ms"]["p50"],
+                    row["final_latency_ms"]["p95"],
+                )
+            )
     else:
         if args.simulate:
             print("simulating the service in process ...", flush=True)
             sessions = simulate(convs, env["MODEL_NAME"], env)
         else:
-            print("streaming through stt up (%d at once, %.1fx real time) ..." % (args.concurrency, args.speed),
-                  flush=True)
+            print(
+                "streaming through stt up (%d at once, %.1fx real time) ..." % (args.concurrency, args.speed),
+                flush=True,
+            )
             sessions = run_streamed(convs, env, args.concurrency, args.speed)
         report.update(score(convs, sessions, direct_texts))
         report["mode"] = "simulate" if args.simulate else "streamed"

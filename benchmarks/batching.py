@@ -34,22 +34,54 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="CPU_THREADS (0: CTranslate2's default)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compute-type", default="int8")
-    parser.add_argument("--no-prompt", action="store_true",
-                        help="no previous-text prompt (a random test model then rarely needs temperature fallback)")
+    parser.add_argument(
+        "--no-prompt",
+        action="store_true",
+        help="no previous-text prompt (a random test model then rarely needs temperature fallback)",
+    )
     args = parser.parse_args()
-    settings = Settings.from_env({}, MODEL_NAME=args.model, DEVICE=args.device, COMPUTE_TYPE=args.compute_type,
-                                 CPU_THREADS=args.threads, DECODE_BATCH=args.batch, REDIS_URL="redis://x:1/0")
+    settings = Settings.from_env(
+        {},
+        MODEL_NAME=args.model,
+        DEVICE=args.device,
+        COMPUTE_TYPE=args.compute_type,
+        CPU_THREADS=args.threads,
+        DECODE_BATCH=args.batch,
+        REDIS_URL="redis://x:1/0",
+    )
     engine = Engine(settings)
     engine.load()
     audios = [conversation([SENTENCES[i % len(SENTENCES)]], lead_s=0.3, tail_s=0.5).audio for i in range(args.batch)]
     prompt = "" if args.no_prompt else " ".join(SENTENCES)  # cut by the decoder to its common length
-    report: dict[str, object] = {"benchmark": "batching", "model": args.model, "device": engine.device,
-                                 "compute_type": engine.compute_type, "batch": args.batch, "cpu_threads": args.threads,
-                                 "prompt": not args.no_prompt,
-                                 "cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    report: dict[str, object] = {
+        "benchmark": "batching",
+        "model": args.model,
+        "device": engine.device,
+        "compute_type": engine.compute_type,
+        "batch": args.batch,
+        "cpu_threads": args.threads,
+        "prompt": not args.no_prompt,
+        "cpus": os.cpu_count(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     for kind in ("interim", "final"):
-        jobs = [(Job(id="%s-%d" % (kind, i), kind=kind, session="s%d" % i, gateway="g", utt=0, audio_key="",
-                     audio_end=len(a) * 2, lang="en", prompt=prompt), a) for i, a in enumerate(audios)]
+        jobs = [
+            (
+                Job(
+                    id="%s-%d" % (kind, i),
+                    kind=kind,
+                    session="s%d" % i,
+                    gateway="g",
+                    utt=0,
+                    audio_key="",
+                    audio_end=len(a) * 2,
+                    lang="en",
+                    prompt=prompt,
+                ),
+                a,
+            )
+            for i, a in enumerate(audios)
+        ]
         engine.decode_many(jobs)  # warm up
         alone_s = together_s = 0.0
         same = True
@@ -64,10 +96,16 @@ def main() -> None:
             same = same and [getattr(o, "text", None) for o in together] == alone
         n = len(jobs) * args.rounds
         gain = alone_s / together_s
-        report[kind] = {"jobs_per_s_alone": round(n / alone_s, 2), "jobs_per_s_batched": round(n / together_s, 2),
-                        "gain": round(gain, 2), "same_text": same}
-        print("\r%s: %.2f jobs/s alone, %.2f jobs/s in batches of %d: gain %.2fx (texts equal: %s)"
-              % (kind, n / alone_s, n / together_s, args.batch, gain, same))
+        report[kind] = {
+            "jobs_per_s_alone": round(n / alone_s, 2),
+            "jobs_per_s_batched": round(n / together_s, 2),
+            "gain": round(gain, 2),
+            "same_text": same,
+        }
+        print(
+            "\r%s: %.2f jobs/s alone, %.2f jobs/s in batches of %d: gain %.2fx (texts equal: %s)"
+            % (kind, n / alone_s, n / together_s, args.batch, gain, same)
+        )
     name = "batching-%s-b%d%s.json" % (engine.device, args.batch, "-noprompt" if args.no_prompt else "")
     out = ROOT / "benchmarks" / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)

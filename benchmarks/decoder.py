@@ -46,9 +46,18 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     model = cached_test_model(args.size)
     clips = [pcm16_to_float32(float32_to_pcm16(synth(s))) for s in SENTENCES]
     with RedisServer() as server:
-        env = {**os.environ, "MODEL_NAME": str(model), "REDIS_URL": server.url, "DEVICE": "cpu",
-               "COMPUTE_TYPE": args.compute_type, "METRICS_PORT": "0", "DECODE_BATCH": "1",
-               "DECODER_ID": "bench", "CPU_THREADS": str(args.threads), "LOG_LEVEL": "WARNING"}
+        env = {
+            **os.environ,
+            "MODEL_NAME": str(model),
+            "REDIS_URL": server.url,
+            "DEVICE": "cpu",
+            "COMPUTE_TYPE": args.compute_type,
+            "METRICS_PORT": "0",
+            "DECODE_BATCH": "1",
+            "DECODER_ID": "bench",
+            "CPU_THREADS": str(args.threads),
+            "LOG_LEVEL": "WARNING",
+        }
         proc = subprocess.Popen([sys.executable, "-m", "stt", "decoder"], env=env, cwd=ROOT)
         r = aioredis.Redis.from_url(server.url)
         try:
@@ -66,9 +75,17 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             for i in range(total):
                 clip = clips[i % len(clips)]
                 end = await queue.append_audio("bench", i, float32_to_pcm16(clip))
-                job = Job(id=keys.final_job_id("bench", i), kind=args.kind, session="bench",
-                          gateway="bench-gw", utt=i, audio_key=keys.audio_key("bench", i), audio_end=end,
-                          lang="en", deadline=int(time.time() * 1000) + 60_000)
+                job = Job(
+                    id=keys.final_job_id("bench", i),
+                    kind=args.kind,
+                    session="bench",
+                    gateway="bench-gw",
+                    utt=i,
+                    audio_key=keys.audio_key("bench", i),
+                    audio_end=end,
+                    lang="en",
+                    deadline=int(time.time() * 1000) + 60_000,
+                )
                 t0 = time.perf_counter()
                 await queue.enqueue(job)
                 while True:
@@ -91,8 +108,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             await r.aclose()
 
     print("decoding the same %d jobs directly ..." % len(jobs), flush=True)
-    settings = Settings.from_env({}, MODEL_NAME=str(model), DEVICE="cpu", COMPUTE_TYPE=args.compute_type,
-                                 CPU_THREADS=args.threads)
+    settings = Settings.from_env(
+        {}, MODEL_NAME=str(model), DEVICE="cpu", COMPUTE_TYPE=args.compute_type, CPU_THREADS=args.threads
+    )
     engine = Engine(settings)
     engine.load()
     engine.decode_one(*jobs[0])
@@ -105,23 +123,42 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     over_direct = [a - b for a, b in zip(e2e, direct)]
     over_reported = [a - b for a, b in zip(e2e, reported)]
     rows = {
-        "end_to_end_ms": e2e, "decoder_decode_ms": reported, "direct_decode_ms": direct,
-        "overhead_vs_direct_ms": over_direct, "overhead_vs_decoder_decode_ms": over_reported,
+        "end_to_end_ms": e2e,
+        "decoder_decode_ms": reported,
+        "direct_decode_ms": direct,
+        "overhead_vs_direct_ms": over_direct,
+        "overhead_vs_decoder_decode_ms": over_reported,
     }
-    table = {name: {"p50": round(pct(v, 50), 2), "p95": round(pct(v, 95), 2),
-                    "mean": round(statistics.fmean(v), 2)} for name, v in rows.items()}
-    print("\n%-32s %10s %10s %10s" % ("n=%d %s jobs, %s model" % (len(e2e), args.kind, args.size),
-                                       "p50 ms", "p95 ms", "mean ms"))
+    table = {
+        name: {"p50": round(pct(v, 50), 2), "p95": round(pct(v, 95), 2), "mean": round(statistics.fmean(v), 2)}
+        for name, v in rows.items()
+    }
+    print(
+        "\n%-32s %10s %10s %10s"
+        % ("n=%d %s jobs, %s model" % (len(e2e), args.kind, args.size), "p50 ms", "p95 ms", "mean ms")
+    )
     for name, stats in table.items():
         print("%-32s %10.2f %10.2f %10.2f" % (name, stats["p50"], stats["p95"], stats["mean"]))
     target = 5.0
     ok = table["overhead_vs_decoder_decode_ms"]["p50"] <= target
-    print("\nRedis-path overhead p50 %.2f ms (target <= %.0f ms): %s"
-          % (table["overhead_vs_decoder_decode_ms"]["p50"], target, "met" if ok else "NOT met"))
-    return {"benchmark": "decoder", "model": args.size, "kind": args.kind, "jobs": len(e2e),
-            "compute_type": args.compute_type, "threads": args.threads, "machine": platform.platform(),
-            "cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "table": table,
-            "target_overhead_p50_ms": target, "target_met": ok}
+    print(
+        "\nRedis-path overhead p50 %.2f ms (target <= %.0f ms): %s"
+        % (table["overhead_vs_decoder_decode_ms"]["p50"], target, "met" if ok else "NOT met")
+    )
+    return {
+        "benchmark": "decoder",
+        "model": args.size,
+        "kind": args.kind,
+        "jobs": len(e2e),
+        "compute_type": args.compute_type,
+        "threads": args.threads,
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "table": table,
+        "target_overhead_p50_ms": target,
+        "target_met": ok,
+    }
 
 
 def main() -> None:

@@ -52,16 +52,20 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         settings = Settings.from_env({}, REDIS_URL=server.url)
         metrics = GatewayMetrics()
         queue = JobQueue(r, 60)  # one per process, as in the gateway
-        sessions = [Session(settings, StartRequest(sample_rate=args.rate, lang="en"), queue, "bench",
-                            lambda m: None, metrics) for _ in range(args.streams)]
+        sessions = [
+            Session(settings, StartRequest(sample_rate=args.rate, lang="en"), queue, "bench", lambda m: None, metrics)
+            for _ in range(args.streams)
+        ]
         audio_s = len(pcm) / 2 / args.rate * args.streams
-        print("feeding %d streams x %.0f s of %d Hz speech ..." % (args.streams, len(pcm) / 2 / args.rate,
-                                                                   args.rate), flush=True)
+        print(
+            "feeding %d streams x %.0f s of %d Hz speech ..." % (args.streams, len(pcm) / 2 / args.rate, args.rate),
+            flush=True,
+        )
         c0, t0 = cpu(), time.perf_counter()
         for i in range(0, len(pcm), chunk):
-            piece = pcm[i:i + chunk]
+            piece = pcm[i : i + chunk]
             for g in range(0, len(sessions), args.together):
-                await asyncio.gather(*(s.on_audio(piece) for s in sessions[g:g + args.together]))
+                await asyncio.gather(*(s.on_audio(piece) for s in sessions[g : g + args.together]))
             if i % (chunk * 50) == 0:
                 print("\r  %.0f%%" % (100 * i / len(pcm)), end="", flush=True)
         cpu_s, wall = cpu() - c0, time.perf_counter() - t0
@@ -69,14 +73,26 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         await r.aclose()
     print()
     per_stream_core = audio_s / cpu_s  # seconds of audio handled per CPU second
-    report = {"benchmark": "gateway", "streams": args.streams, "rate": args.rate, "together": args.together,
-              "audio_seconds": round(audio_s, 1), "cpu_seconds": round(cpu_s, 2), "wall_seconds": round(wall, 2),
-              "jobs_queued": jobs, "realtime_streams_per_core": round(per_stream_core, 1),
-              "cpu_ms_per_stream_second": round(1000 * cpu_s / audio_s, 3), "target_streams_per_core": 500,
-              "cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    print("%d streams at %d Hz, %d per loop turn: %.1f s of audio in %.2f CPU s -> %.0f real-time streams per core "
-          "(target 500), %.3f ms CPU per stream-second" % (args.streams, args.rate, args.together, audio_s, cpu_s,
-                                                          per_stream_core, report["cpu_ms_per_stream_second"]))
+    report = {
+        "benchmark": "gateway",
+        "streams": args.streams,
+        "rate": args.rate,
+        "together": args.together,
+        "audio_seconds": round(audio_s, 1),
+        "cpu_seconds": round(cpu_s, 2),
+        "wall_seconds": round(wall, 2),
+        "jobs_queued": jobs,
+        "realtime_streams_per_core": round(per_stream_core, 1),
+        "cpu_ms_per_stream_second": round(1000 * cpu_s / audio_s, 3),
+        "target_streams_per_core": 500,
+        "cpus": os.cpu_count(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    print(
+        "%d streams at %d Hz, %d per loop turn: %.1f s of audio in %.2f CPU s -> %.0f real-time streams per core "
+        "(target 500), %.3f ms CPU per stream-second"
+        % (args.streams, args.rate, args.together, audio_s, cpu_s, per_stream_core, report["cpu_ms_per_stream_second"])
+    )
     return report
 
 

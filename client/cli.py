@@ -70,12 +70,22 @@ async def _stdin_chunks(rate: int) -> AsyncIterator[bytes]:
 
 async def stream_source(args: argparse.Namespace, show: Callable[[dict[str, Any]], None]) -> None:
     pcm, rate = (b"", args.rate) if args.source == "-" else (read_file(args.source), MODEL_RATE)
-    async with connect(args.url, sample_rate=rate, lang=args.lang, interim=not args.no_interim,
-                       word_timestamps=args.word_timestamps, task=args.task, prompt=args.prompt,
-                       api_key=args.api_key) as stream:
+    async with connect(
+        args.url,
+        sample_rate=rate,
+        lang=args.lang,
+        interim=not args.no_interim,
+        word_timestamps=args.word_timestamps,
+        task=args.task,
+        prompt=args.prompt,
+        api_key=args.api_key,
+    ) as stream:
         show(stream.messages[0])
-        sending = (stream.send_chunks(_stdin_chunks(rate), args.speed) if args.source == "-"
-                   else stream.send_audio(pcm, speed=args.speed))
+        sending = (
+            stream.send_chunks(_stdin_chunks(rate), args.speed)
+            if args.source == "-"
+            else stream.send_audio(pcm, speed=args.speed)
+        )
         async for msg in stream.receive_while(sending):
             show(msg)
         show(stream.messages[-1])

@@ -59,20 +59,29 @@ def synth(text: str, voice: str = "en-us", speed: int = 160) -> np.ndarray:
     import soundfile as sf
     import soxr
 
-    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text],
-                         check=True, capture_output=True, timeout=60).stdout
+    wav = subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text], check=True, capture_output=True, timeout=60
+    ).stdout
     audio, rate = sf.read(io.BytesIO(wav), dtype="float32")
     if rate != MODEL_RATE:
         audio = soxr.resample(audio, rate, MODEL_RATE).astype(np.float32)
     voiced = np.flatnonzero(np.abs(audio) > 0.01)
     if len(voiced):
-        audio = audio[voiced[0]: voiced[-1] + 1]
-    return audio.astype(np.float32) * 0.8
+        audio = audio[voiced[0] : voiced[-1] + 1]
+    out: np.ndarray = audio.astype(np.float32) * 0.8
+    return out
 
 
-def conversation(texts: list[str] | tuple[str, ...], pause_s: float | list[float] = 1.2, lead_s: float = 0.5,
-                 tail_s: float = 1.5, noise: float = 0.0, seed: int = 0, voice: str = "en-us",
-                 speed: int = 160) -> Speech:
+def conversation(
+    texts: list[str] | tuple[str, ...],
+    pause_s: float | list[float] = 1.2,
+    lead_s: float = 0.5,
+    tail_s: float = 1.5,
+    noise: float = 0.0,
+    seed: int = 0,
+    voice: str = "en-us",
+    speed: int = 160,
+) -> Speech:
     """Sentences separated by silence (`pause_s`: one length, or one per gap; optionally low
     noise), spoken by one espeak-ng voice at `speed` words per minute, with known spans."""
     pauses = [pause_s] * len(texts) if isinstance(pause_s, (int, float)) else list(pause_s)

@@ -52,7 +52,7 @@ class Stream:
 
         async def chunks() -> AsyncIterator[bytes]:
             for i in range(0, len(pcm), step):
-                yield pcm[i:i + step]
+                yield pcm[i : i + step]
 
         await self.send_chunks(chunks(), speed, stop)
 
@@ -116,24 +116,41 @@ def _closed_error(exc: ConnectionClosed, messages: list[dict[str, Any]]) -> Clie
     code = exc.rcvd.code if exc.rcvd is not None else None
     last_error = next((m for m in reversed(messages) if m.get("type") == "error"), None)
     why = "%s: %s" % (last_error["code"], last_error["message"]) if last_error else "no reason given"
-    return ClientError("session closed before done (close code %s; %s)" % (code, why),
-                       code=last_error["code"] if last_error else "", close_code=code)
+    return ClientError(
+        "session closed before done (close code %s; %s)" % (code, why),
+        code=last_error["code"] if last_error else "",
+        close_code=code,
+    )
 
 
 @asynccontextmanager
-async def connect(url: str, *, sample_rate: int = 16000, lang: str = "en", interim: bool = True,
-                  word_timestamps: bool = False, task: str = "transcribe", prompt: str = "",
-                  api_key: str = "", open_timeout: float = 10.0) -> AsyncIterator[Stream]:
+async def connect(
+    url: str,
+    *,
+    sample_rate: int = 16000,
+    lang: str = "en",
+    interim: bool = True,
+    word_timestamps: bool = False,
+    task: str = "transcribe",
+    prompt: str = "",
+    api_key: str = "",
+    open_timeout: float = 10.0,
+) -> AsyncIterator[Stream]:
     """Open a session: connects, sends `start`, waits for `started`."""
     headers = {"Authorization": "Bearer %s" % api_key} if api_key else None
     try:
-        ws = await websockets.connect(url, max_size=2**23, open_timeout=open_timeout,
-                                      additional_headers=headers)
+        ws = await websockets.connect(url, max_size=2**23, open_timeout=open_timeout, additional_headers=headers)
     except (TimeoutError, OSError, InvalidHandshake, InvalidURI) as exc:
         raise ClientError("cannot connect to %s: %s" % (url, exc or type(exc).__name__)) from exc
     try:
-        start = {"op": "start", "sample_rate": sample_rate, "lang": lang, "interim": interim,
-                 "word_timestamps": word_timestamps, "task": task}
+        start = {
+            "op": "start",
+            "sample_rate": sample_rate,
+            "lang": lang,
+            "interim": interim,
+            "word_timestamps": word_timestamps,
+            "task": task,
+        }
         if prompt:
             start["prompt"] = prompt
         await ws.send(json.dumps(start))

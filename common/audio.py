@@ -13,7 +13,8 @@ def pcm16_to_float32(data: bytes | bytearray | memoryview) -> np.ndarray:
 
 def float32_to_pcm16(audio: np.ndarray) -> bytes:
     clipped = np.clip(audio, -1.0, 32767 / 32768)
-    return (clipped * 32768.0).astype("<i2").tobytes()
+    pcm: bytes = (clipped * 32768.0).astype("<i2").tobytes()
+    return pcm
 
 
 class StreamResampler:

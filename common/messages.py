@@ -68,24 +68,44 @@ class Result:
     v: int = SCHEMA_VERSION
 
     @classmethod
+    def answering(cls, job: Job, **fields: Any) -> Result:
+        """The result of `job` (its id, kind, session, utterance and rev), with `fields`."""
+        return cls(id=job.id, kind=job.kind, session=job.session, utt=job.utt, rev=job.rev, **fields)
+
+    @classmethod
     def failure(cls, job: Job, error: str, decoder: str) -> Result:
-        return cls(id=job.id, kind=job.kind, session=job.session, utt=job.utt, rev=job.rev,
-                   decoder=decoder, error=error)
+        return cls.answering(job, decoder=decoder, error=error)
 
 
 _JOB_FIELDS = {f.name: f for f in dataclasses.fields(Job)}
 _RESULT_FIELDS = {f.name: f for f in dataclasses.fields(Result)}
 _JOB_TYPES: dict[str, tuple[type, ...]] = {
-    "id": (str,), "kind": (str,), "session": (str,), "gateway": (str,), "utt": (int,),
-    "audio_key": (str,), "audio_end": (int,), "rev": (int,), "t0": (float, int),
-    "lang": (str, type(None)), "task": (str,), "prompt": (str,), "prefix": (str,),
-    "word_timestamps": (bool,), "enqueued": (int,), "deadline": (int,), "context_key": (str,),
-    "context_end": (int,), "context_text": (str,), "v": (int,),
+    "id": (str,),
+    "kind": (str,),
+    "session": (str,),
+    "gateway": (str,),
+    "utt": (int,),
+    "audio_key": (str,),
+    "audio_end": (int,),
+    "rev": (int,),
+    "t0": (float, int),
+    "lang": (str, type(None)),
+    "task": (str,),
+    "prompt": (str,),
+    "prefix": (str,),
+    "word_timestamps": (bool,),
+    "enqueued": (int,),
+    "deadline": (int,),
+    "context_key": (str,),
+    "context_end": (int,),
+    "context_text": (str,),
+    "v": (int,),
 }
 
 
 def _pack(obj: Any) -> bytes:
-    return msgpack.packb(dataclasses.asdict(obj), use_bin_type=True)
+    packed: bytes = msgpack.packb(dataclasses.asdict(obj), use_bin_type=True)
+    return packed
 
 
 def _unpack_map(data: bytes, what: str) -> dict[str, Any]:
@@ -97,8 +117,7 @@ def _unpack_map(data: bytes, what: str) -> dict[str, Any]:
         raise SchemaError("%s is not a msgpack map" % what)
     version = obj.get("v")
     if version != SCHEMA_VERSION:
-        raise SchemaError("%s has schema version %r; this build reads version %d"
-                          % (what, version, SCHEMA_VERSION))
+        raise SchemaError("%s has schema version %r; this build reads version %d" % (what, version, SCHEMA_VERSION))
     return obj
 
 
@@ -108,16 +127,14 @@ def encode_job(job: Job) -> bytes:
 
 def decode_job(data: bytes) -> Job:
     obj = _unpack_map(data, "job")
-    missing = [n for n, f in _JOB_FIELDS.items()
-               if n not in obj and f.default is dataclasses.MISSING]
+    missing = [n for n, f in _JOB_FIELDS.items() if n not in obj and f.default is dataclasses.MISSING]
     if missing:
         raise SchemaError("job lacks %s" % ", ".join(missing))
     kwargs: dict[str, Any] = {}
     for name, value in obj.items():
         if name not in _JOB_FIELDS:
             continue  # fields added by a newer minor revision are ignored
-        if not isinstance(value, _JOB_TYPES[name]) or (isinstance(value, bool) and bool not in
-                                                        _JOB_TYPES[name]):
+        if not isinstance(value, _JOB_TYPES[name]) or (isinstance(value, bool) and bool not in _JOB_TYPES[name]):
             raise SchemaError("job field %s has type %s" % (name, type(value).__name__))
         kwargs[name] = value
     job = Job(**kwargs)
@@ -186,8 +203,7 @@ def parse_client_text(text: str) -> ClientMessage:
         raise ProtocolError("bad_message", "message must be a JSON object")
     op = obj.get("op")
     if op not in CLIENT_OPS:
-        raise ProtocolError("unknown_op", "unknown op %r (expected one of %s)"
-                            % (op, ", ".join(CLIENT_OPS)))
+        raise ProtocolError("unknown_op", "unknown op %r (expected one of %s)" % (op, ", ".join(CLIENT_OPS)))
     if op == "start":
         return ClientMessage(op="start", start=_parse_start(obj))
     if op == "audio":
@@ -211,8 +227,9 @@ def _parse_start(obj: dict[str, Any]) -> StartRequest:
         raise ProtocolError("bad_start", "lang must be a string")
     encoding = obj.get("encoding", "pcm_s16le")
     if encoding not in ENCODINGS:
-        raise ProtocolError("unsupported_encoding", "encoding %r is not supported (use %s)"
-                            % (encoding, ", ".join(ENCODINGS)))
+        raise ProtocolError(
+            "unsupported_encoding", "encoding %r is not supported (use %s)" % (encoding, ", ".join(ENCODINGS))
+        )
     task = obj.get("task", "transcribe")
     if task not in TASKS:
         raise ProtocolError("bad_start", "task must be one of %s" % ", ".join(TASKS))
@@ -234,24 +251,37 @@ def _parse_start(obj: dict[str, Any]) -> StartRequest:
 
 
 def server_started(session_id: str, sample_rate: int, lang: str | None) -> dict[str, Any]:
-    return {"type": "started", "session_id": session_id, "sample_rate": sample_rate,
-            "lang": lang or "auto"}
+    return {"type": "started", "session_id": session_id, "sample_rate": sample_rate, "lang": lang or "auto"}
 
 
-def server_interim(utt: int, rev: int, text: str, stable_chars: int, start: float,
-                   end: float) -> dict[str, Any]:
-    return {"type": "interim", "utterance": utt, "rev": rev, "text": text,
-            "stable_chars": stable_chars, "start": round(start, 3), "end": round(end, 3)}
+def server_interim(utt: int, rev: int, text: str, stable_chars: int, start: float, end: float) -> dict[str, Any]:
+    return {
+        "type": "interim",
+        "utterance": utt,
+        "rev": rev,
+        "text": text,
+        "stable_chars": stable_chars,
+        "start": round(start, 3),
+        "end": round(end, 3),
+    }
 
 
-def server_final(result: Result, start: float, end: float, want_words: bool,
-                 endpoint_ms: float = 0.0) -> dict[str, Any]:
+def server_final(
+    result: Result, start: float, end: float, want_words: bool, endpoint_ms: float = 0.0
+) -> dict[str, Any]:
     """`endpoint_ms`, `queue_ms` and `decode_ms` say where the final's latency went: silence
     waited before the end was decided, time queued, model time."""
-    msg: dict[str, Any] = {"type": "final", "utterance": result.utt, "text": result.text,
-                           "start": round(start, 3), "end": round(end, 3),
-                           "language": result.language, "endpoint_ms": round(endpoint_ms, 1),
-                           "queue_ms": round(result.queue_ms, 1), "decode_ms": round(result.decode_ms, 1)}
+    msg: dict[str, Any] = {
+        "type": "final",
+        "utterance": result.utt,
+        "text": result.text,
+        "start": round(start, 3),
+        "end": round(end, 3),
+        "language": result.language,
+        "endpoint_ms": round(endpoint_ms, 1),
+        "queue_ms": round(result.queue_ms, 1),
+        "decode_ms": round(result.decode_ms, 1),
+    }
     if result.no_speech:
         msg["no_speech"] = True
     if want_words:

@@ -52,9 +52,23 @@ class RedisServer:
         return "redis://127.0.0.1:%d/0" % self.port
 
     def start(self, timeout: float = 10.0) -> RedisServer:
-        args = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", self.data_dir, "--save", "", "--appendonly", "no",
-                "--daemonize", "no", "--loglevel", "warning"]
+        args = [
+            self.executable,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            self.data_dir,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ]
         logger.info("starting %s on 127.0.0.1:%d (data in %s)", self.executable, self.port, self.data_dir)
         log = Path(self.data_dir) / "redis.log"
         with open(log, "wb") as out:  # a file, not a pipe nobody reads while it runs

@@ -17,8 +17,9 @@ from typing import Any
 from common.errors import SettingsError
 
 
-def _setting(default: Any, help: str, *, lo: float | None = None, hi: float | None = None,
-             choices: tuple[str, ...] | None = None) -> Any:
+def _setting(
+    default: Any, help: str, *, lo: float | None = None, hi: float | None = None, choices: tuple[str, ...] | None = None
+) -> Any:
     return field(default=default, metadata={"help": help, "lo": lo, "hi": hi, "choices": choices})
 
 
@@ -27,8 +28,7 @@ class Settings:
     # --- model (seed names and defaults) ---
     MODEL_NAME: str = _setting("base", "faster-whisper size name or local CTranslate2 directory")
     DEVICE: str = _setting("auto", "auto | cuda | cpu", choices=("auto", "cuda", "cpu"))
-    COMPUTE_TYPE: str = _setting(
-        "float16", "CTranslate2 compute type; on a CPU, float16 variants fall back to int8")
+    COMPUTE_TYPE: str = _setting("float16", "CTranslate2 compute type; on a CPU, float16 variants fall back to int8")
     DEVICE_INDEX: int = _setting(0, "GPU index of this decoder", lo=0)
     CPU_THREADS: int = _setting(0, "CTranslate2 intra-op threads (0: its default)", lo=0)
     # --- endpointing and interims (seed names and defaults) ---
@@ -37,8 +37,7 @@ class Settings:
     FINAL_SILENCE_MS_MAX: int = _setting(700, "longest trailing silence that ends an utterance", lo=30)
     # --- shared ---
     REDIS_URL: str = _setting("", "Redis URL; empty: redis://127.0.0.1:6379/0 (stt up: a private one)")
-    LOG_LEVEL: str = _setting("INFO", "logging level",
-                              choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+    LOG_LEVEL: str = _setting("INFO", "logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
     HEARTBEAT_S: float = _setting(2.0, "node heartbeat period", lo=0.1)
     NODE_TTL_S: float = _setting(10.0, "a node without heartbeat for this long is gone", lo=0.5)
     SHUTDOWN_TIMEOUT_S: float = _setting(20.0, "bound on draining at shutdown", lo=0.0)
@@ -56,10 +55,15 @@ class Settings:
     NO_SPEECH_THRESHOLD: float = _setting(0.6, "no-speech probability guard", lo=0.0, hi=1.0)
     LOG_PROB_THRESHOLD: float = _setting(-1.0, "average log-probability guard", hi=0.0)
     COMPRESSION_RATIO_THRESHOLD: float = _setting(2.4, "repetition guard (gzip ratio)", lo=1.0)
-    CONTEXT_S: float = _setting(20.0, "a final is decoded after up to this much of the previous utterance's "
-                                "audio, its text forced (0: off)", lo=0.0, hi=28.0)
-    FINAL_KEEPS_STABLE: bool = _setting(False, "a final keeps the prefix its interims announced as stable "
-                                        "(decoded with it forced)")
+    CONTEXT_S: float = _setting(
+        20.0,
+        "a final is decoded after up to this much of the previous utterance's audio, its text forced (0: off)",
+        lo=0.0,
+        hi=28.0,
+    )
+    FINAL_KEEPS_STABLE: bool = _setting(
+        False, "a final keeps the prefix its interims announced as stable (decoded with it forced)"
+    )
     # --- gateway ---
     HOST: str = _setting("0.0.0.0", "gateway bind address")
     PORT: int = _setting(8000, "gateway port", lo=0, hi=65535)
@@ -113,8 +117,11 @@ class Settings:
             if choices is not None and value not in choices:
                 raise SettingsError(f.name, value, "must be one of %s" % ", ".join(choices))
         if self.FINAL_SILENCE_MS_MIN > self.FINAL_SILENCE_MS_MAX:
-            raise SettingsError("FINAL_SILENCE_MS_MIN", self.FINAL_SILENCE_MS_MIN,
-                                "must not exceed FINAL_SILENCE_MS_MAX (%d)" % self.FINAL_SILENCE_MS_MAX)
+            raise SettingsError(
+                "FINAL_SILENCE_MS_MIN",
+                self.FINAL_SILENCE_MS_MIN,
+                "must not exceed FINAL_SILENCE_MS_MAX (%d)" % self.FINAL_SILENCE_MS_MAX,
+            )
         if self.REDIS_URL and not self.REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError("REDIS_URL", self.REDIS_URL, "must start with redis://, rediss:// or unix://")
 
@@ -138,8 +145,11 @@ class Settings:
     def to_env(self) -> dict[str, str]:
         """The settings as environment variables (what `stt up` hands its children): those given
         or changed, so that a child sees a default as a default."""
-        return {f.name: str(getattr(self, f.name)) for f in _fields()
-                if f.name in self.given or getattr(self, f.name) != f.default}
+        return {
+            f.name: str(getattr(self, f.name))
+            for f in _fields()
+            if f.name in self.given or getattr(self, f.name) != f.default
+        }
 
 
 def _fields() -> list[dataclasses.Field[Any]]:
@@ -154,8 +164,10 @@ def describe() -> list[tuple[str, str, str]]:
 def markdown_table() -> str:
     """Every setting as a Markdown table (the README's, kept equal to this by a test)."""
     rows = ["| setting | default | meaning |", "| --- | --- | --- |"]
-    rows += ["| `%s` | %s | %s |" % (name, "`%s`" % default if default else "(empty)", help_text.replace("|", "\\|"))
-             for name, default, help_text in describe()]
+    rows += [
+        "| `%s` | %s | %s |" % (name, "`%s`" % default if default else "(empty)", help_text.replace("|", "\\|"))
+        for name, default, help_text in describe()
+    ]
     return "\n".join(rows) + "\n"
 
 

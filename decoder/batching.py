@@ -149,7 +149,8 @@ class BatchingModel:
 
         mels = np.ascontiguousarray(np.stack([r.features.mel for r in group]))
         self.calls += 1
-        results = self._model.generate(ctranslate2.StorageView.from_array(mels), [r.prompt for r in group],
-                                       **group[0].kwargs)
+        results = self._model.generate(
+            ctranslate2.StorageView.from_array(mels), [r.prompt for r in group], **group[0].kwargs
+        )
         for request, result in zip(group, results):
             request.result = result

@@ -21,8 +21,7 @@ logger = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 5.0  # how often a slow model load says it is still going
 
-_CPU_FALLBACK = {"float16": "int8", "int8_float16": "int8", "bfloat16": "int8",
-                 "int8_bfloat16": "int8"}
+_CPU_FALLBACK = {"float16": "int8", "int8_float16": "int8", "bfloat16": "int8", "int8_bfloat16": "int8"}
 
 
 def resolve_device(settings: Settings) -> tuple[str, str]:
@@ -76,8 +75,13 @@ class Engine:
         try:
             choice = models.resolve(self.settings.MODEL_NAME, self.settings.is_set("MODEL_NAME"))
             self.model_name = choice.name
-            logger.info("loading model %s on %s:%d (%s)", self.model_name, self.device,
-                        self.settings.DEVICE_INDEX, self.compute_type)
+            logger.info(
+                "loading model %s on %s:%d (%s)",
+                self.model_name,
+                self.device,
+                self.settings.DEVICE_INDEX,
+                self.compute_type,
+            )
             self.model = WhisperModel(
                 choice.path,
                 device=self.device,
@@ -113,9 +117,10 @@ class Engine:
         by the job's own prefix; the token budget is for `audio_s`, the job's own audio."""
         from faster_whisper.tokenizer import Tokenizer
 
-        previous = self._tokens(job.prompt)[-profiles.PROMPT_TOKENS:]
-        tokenizer = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual, task=job.task,
-                              language=job.lang or "en")
+        previous = self._tokens(job.prompt)[-profiles.PROMPT_TOKENS :]
+        tokenizer = Tokenizer(
+            self.model.hf_tokenizer, self.model.model.is_multilingual, task=job.task, language=job.lang or "en"
+        )
         prefix = forced_prefix(job, with_context)
         prompt_len = len(self.model.get_prompt(tokenizer, previous, without_timestamps=True, prefix=prefix or None))
         budget = profiles.token_budget(audio_s, self.settings, prompt_len, len(self._tokens(prefix)))
@@ -151,22 +156,30 @@ class Engine:
             first = next(iter(segments), None)
         except Exception as exc:
             raise DecodeError("%s: %s" % (type(exc).__name__, exc)) from exc
-        return self._output(job, [first] if first is not None else [], info.language, audio_s, context_s,
-                            (time.perf_counter() - started) * 1000.0)
+        return self._output(
+            job,
+            [first] if first is not None else [],
+            info.language,
+            audio_s,
+            context_s,
+            (time.perf_counter() - started) * 1000.0,
+        )
 
-    def decode_many(self, jobs: list[tuple[Job, np.ndarray]],
-                    contexts: list[np.ndarray | None] | None = None) -> list[DecodeOutput | DecodeError]:
+    def decode_many(
+        self, jobs: list[tuple[Job, np.ndarray]], contexts: list[np.ndarray | None] | None = None
+    ) -> list[DecodeOutput | DecodeError]:
         """Decode jobs of one kind, up to DECODE_BATCH at a time together (see
         decoder/batching.py); each job fails alone. `contexts[i]` is job i's context audio."""
         size = self.settings.DECODE_BATCH
         items = [(job, audio, contexts[i] if contexts else None) for i, (job, audio) in enumerate(jobs)]
         outputs: list[DecodeOutput | DecodeError] = []
         for i in range(0, len(items), size):
-            outputs += self._decode_together(items[i:i + size])
+            outputs += self._decode_together(items[i : i + size])
         return outputs
 
-    def _decode_together(self, jobs: list[tuple[Job, np.ndarray, np.ndarray | None]]
-                         ) -> list[DecodeOutput | DecodeError]:
+    def _decode_together(
+        self, jobs: list[tuple[Job, np.ndarray, np.ndarray | None]]
+    ) -> list[DecodeOutput | DecodeError]:
         if len(jobs) == 1 or self._pool is None:
             return [self._decode_caught(*item) for item in jobs]
         pool = self._pool
@@ -182,28 +195,35 @@ class Engine:
         futures = [pool.submit(member, *item) for item in jobs]
         return [f.result() for f in futures]
 
-    def _decode_caught(self, job: Job, audio: np.ndarray, context: np.ndarray | None = None
-                       ) -> DecodeOutput | DecodeError:
+    def _decode_caught(
+        self, job: Job, audio: np.ndarray, context: np.ndarray | None = None
+    ) -> DecodeOutput | DecodeError:
         try:
             return self.decode_one(job, audio, context)
         except DecodeError as exc:
             return exc
 
-    def _output(self, job: Job, segments: list[Any], language: str | None, audio_s: float, context_s: float,
-                decode_ms: float) -> DecodeOutput:
-        text, kept = judge(segments, self.settings)
+    def _output(
+        self, job: Job, segments: list[Any], language: str | None, audio_s: float, context_s: float, decode_ms: float
+    ) -> DecodeOutput:
+        text, kept = drop_runaway_segments(segments, self.settings)
         context = job.context_text.strip() if context_s else ""
         if context:
             text = strip_context(text, context)
         words = None
         if job.kind == "final" and job.word_timestamps:
             words = [
-                {"word": w.word, "start": round(job.t0 + max(0.0, w.start - context_s), 3),
-                 "end": round(job.t0 + max(0.0, w.end - context_s), 3), "prob": round(float(w.probability), 3)}
+                {
+                    "word": w.word,
+                    "start": round(job.t0 + max(0.0, w.start - context_s), 3),
+                    "end": round(job.t0 + max(0.0, w.end - context_s), 3),
+                    "prob": round(float(w.probability), 3),
+                }
                 for w in drop_context_words([w for s in kept for w in (s.words or [])], context)
             ]
-        return DecodeOutput(text=text, language=language, words=words, no_speech=not text,
-                            audio_s=audio_s, decode_ms=decode_ms)
+        return DecodeOutput(
+            text=text, language=language, words=words, no_speech=not text, audio_s=audio_s, decode_ms=decode_ms
+        )
 
 
 def forced_prefix(job: Job, with_context: bool) -> str:
@@ -218,7 +238,7 @@ def strip_context(text: str, context: str) -> str:
     the punctuation that closes the context's last sentence ("punch" + ". See you")."""
     if not text.startswith(context):
         logger.warning("decoded text does not start with its forced context %r: %r", context[-40:], text[:80])
-    return text[len(context):].lstrip(" .,;:!?。，").strip()
+    return text[len(context) :].lstrip(" .,;:!?。，").strip()
 
 
 def drop_context_words(words: list[Any], context: str) -> list[Any]:
@@ -232,13 +252,17 @@ def drop_context_words(words: list[Any], context: str) -> list[Any]:
     return words[n:]
 
 
-def judge(segments: list[Any], settings: Settings) -> tuple[str, list[Any]]:
+def drop_runaway_segments(segments: list[Any], settings: Settings) -> tuple[str, list[Any]]:
     """Hallucination guards on top of faster-whisper's own (which already drop windows with a
     high no-speech probability and a low log-probability): a segment still too repetitive after
     every fallback temperature is not speech."""
     kept = [
-        s for s in segments
-        if not (settings.COMPRESSION_RATIO_THRESHOLD and s.compression_ratio
-                > settings.COMPRESSION_RATIO_THRESHOLD and s.temperature >= profiles.FALLBACK_TEMPERATURES[-1])
+        s
+        for s in segments
+        if not (
+            settings.COMPRESSION_RATIO_THRESHOLD
+            and s.compression_ratio > settings.COMPRESSION_RATIO_THRESHOLD
+            and s.temperature >= profiles.FALLBACK_TEMPERATURES[-1]
+        )
     ]
     return "".join(s.text for s in kept).strip(), kept

@@ -51,8 +51,13 @@ class InterimQueue:
                 newest[e.job.session] = e
             else:
                 sel.superseded.append(e)
-        order = sorted(newest.values(), key=lambda e: (self._last_served.get(e.job.session, 0),  # type: ignore[union-attr]
-                                                        e.entry_id))
+        order = sorted(
+            newest.values(),
+            key=lambda e: (
+                self._last_served.get(e.job.session, 0),  # type: ignore[union-attr]
+                e.entry_id,
+            ),
+        )
         sel.chosen = order[:limit]
         self.waiting = order[limit:]
         for e in sel.chosen:

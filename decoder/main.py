@@ -24,7 +24,7 @@ async def serve(settings: Settings, engine: Engine) -> None:
     worker = DecoderWorker(settings, engine, metrics)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.request_stop)
+        loop.add_signal_handler(sig, worker.stop.request)
     try:
         await worker.run()
     finally:

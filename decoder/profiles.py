@@ -44,8 +44,9 @@ def token_budget(audio_s: float, settings: Settings, prompt_tokens: int = 0, pre
     return max(1, min(limit, MAX_CONTEXT) - prompt_tokens)
 
 
-def options_for(job: Job, settings: Settings, budget: int, prompt: list[int] | None = None,
-                prefix: str = "") -> dict[str, Any]:
+def options_for(
+    job: Job, settings: Settings, budget: int, prompt: list[int] | None = None, prefix: str = ""
+) -> dict[str, Any]:
     """Keyword arguments of `WhisperModel.transcribe` for this job; `prefix` is forced."""
     common: dict[str, Any] = {
         "language": job.lang,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +10,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from common import keys
+from common.clock import now_ms
 from common.errors import AudioError, SchemaError
 from common.messages import Job, Result, decode_job, encode_result
 
@@ -75,8 +75,7 @@ class JobStreams:
                     raise
 
     async def read(self, streams: dict[Any, Any], count: int, block_ms: int | None) -> list[Entry]:
-        reply: Any = await self.redis.xreadgroup(keys.GROUP, self.consumer, streams, count=count,
-                                            block=block_ms)
+        reply: Any = await self.redis.xreadgroup(keys.GROUP, self.consumer, streams, count=count, block=block_ms)
         entries: list[Entry] = []
         for stream, items in reply or []:
             name = _to_str(stream)
@@ -93,8 +92,9 @@ class JobStreams:
     async def claim_idle(self, stream: str, min_idle_ms: int, count: int) -> list[Entry]:
         """XAUTOCLAIM entries idle in other consumers (a crashed decoder) and learn how often
         each was delivered."""
-        reply = await self.redis.xautoclaim(stream, keys.GROUP, self.consumer, min_idle_ms,
-                                            start_id=self._claim_cursor[stream], count=count)
+        reply = await self.redis.xautoclaim(
+            stream, keys.GROUP, self.consumer, min_idle_ms, start_id=self._claim_cursor[stream], count=count
+        )
         self._claim_cursor[stream] = _to_str(reply[0])
         entries = [parse_entry(stream, eid, fields) for eid, fields in reply[1] if eid]
         if not entries:
@@ -120,9 +120,14 @@ class JobStreams:
     async def dead_letter(self, entry: Entry, reason: str, decoder: str) -> None:
         """Move an entry to the dead stream; its utterance gets an error result if we know whose."""
         pipe = self.redis.pipeline(transaction=True)
-        fields: dict[Any, Any] = {"stream": entry.stream, "entry": entry.entry_id, "reason": reason,
-                                  "decoder": decoder, "deliveries": entry.deliveries,
-                                  "at": int(time.time() * 1000)}
+        fields: dict[Any, Any] = {
+            "stream": entry.stream,
+            "entry": entry.entry_id,
+            "reason": reason,
+            "decoder": decoder,
+            "deliveries": entry.deliveries,
+            "at": now_ms(),
+        }
         if entry.raw is not None:
             fields["job"] = entry.raw
         pipe.xadd(keys.STREAM_DEAD, fields, maxlen=10000, approximate=True)
@@ -152,16 +157,23 @@ class JobStreams:
         out: list[tuple[bytes | AudioError, bytes | None]] = []
         for i, job in enumerate(jobs):
             data, total, context = replies[3 * i], int(replies[3 * i + 1]), replies[3 * i + 2]
-            if not (job.context_key and job.context_end > 0 and len(context) == job.context_end
-                    and job.context_end % 2 == 0):
+            if not (
+                job.context_key and job.context_end > 0 and len(context) == job.context_end and job.context_end % 2 == 0
+            ):
                 context = None
             if total == 0:
                 out.append((AudioError("audio key %s is missing or empty" % job.audio_key), None))
             elif job.audio_end <= 0:
                 out.append((AudioError("job names an empty audio range"), None))
             elif total < job.audio_end:
-                out.append((AudioError("audio truncated: %s holds %d bytes, job needs %d"
-                                       % (job.audio_key, total, job.audio_end)), None))
+                out.append(
+                    (
+                        AudioError(
+                            "audio truncated: %s holds %d bytes, job needs %d" % (job.audio_key, total, job.audio_end)
+                        ),
+                        None,
+                    )
+                )
             elif job.audio_end % 2:
                 out.append((AudioError("audio range of %d bytes is not whole 16-bit samples" % job.audio_end), None))
             else:
@@ -180,8 +192,7 @@ class JobStreams:
         pipe = self.redis.pipeline(transaction=False)
         for entry, result in done:
             assert entry.job is not None
-            cache = cache_ttl if entry.kind == "final" and not (
-                isinstance(result, Result) and result.error) else None
+            cache = cache_ttl if entry.kind == "final" and not (isinstance(result, Result) and result.error) else None
             self._publish(pipe, entry.job, result, cache)
         await self.ack([e for e, _ in done], pipe)
         await pipe.execute()

@@ -194,8 +194,9 @@ def make_test_model(output_dir: str | Path, size: str = "micro", seed: int = 0) 
 
     logger.info("building tokenizer (%d tokens)", N_TEXT_TOKENS + len(special_tokens()))
     tokenizer_json, vocabulary = build_tokenizer_json(rng)
-    logger.info("drawing %s weights (d_model=%d, %d+%d layers)", size, dims.d_model,
-                dims.encoder_layers, dims.decoder_layers)
+    logger.info(
+        "drawing %s weights (d_model=%d, %d+%d layers)", size, dims.d_model, dims.encoder_layers, dims.decoder_layers
+    )
     spec = _fill_spec(dims, len(vocabulary), rng)
     spec.register_vocabulary(vocabulary)
     eot = N_TEXT_TOKENS
@@ -203,17 +204,14 @@ def make_test_model(output_dir: str | Path, size: str = "micro", seed: int = 0) 
     spec.config.suppress_ids_begin = [vocabulary.index("Ġ"), eot]
     spec.config.lang_ids = [eot + 2 + i for i in range(len(LANGUAGES))]
     spec.config.alignment_heads = [
-        [layer, head]
-        for layer in range(dims.decoder_layers // 2, dims.decoder_layers)
-        for head in range(dims.heads)
+        [layer, head] for layer in range(dims.decoder_layers // 2, dims.decoder_layers) for head in range(dims.heads)
     ]
     spec.validate()
     spec.optimize(quantization=dims.quantization)
     logger.info("writing %s", out)
     spec.save(str(out))
     (out / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
-    preprocessor = {"feature_size": N_MELS, "sampling_rate": 16000, "hop_length": 160,
-                    "chunk_length": 30, "n_fft": 400}
+    preprocessor = {"feature_size": N_MELS, "sampling_rate": 16000, "hop_length": 160, "chunk_length": 30, "n_fft": 400}
     (out / "preprocessor_config.json").write_text(json.dumps(preprocessor), encoding="utf-8")
     (out / "stt_test_model.json").write_text(json.dumps({"size": size, "seed": seed}), encoding="utf-8")
     return out

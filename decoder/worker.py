@@ -9,10 +9,7 @@ pending entries first.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,7 +21,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common import keys
 from common.audio import pcm16_to_float32
+from common.backoff import Backoff
+from common.clock import now_ms
 from common.errors import AudioError, DecodeError
+from common.lifecycle import StopFlag, heartbeat
 from common.messages import Job, Result
 from common.settings import Settings
 from decoder.engine import DecodeOutput, Engine
@@ -38,64 +38,51 @@ BLOCK_MS = 500
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-class Backoff:
-    def __init__(self, first: float = 0.1, cap: float = 5.0) -> None:
-        self.first, self.cap, self.current = first, cap, 0.0
-
-    def next(self) -> float:
-        self.current = min(self.cap, self.current * 2 if self.current else self.first)
-        return self.current
-
-    def reset(self) -> None:
-        self.current = 0.0
-
-
 class DecoderWorker:
     def __init__(self, settings: Settings, engine: Engine, metrics: DecoderMetrics | None = None) -> None:
         self.settings = settings
         self.engine = engine
         self.metrics = metrics or DecoderMetrics()
         self.id = settings.decoder_id
-        self.redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0,
-                                             socket_timeout=BLOCK_MS / 1000 + 5.0)
+        self.redis = aioredis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=2.0, socket_timeout=BLOCK_MS / 1000 + 5.0
+        )
         self.streams = JobStreams(self.redis, self.id)
         self.interims = InterimQueue()
-        self._stop = asyncio.Event()
+        self.stop = StopFlag()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
         self._ready = False
         self._next_claim = 0.0
         self._jobs_done = 0
-        self._started = time.time()
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    def request_stop(self) -> None:
-        """Called from a signal handler: only sets the flag."""
-        self._stop.set()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
     async def run(self) -> None:
-        logger.info("decoder %s consuming %s and %s (batch %d)", self.id, keys.STREAM_FINAL,
-                    keys.STREAM_INTERIM, self.settings.DECODE_BATCH)
+        """Consume until `stop` is requested (a signal handler calls `stop.request()`)."""
+        logger.info(
+            "decoder %s consuming %s and %s (batch %d)",
+            self.id,
+            keys.STREAM_FINAL,
+            keys.STREAM_INTERIM,
+            self.settings.DECODE_BATCH,
+        )
         beat = asyncio.create_task(self._heartbeat(), name="heartbeat")
+        announce = asyncio.create_task(self._announce_stop(), name="announce-stop")
         try:
             await self._loop()
         finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            self.stop.request()
+            await asyncio.gather(beat, announce)
             await self._shutdown()
+
+    async def _announce_stop(self) -> None:
+        """Say when a stop was asked for (the signal handler itself only sets the flag)."""
+        await self.stop.wait()
+        logger.info("decoder %s stopping: taking no more jobs, finishing the ones in hand", self.id)
 
     async def _loop(self) -> None:
         backoff = Backoff()
-        while not self.stopping:
+        while not self.stop.requested:
             try:
                 if not self._ready:
                     await self.streams.ensure_groups()
@@ -105,26 +92,20 @@ class DecoderWorker:
                         logger.info("resuming %d entries of my own pending list", len(own))
                         await self._process_mixed(own)
                 await self._turn()
-                if backoff.current:
+                if backoff.failing:
                     logger.info("Redis is back; decoder %s resumes", self.id)
                 backoff.reset()
             except TRANSIENT as exc:
                 self._ready = False
                 delay = backoff.next()
                 logger.warning("Redis unavailable (%s); retrying in %.1fs", exc, delay)
-                await self._sleep(delay)
+                await self.stop.sleep(delay)
             except ResponseError as exc:
                 # NOGROUP after Redis lost its data, or a refused command: set up again.
                 self._ready = False
                 delay = backoff.next()
                 logger.error("Redis refused a command (%s); retrying in %.1fs", exc, delay)
-                await self._sleep(delay)
-
-    async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stop.wait(), seconds)
-        except TimeoutError:
-            pass
+                await self.stop.sleep(delay)
 
     async def _shutdown(self) -> None:
         held = self.interims.drain()
@@ -133,30 +114,28 @@ class DecoderWorker:
                 # Only interims: their gateways stop waiting at the deadline anyway.
                 await self.streams.ack(held)
                 self._count(held, "stale_dropped")
-            await self.redis.delete(keys.node_key("decoder", self.id))
         except RedisError as exc:
-            logger.warning("could not clean up in Redis at shutdown: %s", exc)
+            logger.warning("could not acknowledge held interims at shutdown: %s", exc)
         await self.redis.aclose()
         self._executor.shutdown(wait=True)
         logger.info("decoder %s stopped after %d jobs", self.id, self._jobs_done)
 
     async def _heartbeat(self) -> None:
-        key = keys.node_key("decoder", self.id)
-        while not self.stopping:
-            try:
-                pipe = self.redis.pipeline(transaction=True)
-                pipe.hset(key, mapping={
-                    "id": self.id, "kind": "decoder", "model": self.engine.model_name,
-                    "device": "%s:%d" % (self.engine.device, self.settings.DEVICE_INDEX),
-                    "compute_type": self.engine.compute_type, "host": socket.gethostname(),
-                    "pid": os.getpid(), "started": int(self._started), "seen": now_ms(),
-                    "jobs_done": self._jobs_done, "batch": self.settings.DECODE_BATCH,
-                })
-                pipe.pexpire(key, int(self.settings.NODE_TTL_S * 1000))
-                await pipe.execute()
-            except RedisError as exc:
-                logger.debug("heartbeat failed: %s", exc)
-            await self._sleep(self.settings.HEARTBEAT_S)
+        await heartbeat(
+            self.redis,
+            "decoder",
+            self.id,
+            lambda: {
+                "model": self.engine.model_name,
+                "device": "%s:%d" % (self.engine.device, self.settings.DEVICE_INDEX),
+                "compute_type": self.engine.compute_type,
+                "jobs_done": self._jobs_done,
+                "batch": self.settings.DECODE_BATCH,
+            },
+            self.settings.HEARTBEAT_S,
+            self.settings.NODE_TTL_S,
+            self.stop,
+        )
 
     # --- one turn of the loop --------------------------------------------------------------
 
@@ -175,16 +154,16 @@ class DecoderWorker:
             await self._process(finals, "final")
             return
         if not self.interims:
-            entries = await self.streams.read({keys.STREAM_FINAL: ">", keys.STREAM_INTERIM: ">"},
-                                              batch, BLOCK_MS)
+            entries = await self.streams.read({keys.STREAM_FINAL: ">", keys.STREAM_INTERIM: ">"}, batch, BLOCK_MS)
             finals = [e for e in entries if e.kind == "final"]
             await self._admit_interims([e for e in entries if e.kind == "interim"])
             if finals:
                 await self._process(finals, "final")
                 return
             if self.interims and self.settings.BATCH_WAIT_MS and len(self.interims) < batch:
-                more = await self.streams.read({keys.STREAM_INTERIM: ">"}, batch - len(self.interims),
-                                               self.settings.BATCH_WAIT_MS)
+                more = await self.streams.read(
+                    {keys.STREAM_INTERIM: ">"}, batch - len(self.interims), self.settings.BATCH_WAIT_MS
+                )
                 await self._admit_interims(more)
         if self.interims:
             sel = self.interims.take(batch, now_ms())
@@ -261,8 +240,9 @@ class DecoderWorker:
         if done:
             await self.streams.deliver(done, self.settings.RESULT_TTL_S)
 
-    async def _decode(self, ready: list[tuple[Entry, np.ndarray, np.ndarray | None]],
-                      kind: str) -> list[tuple[Entry, Result | bytes]]:
+    async def _decode(
+        self, ready: list[tuple[Entry, np.ndarray, np.ndarray | None]], kind: str
+    ) -> list[tuple[Entry, Result | bytes]]:
         started_ms = now_ms()
         items: list[tuple[Job, np.ndarray]] = [(e.job, a) for e, a, _ in ready if e.job is not None]
         contexts = [c for e, _, c in ready if e.job is not None]
@@ -280,22 +260,33 @@ class DecoderWorker:
             queue_ms = max(0.0, started_ms - job.enqueued) if job.enqueued else 0.0
             m.queue_wait.labels(kind).observe(queue_ms / 1000.0)
             if isinstance(output, DecodeError):
-                logger.error("job %s (session %s utt %d) failed to decode: %s", job.id, job.session,
-                             job.utt, output)
+                logger.error("job %s (session %s utt %d) failed to decode: %s", job.id, job.session, job.utt, output)
                 out.append((entry, Result.failure(job, "decode: %s" % output, self.id)))
                 self._count([entry], "failed")
                 continue
             assert isinstance(output, DecodeOutput)
             if output.audio_s > 0:
                 m.rtf.labels(kind).observe(output.decode_ms / 1000.0 / output.audio_s)
-            out.append((entry, Result(
-                id=job.id, kind=job.kind, session=job.session, utt=job.utt, rev=job.rev,
-                text=output.text, language=output.language, words=output.words,
-                audio_s=round(output.audio_s, 3), queue_ms=queue_ms, decode_ms=round(output.decode_ms, 1),
-                decoder=self.id, no_speech=output.no_speech)))
+            out.append(
+                (
+                    entry,
+                    Result.answering(
+                        job,
+                        text=output.text,
+                        language=output.language,
+                        words=output.words,
+                        audio_s=round(output.audio_s, 3),
+                        queue_ms=queue_ms,
+                        decode_ms=round(output.decode_ms, 1),
+                        decoder=self.id,
+                        no_speech=output.no_speech,
+                    ),
+                )
+            )
             self._count([entry], "done")
-            logger.debug("job %s (session %s utt %d) decoded in %.0f ms", job.id, job.session,
-                         job.utt, output.decode_ms)
+            logger.debug(
+                "job %s (session %s utt %d) decoded in %.0f ms", job.id, job.session, job.utt, output.decode_ms
+            )
         return out
 
     def _count(self, entries: list[Entry], outcome: str, kind: str | None = None) -> None:

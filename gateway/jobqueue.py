@@ -9,19 +9,15 @@ session's job is only queued after the audio it names is in Redis.
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
 from common import keys
+from common.clock import now_ms
 from common.messages import Job, encode_job
 
 Command = tuple[Any, ...]  # (pipeline method name, *args)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class WriteBatcher:
@@ -30,7 +26,8 @@ class WriteBatcher:
         self._pending: list[tuple[tuple[Command, ...], asyncio.Future[list[Any]]]] = []
         self._flush: asyncio.Task[None] | None = None
 
-    async def run(self, *commands: Command) -> list[Any]:
+    async def pipelined(self, *commands: Command) -> list[Any]:
+        """Send `commands` in the pipeline this event-loop turn shares; their replies, in order."""
         fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._pending.append((commands, fut))
         if self._flush is None:
@@ -57,7 +54,7 @@ class WriteBatcher:
             raise
         i = 0
         for commands, fut in batch:
-            mine = results[i:i + len(commands)]
+            mine = results[i : i + len(commands)]
             i += len(commands)
             if fut.done():
                 continue
@@ -66,6 +63,17 @@ class WriteBatcher:
                 fut.set_exception(error)
             else:
                 fut.set_result(mine)
+
+
+class Queue(Protocol):
+    """What a session needs of the job streams (Redis in the service, memory in unit tests and
+    the accuracy simulation)."""
+
+    async def append_audio(self, session: str, utt: int, pcm16k: bytes) -> int: ...
+
+    async def enqueue(self, job: Job) -> str: ...
+
+    async def drop_audio(self, session: str, *utts: int) -> None: ...
 
 
 class JobQueue:
@@ -77,13 +85,13 @@ class JobQueue:
     async def append_audio(self, session: str, utt: int, pcm16k: bytes) -> int:
         """Append to the utterance's audio; returns its length in bytes. TTL refreshed each time."""
         key = keys.audio_key(session, utt)
-        length, _ = await self.writes.run(("append", key, pcm16k), ("expire", key, self.audio_ttl_s))
+        length, _ = await self.writes.pipelined(("append", key, pcm16k), ("expire", key, self.audio_ttl_s))
         return int(length)
 
     async def enqueue(self, job: Job) -> str:
         if not job.enqueued:
             job.enqueued = now_ms()
-        [entry_id] = await self.writes.run(("xadd", keys.stream_for(job.kind), {keys.JOB_FIELD: encode_job(job)}))
+        [entry_id] = await self.writes.pipelined(("xadd", keys.stream_for(job.kind), {keys.JOB_FIELD: encode_job(job)}))
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
     async def final_backlog(self) -> int:
@@ -91,4 +99,32 @@ class JobQueue:
 
     async def drop_audio(self, session: str, *utts: int) -> None:
         if utts:
-            await self.writes.run(("delete", *(keys.audio_key(session, n) for n in utts)))
+            await self.writes.pipelined(("delete", *(keys.audio_key(session, n) for n in utts)))
+
+
+class MemoryQueue:
+    """A Queue in memory: audio in a dict, queued jobs in a list for the caller to take."""
+
+    def __init__(self) -> None:
+        self.audio: dict[str, bytes] = {}
+        self.jobs: list[Job] = []
+
+    async def append_audio(self, session: str, utt: int, pcm16k: bytes) -> int:
+        key = keys.audio_key(session, utt)
+        self.audio[key] = self.audio.get(key, b"") + pcm16k
+        return len(self.audio[key])
+
+    async def enqueue(self, job: Job) -> str:
+        if not job.enqueued:
+            job.enqueued = now_ms()
+        self.jobs.append(job)
+        return "%d-0" % len(self.jobs)
+
+    async def drop_audio(self, session: str, *utts: int) -> None:
+        for n in utts:
+            self.audio.pop(keys.audio_key(session, n), None)
+
+    def audio_of(self, job: Job) -> tuple[bytes, bytes]:
+        """The job's audio range and its context's (empty when it has none or it is gone)."""
+        context = self.audio.get(job.context_key, b"")[: job.context_end] if job.context_key else b""
+        return self.audio.get(job.audio_key, b"")[: job.audio_end], context

@@ -12,13 +12,17 @@ class GatewayMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.sessions = Gauge("stt_gateway_sessions", "Active sessions", registry=r)
-        self.final_latency = Histogram("stt_final_latency_seconds", "End of speech to final sent",
-                                       buckets=LATENCY_BUCKETS, registry=r)
-        self.interim_latency = Histogram("stt_interim_latency_seconds", "Interim queued to interim sent",
-                                         buckets=LATENCY_BUCKETS, registry=r)
-        self.interims_coalesced = Counter("stt_interims_coalesced", "Audio chunks that did not start an "
-                                          "interim because too little new speech had arrived", registry=r)
-        self.interims_dropped = Counter("stt_interims_dropped", "Interim results not sent", ["reason"],
-                                        registry=r)
+        self.final_latency = Histogram(
+            "stt_final_latency_seconds", "End of speech to final sent", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.interim_latency = Histogram(
+            "stt_interim_latency_seconds", "Interim queued to interim sent", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.interims_coalesced = Counter(
+            "stt_interims_coalesced",
+            "Audio chunks that did not start an interim because too little new speech had arrived",
+            registry=r,
+        )
+        self.interims_dropped = Counter("stt_interims_dropped", "Interim results not sent", ["reason"], registry=r)
         self.errors = Counter("stt_gateway_errors", "Errors sent to clients", ["code"], registry=r)
         self.audio_seconds = Counter("stt_gateway_audio_seconds", "Audio received", registry=r)

@@ -15,7 +15,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common import keys
+from common.backoff import Backoff
 from common.errors import SchemaError
+from common.lifecycle import StopFlag
 from common.messages import decode_result
 from gateway.session import Session
 
@@ -35,36 +37,34 @@ class ResultRouter:
     def remove(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        delay = 0.0
-        lost = False
-        while not stop.is_set():
+    async def run(self, stop: StopFlag) -> None:
+        backoff = Backoff()
+        while not stop.requested:
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
                 self.subscribed.set()
-                if lost:
-                    logger.info("resubscribed to %s; re-queueing pending finals of %d sessions", self.channel,
-                                len(self.sessions))
+                if backoff.failing:
+                    logger.info(
+                        "resubscribed to %s; re-queueing pending finals of %d sessions",
+                        self.channel,
+                        len(self.sessions),
+                    )
                     for session in list(self.sessions.values()):
                         await session.requeue_pending()
-                    lost, delay = False, 0.0
-                while not stop.is_set():
+                    backoff.reset()
+                while not stop.requested:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
                     if msg is not None and msg.get("type") == "message":
                         self._dispatch(msg["data"])
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 self.subscribed.clear()
-                lost = True
-                delay = min(5.0, delay * 2 or 0.1)
+                delay = backoff.next()
                 logger.warning("result channel lost (%s); resubscribing in %.1fs", exc, delay)
-                try:
-                    await asyncio.wait_for(stop.wait(), delay)
-                except TimeoutError:
-                    pass
+                await stop.sleep(delay)
             finally:
                 try:
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
                 except (RedisConnectionError, OSError):
                     pass
 

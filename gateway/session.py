@@ -18,6 +18,7 @@ from typing import Any
 
 from common import keys
 from common.audio import StreamResampler
+from common.clock import now_ms
 from common.messages import (
     Job,
     Result,
@@ -27,7 +28,7 @@ from common.messages import (
     server_interim,
 )
 from common.settings import Settings
-from gateway.jobqueue import JobQueue, now_ms
+from gateway.jobqueue import Queue
 from gateway.metrics import GatewayMetrics
 from gateway.stable import interim_text, stable_prefix
 from gateway.vad import FRAME_MS, RATE, Endpointer
@@ -79,8 +80,15 @@ class Utterance:
 
 
 class Session:
-    def __init__(self, settings: Settings, start: StartRequest, queue: JobQueue, gateway_id: str,
-                 send: Callable[[dict[str, Any]], None], metrics: GatewayMetrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        start: StartRequest,
+        queue: Queue,
+        gateway_id: str,
+        send: Callable[[dict[str, Any]], None],
+        metrics: GatewayMetrics,
+    ) -> None:
         self.settings = settings
         self.start_req = start
         self.queue = queue
@@ -90,9 +98,14 @@ class Session:
         self.id = uuid.uuid4().hex[:16]
         self.lang = start.lang
         self.resampler = StreamResampler(start.sample_rate, RATE) if start.sample_rate != RATE else None
-        self.endpointer = Endpointer(settings.VAD_MODE, settings.PRE_ROLL_MS, settings.MIN_SPEECH_MS,
-                                     settings.FINAL_SILENCE_MS_MIN, settings.FINAL_SILENCE_MS_MAX,
-                                     settings.MAX_UTTERANCE_S)
+        self.endpointer = Endpointer(
+            settings.VAD_MODE,
+            settings.PRE_ROLL_MS,
+            settings.MIN_SPEECH_MS,
+            settings.FINAL_SILENCE_MS_MIN,
+            settings.FINAL_SILENCE_MS_MAX,
+            settings.MAX_UTTERANCE_S,
+        )
         self.next_utt = 0
         self.current: Utterance | None = None
         self.pending: dict[int, PendingFinal] = {}
@@ -123,8 +136,12 @@ class Session:
             elif ev.kind == "audio" and self.current is not None:
                 self.current.appended = await self.queue.append_audio(self.id, self.current.n, ev.audio)
             elif ev.kind == "end" and self.current is not None:
-                await self._queue_final(self.current, ev.sample / RATE, self.current.appended - ev.tail_bytes,
-                                        max(0, ev.decided - ev.sample) / RATE)
+                await self._queue_final(
+                    self.current,
+                    ev.sample / RATE,
+                    self.current.appended - ev.tail_bytes,
+                    max(0, ev.decided - ev.sample) / RATE,
+                )
                 self.current = None
 
     # --- jobs ----------------------------------------------------------------------------
@@ -132,21 +149,35 @@ class Session:
     def _job(self, kind: str, utt: Utterance, audio_end: int, **extra: Any) -> Job:
         recent = self.recent_text
         heard = self.heard if kind == "final" else None
-        if heard is not None and (heard.utt != utt.n - 1 or heard.audio_end > self.settings.CONTEXT_S * BYTES_PER_S
-                                  or heard.audio_end + audio_end > WINDOW_S * BYTES_PER_S):
+        if heard is not None and (
+            heard.utt != utt.n - 1
+            or heard.audio_end > self.settings.CONTEXT_S * BYTES_PER_S
+            or heard.audio_end + audio_end > WINDOW_S * BYTES_PER_S
+        ):
             heard = None
         if heard is not None:
-            extra.update(context_key=keys.audio_key(self.id, heard.utt), context_end=heard.audio_end,
-                         context_text=heard.text)
+            extra.update(
+                context_key=keys.audio_key(self.id, heard.utt), context_end=heard.audio_end, context_text=heard.text
+            )
             # The context's text is forced after the prompt, so the prompt is what came before it.
-            recent = recent[:len(recent) - len(heard.text)].rstrip() if recent.endswith(heard.text) else ""
+            recent = recent[: len(recent) - len(heard.text)].rstrip() if recent.endswith(heard.text) else ""
         return Job(
-            id=keys.final_job_id(self.id, utt.n) if kind == "final" else keys.interim_job_id(
-                self.id, utt.n, extra.get("rev", 0)),
-            kind=kind, session=self.id, gateway=self.gateway_id, utt=utt.n,
-            audio_key=keys.audio_key(self.id, utt.n), audio_end=audio_end, t0=utt.start, lang=self.lang,
-            task=self.start_req.task, word_timestamps=self.start_req.word_timestamps and kind == "final",
-            prompt=final_prompt(self.start_req.prompt, recent), **extra)
+            id=keys.final_job_id(self.id, utt.n)
+            if kind == "final"
+            else keys.interim_job_id(self.id, utt.n, extra.get("rev", 0)),
+            kind=kind,
+            session=self.id,
+            gateway=self.gateway_id,
+            utt=utt.n,
+            audio_key=keys.audio_key(self.id, utt.n),
+            audio_end=audio_end,
+            t0=utt.start,
+            lang=self.lang,
+            task=self.start_req.task,
+            word_timestamps=self.start_req.word_timestamps and kind == "final",
+            prompt=final_prompt(self.start_req.prompt, recent),
+            **extra,
+        )
 
     async def _queue_final(self, utt: Utterance, end: float, audio_end: int, waited_s: float = 0.0) -> None:
         if audio_end <= 0:
@@ -157,12 +188,12 @@ class Session:
         keep = utt.stable if self.settings.FINAL_KEEPS_STABLE else ""
         job = self._job("final", utt, audio_end, prefix=keep)
         now = time.monotonic()
-        self.pending[utt.n] = PendingFinal(job=job, start=utt.start, end=end, queued_at=now, ended_at=now,
-                                           endpoint_ms=waited_s * 1000.0)
+        self.pending[utt.n] = PendingFinal(
+            job=job, start=utt.start, end=end, queued_at=now, ended_at=now, endpoint_ms=waited_s * 1000.0
+        )
         self.finals_done.clear()
         await self.queue.enqueue(job)
-        logger.info("session %s utt %d: final queued (%.2f-%.2fs, %d bytes)", self.id, utt.n, utt.start, end,
-                    audio_end)
+        logger.info("session %s utt %d: final queued (%.2f-%.2fs, %d bytes)", self.id, utt.n, utt.start, end, audio_end)
 
     async def _maybe_interim(self) -> None:
         utt = self.current
@@ -205,8 +236,13 @@ class Session:
                     continue
                 p.tries += 1
                 p.queued_at = now
-                logger.warning("session %s utt %d: no final after %.0fs, re-queued (try %d)", self.id,
-                               p.job.utt, self.settings.FINAL_TIMEOUT_S, p.tries)
+                logger.warning(
+                    "session %s utt %d: no final after %.0fs, re-queued (try %d)",
+                    self.id,
+                    p.job.utt,
+                    self.settings.FINAL_TIMEOUT_S,
+                    p.tries,
+                )
                 await self.queue.enqueue(p.job)
 
     async def requeue_pending(self) -> None:
@@ -272,8 +308,9 @@ class Session:
         # From the last voiced frame: the silence waited to decide the end counts too.
         latency = time.monotonic() - p.ended_at + p.endpoint_ms / 1000.0
         if r.error:
-            self.send(server_error("final_failed", "utterance %d could not be transcribed: %s"
-                                   % (r.utt, r.error), utt=r.utt))
+            self.send(
+                server_error("final_failed", "utterance %d could not be transcribed: %s" % (r.utt, r.error), utt=r.utt)
+            )
         else:
             if self.lang is None and r.language:
                 self.lang = r.language
@@ -285,8 +322,7 @@ class Session:
             self.heard = Heard(r.utt, p.job.audio_end, r.text) if r.text and self.settings.CONTEXT_S else None
             self.metrics.final_latency.observe(latency)
             self.send(server_final(r, p.start, p.end, self.start_req.word_timestamps, p.endpoint_ms))
-        logger.info("session %s utt %d: final delivered %.0f ms after end of speech", self.id, r.utt,
-                    latency * 1000)
+        logger.info("session %s utt %d: final delivered %.0f ms after end of speech", self.id, r.utt, latency * 1000)
 
     @property
     def finals_outstanding(self) -> int:

@@ -69,8 +69,15 @@ class Event:
 
 
 class Endpointer:
-    def __init__(self, vad_mode: int, pre_roll_ms: int, min_speech_ms: int, silence_min_ms: int,
-                 silence_max_ms: int, max_utterance_s: float) -> None:
+    def __init__(
+        self,
+        vad_mode: int,
+        pre_roll_ms: int,
+        min_speech_ms: int,
+        silence_min_ms: int,
+        silence_max_ms: int,
+        max_utterance_s: float,
+    ) -> None:
         import webrtcvad
 
         self.vad = webrtcvad.Vad(vad_mode)
@@ -93,17 +100,16 @@ class Endpointer:
         self.last_voiced = 0
 
     def threshold_ms(self) -> float:
-        return end_threshold_ms(self.speech_frames * FRAME_MS, self.last_text, self.silence_min_ms,
-                                self.silence_max_ms)
+        return end_threshold_ms(self.speech_frames * FRAME_MS, self.last_text, self.silence_min_ms, self.silence_max_ms)
 
     def feed(self, pcm16k: bytes) -> list[Event]:
         self.pending += pcm16k
         events: list[Event] = []
         n = len(self.pending) // FRAME_BYTES
         for i in range(n):
-            frame = bytes(self.pending[i * FRAME_BYTES:(i + 1) * FRAME_BYTES])
+            frame = bytes(self.pending[i * FRAME_BYTES : (i + 1) * FRAME_BYTES])
             self._frame(frame, events)
-        del self.pending[:n * FRAME_BYTES]
+        del self.pending[: n * FRAME_BYTES]
         return _merge_audio(events)
 
     def _frame(self, frame: bytes, events: list[Event]) -> None:
@@ -187,7 +193,7 @@ class Endpointer:
         follows it opens the next utterance (the one case where audio goes to Redis twice)."""
         frames = list(self.recent)
         quietest = min(range(len(frames)), key=lambda i: frames[i][1]) if frames else len(frames) - 1
-        carried = b"".join(f for f, _ in frames[quietest + 1:])
+        carried = b"".join(f for f, _ in frames[quietest + 1 :])
         carry_frames = len(carried) // FRAME_BYTES
         cut_sample = self.samples - carry_frames * FRAME_SAMPLES
         events.append(Event("end", cut_sample, reason="max_length", tail_bytes=len(carried), decided=self.samples))

@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import WebSocket
 from redis.exceptions import RedisError
@@ -26,9 +26,7 @@ from common.messages import (
     server_started,
 )
 from gateway.session import Session
-
-if TYPE_CHECKING:
-    from gateway.app import GatewayState
+from gateway.state import GatewayState
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +53,8 @@ class Connection:
             self.state.metrics.errors.labels(msg.get("code", "")).inc()
         self.outbox.put_nowait(msg)
 
-    def close(self, code: int) -> None:
+    def close_when_sent(self, code: int) -> None:
+        """Close with `code` once the messages queued before it are sent."""
         self.outbox.put_nowait(code)
 
     async def _write(self) -> None:
@@ -95,7 +94,7 @@ async def serve_session(ws: WebSocket, state: GatewayState) -> None:
     try:
         if not _authorized(ws, settings.API_KEY):
             conn.send(server_error("unauthorized", "missing or wrong API key"))
-            conn.close(CLOSE_UNAUTHORIZED)
+            conn.close_when_sent(CLOSE_UNAUTHORIZED)
             return
         try:
             backlog = await state.queue.final_backlog()
@@ -103,13 +102,13 @@ async def serve_session(ws: WebSocket, state: GatewayState) -> None:
             backlog = settings.MAX_FINAL_BACKLOG
         if len(state.router.sessions) >= settings.MAX_SESSIONS or backlog >= settings.MAX_FINAL_BACKLOG:
             conn.send(server_error("overloaded", "the service is at capacity; try again shortly"))
-            conn.close(CLOSE_OVERLOADED)
+            conn.close_when_sent(CLOSE_OVERLOADED)
             return
         session = await _run(ws, state, conn)
     except (RedisError, OSError) as exc:
         logger.error("session %s: Redis failed: %s", session.id if session else "-", exc)
         conn.send(server_error("internal", "the service lost its queue; please reconnect"))
-        conn.close(CLOSE_INTERNAL)
+        conn.close_when_sent(CLOSE_INTERNAL)
     finally:
         if session is not None:
             state.router.remove(session)
@@ -131,11 +130,17 @@ async def _run(ws: WebSocket, state: GatewayState, conn: Connection) -> Session 
         life_left = settings.MAX_SESSION_S - (now - opened)
         if idle_left <= 0 or life_left <= 0:
             code = "idle_timeout" if idle_left <= 0 else "session_too_long"
-            conn.send(server_error(code, "no audio or keepalive for %.0fs" % settings.IDLE_TIMEOUT_S
-                                   if idle_left <= 0 else "sessions last at most %.0fs" % settings.MAX_SESSION_S))
+            conn.send(
+                server_error(
+                    code,
+                    "no audio or keepalive for %.0fs" % settings.IDLE_TIMEOUT_S
+                    if idle_left <= 0
+                    else "sessions last at most %.0fs" % settings.MAX_SESSION_S,
+                )
+            )
             if session is not None:
                 await _drain(session, conn, settings)
-            conn.close(CLOSE_NORMAL)
+            conn.close_when_sent(CLOSE_NORMAL)
             return session
         try:
             msg = await asyncio.wait_for(ws.receive(), min(idle_left, life_left))
@@ -146,9 +151,12 @@ async def _run(ws: WebSocket, state: GatewayState, conn: Connection) -> Session 
         data, text = msg.get("bytes"), msg.get("text")
         size = len(data) if data is not None else len(text or "")
         if size > settings.MAX_FRAME_BYTES:
-            conn.send(server_error("frame_too_large", "message of %d bytes exceeds the limit of %d"
-                                   % (size, settings.MAX_FRAME_BYTES)))
-            conn.close(CLOSE_TOO_BIG)
+            conn.send(
+                server_error(
+                    "frame_too_large", "message of %d bytes exceeds the limit of %d" % (size, settings.MAX_FRAME_BYTES)
+                )
+            )
+            conn.close_when_sent(CLOSE_TOO_BIG)
             return session
         last_input = time.monotonic()
         if data is not None:
@@ -166,9 +174,12 @@ async def _run(ws: WebSocket, state: GatewayState, conn: Connection) -> Session 
             assert cmd.start is not None
             rate = cmd.start.sample_rate
             if not MIN_RATE <= rate <= MAX_RATE:
-                conn.send(server_error("bad_sample_rate", "sample_rate %d is not supported (%d-%d Hz)"
-                                       % (rate, MIN_RATE, MAX_RATE)))
-                conn.close(CLOSE_BAD_REQUEST)
+                conn.send(
+                    server_error(
+                        "bad_sample_rate", "sample_rate %d is not supported (%d-%d Hz)" % (rate, MIN_RATE, MAX_RATE)
+                    )
+                )
+                conn.close_when_sent(CLOSE_BAD_REQUEST)
                 return session
             session = Session(settings, cmd.start, state.queue, state.id, conn.send, state.metrics)
             state.router.add(session)
@@ -183,7 +194,7 @@ async def _run(ws: WebSocket, state: GatewayState, conn: Connection) -> Session 
         elif cmd.op == "stop" and session is not None:
             await _drain(session, conn, settings)
             await _await_client_close(ws, DONE_LINGER_S)
-            conn.close(CLOSE_NORMAL)
+            conn.close_when_sent(CLOSE_NORMAL)
             return session
 
 
@@ -192,8 +203,7 @@ async def _audio(session: Session | None, data: bytes, conn: Connection, state: 
         conn.send(server_error("not_started", "audio before start; send a start message first"))
         return
     if len(data) % 2:
-        conn.send(server_error("odd_bytes", "audio of %d bytes is not whole 16-bit samples; frame dropped"
-                               % len(data)))
+        conn.send(server_error("odd_bytes", "audio of %d bytes is not whole 16-bit samples; frame dropped" % len(data)))
         return
     state.metrics.audio_seconds.inc(len(data) / 2 / session.start_req.sample_rate)
     await session.on_audio(data)

@@ -47,7 +47,7 @@ def cmd_client(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from client.bench import run
+    from stt.bench import run
 
     return run(args)
 
@@ -92,11 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p = add("settings", cmd_settings, "list every setting with its default")
     p.add_argument("--markdown", action="store_true", help="as the README's Markdown table")
-    try:
-        from client.bench import add_arguments as bench_args
-        from client.cli import add_arguments as client_args
-    except ImportError:  # pragma: no cover - during partial installs only
-        return parser
+    from client.cli import add_arguments as client_args
+    from stt.bench import add_arguments as bench_args
+
     client_args(add("client", cmd_client, "stream a WAV/FLAC file or stdin PCM and print transcripts"))
     bench_args(add("bench", cmd_bench, "load benchmark: latency and capacity at an SLO"))
     return parser

@@ -18,10 +18,12 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from common.backoff import Backoff
 from common.errors import ExitCode, SttError
+from common.lifecycle import StopFlag
 from common.logs import setup_logging
 from common.process import die_with_parent
 from common.redis_server import RedisServer
@@ -32,8 +34,10 @@ logger = logging.getLogger(__name__)
 
 # A child exiting with one of these before the service was ever ready will fail the same way
 # again: stop instead of restarting it forever.
-HOPELESS: dict[int, str] = {ExitCode.CONFIG: "a bad setting",
-                            ExitCode.UNAVAILABLE: "a model or service it needs is unavailable"}
+HOPELESS: dict[int, str] = {
+    ExitCode.CONFIG: "a bad setting",
+    ExitCode.UNAVAILABLE: "a model or service it needs is unavailable",
+}
 STABLE_S = 60.0  # a child up this long has its backoff reset
 
 
@@ -44,12 +48,14 @@ class Child:
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    backoff: Backoff = field(default_factory=lambda: Backoff(first=0.5, cap=30.0))
     next_start: float = 0.0
     started_at: float = 0.0
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "stt", *self.args], env=self.env,
-                                     preexec_fn=die_with_parent)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stt", *self.args], env=self.env, preexec_fn=die_with_parent
+        )
         self.started_at = time.monotonic()
         logger.info("started %s (pid %d)", self.name, self.proc.pid)
 
@@ -100,15 +106,15 @@ def gateway_status(host: str, port: int) -> dict[str, Any] | None:
 class Supervisor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.stopping = False
+        self.stop = StopFlag()
         self.redis: RedisServer | None = None
         self.children: list[Child] = []
         self.gateway: Child | None = None
         self.ready = False
         self.exit_code = ExitCode.OK
 
-    def request_stop(self, signum: int, _frame: object) -> None:
-        self.stopping = True
+    def on_signal(self, signum: int, _frame: object) -> None:
+        self.stop.request()
 
     def run(self) -> int:
         s = self.settings
@@ -124,21 +130,34 @@ class Supervisor:
         env = {**os.environ, **s.to_env(), "REDIS_URL": url}
         n, gpu = decoder_count(s)
         for i in range(n):
-            self.children.append(Child("decoder-%d" % i, ["decoder"], {
-                **env, "DEVICE_INDEX": str(i if gpu else s.DEVICE_INDEX),
-                "DECODER_ID": "%s-%d" % (s.decoder_id, i),
-                "METRICS_PORT": str(s.METRICS_PORT + i if s.METRICS_PORT else 0)}))
+            self.children.append(
+                Child(
+                    "decoder-%d" % i,
+                    ["decoder"],
+                    {
+                        **env,
+                        "DEVICE_INDEX": str(i if gpu else s.DEVICE_INDEX),
+                        "DECODER_ID": "%s-%d" % (s.decoder_id, i),
+                        "METRICS_PORT": str(s.METRICS_PORT + i if s.METRICS_PORT else 0),
+                    },
+                )
+            )
         self.gateway = Child("gateway", ["gateway"], env)
         self.children.append(self.gateway)
-        model = s.MODEL_NAME if s.is_set("MODEL_NAME") else "%s (the default; the bundled %s if %s cannot be had)" % (
-            s.MODEL_NAME, BUNDLED_NAME, s.MODEL_NAME)
-        print("stt up: %d decoder(s) loading model %s on %s; gateway on ws://%s:%d/v1/listen"
-              % (n, model, "GPU" if gpu else s.DEVICE if s.DEVICE != "auto" else "CPU", s.HOST, s.PORT),
-              flush=True)
+        model = (
+            s.MODEL_NAME
+            if s.is_set("MODEL_NAME")
+            else "%s (the default; the bundled %s if %s cannot be had)" % (s.MODEL_NAME, BUNDLED_NAME, s.MODEL_NAME)
+        )
+        print(
+            "stt up: %d decoder(s) loading model %s on %s; gateway on ws://%s:%d/v1/listen"
+            % (n, model, "GPU" if gpu else s.DEVICE if s.DEVICE != "auto" else "CPU", s.HOST, s.PORT),
+            flush=True,
+        )
         try:
             for child in self.children:
                 child.start()
-            while not self.stopping and self.exit_code == ExitCode.OK:
+            while not self.stop.requested and self.exit_code == ExitCode.OK:
                 self._watch()
                 time.sleep(0.2)
         finally:
@@ -152,16 +171,21 @@ class Supervisor:
                 code = child.proc.returncode
                 child.proc = None
                 if not self.ready and code in HOPELESS:
-                    logger.error("%s exited with %d (%s) before the service was ever ready; stopping",
-                                 child.name, code, HOPELESS[code])
+                    logger.error(
+                        "%s exited with %d (%s) before the service was ever ready; stopping",
+                        child.name,
+                        code,
+                        HOPELESS[code],
+                    )
                     self.exit_code = ExitCode(code)
                     return
                 if now - child.started_at > STABLE_S:
-                    child.restarts = 0
-                delay = min(30.0, 0.5 * 2 ** child.restarts)
+                    child.backoff.reset()
+                delay = child.backoff.next()
                 child.restarts += 1
-                logger.error("%s exited with %s; restarting it in %.1fs (restart %d)", child.name, code, delay,
-                             child.restarts)
+                logger.error(
+                    "%s exited with %s; restarting it in %.1fs (restart %d)", child.name, code, delay, child.restarts
+                )
                 child.next_start = now + delay
             elif child.proc is None and now >= child.next_start:
                 child.start()
@@ -169,10 +193,17 @@ class Supervisor:
             status = gateway_status(self.settings.HOST, self.settings.PORT)
             if status is not None:
                 self.ready = True
-                models = sorted({"%s on %s (%s)" % (d.get("model"), d.get("device"), d.get("compute_type"))
-                                 for d in status["decoders"]})
-                print("stt up: ready; model %s; clients connect to ws://%s:%d/v1/listen"
-                      % (", ".join(models), self.settings.HOST, self.settings.PORT), flush=True)
+                models = sorted(
+                    {
+                        "%s on %s (%s)" % (d.get("model"), d.get("device"), d.get("compute_type"))
+                        for d in status["decoders"]
+                    }
+                )
+                print(
+                    "stt up: ready; model %s; clients connect to ws://%s:%d/v1/listen"
+                    % (", ".join(models), self.settings.HOST, self.settings.PORT),
+                    flush=True,
+                )
 
     def _stop_all(self) -> None:
         timeout = self.settings.SHUTDOWN_TIMEOUT_S + 5
@@ -189,6 +220,6 @@ class Supervisor:
 def run(settings: Settings) -> int:
     setup_logging(settings.LOG_LEVEL, process_name="stt-up")
     sup = Supervisor(settings)
-    signal.signal(signal.SIGINT, sup.request_stop)
-    signal.signal(signal.SIGTERM, sup.request_stop)
+    signal.signal(signal.SIGINT, sup.on_signal)
+    signal.signal(signal.SIGTERM, sup.on_signal)
     return sup.run()

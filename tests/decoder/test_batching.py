@@ -28,8 +28,18 @@ def audios() -> list[np.ndarray]:
 
 
 def job(kind: str, i: int, audio: np.ndarray, prompt: str = "", prefix: str = "") -> tuple[Job, np.ndarray]:
-    return Job(id="%s-%d" % (kind, i), kind=kind, session="s%d" % i, gateway="g", utt=0, audio_key="",
-               audio_end=len(audio) * 2, lang="en", prompt=prompt, prefix=prefix), audio
+    return Job(
+        id="%s-%d" % (kind, i),
+        kind=kind,
+        session="s%d" % i,
+        gateway="g",
+        utt=0,
+        audio_key="",
+        audio_end=len(audio) * 2,
+        lang="en",
+        prompt=prompt,
+        prefix=prefix,
+    ), audio
 
 
 def texts(outputs: list[DecodeOutput | DecodeError]) -> list[str]:
@@ -39,9 +49,10 @@ def texts(outputs: list[DecodeOutput | DecodeError]) -> list[str]:
 @pytest.mark.parametrize("kind", ["final", "interim"])
 def test_batched_jobs_get_the_text_they_get_alone(engine: Engine, audios: list[np.ndarray], kind: str) -> None:
     long_prompt = " ".join(SENTENCES)  # longer than the prompt window: cut to the same length
-    jobs = [job(kind, i, a, prompt=long_prompt if i % 2 else "",
-                prefix="the quick" if kind == "interim" and i == 3 else "")
-            for i, a in enumerate(audios)]
+    jobs = [
+        job(kind, i, a, prompt=long_prompt if i % 2 else "", prefix="the quick" if kind == "interim" and i == 3 else "")
+        for i, a in enumerate(audios)
+    ]
     alone = [engine.decode_one(j, a).text for j, a in jobs]
     before = engine.batcher.calls
     together = engine.decode_many(jobs)
@@ -73,8 +84,9 @@ class Poisoned:
         return self.model.generate(features, prompts, **kwargs)
 
 
-def test_a_bad_job_in_a_batch_fails_alone(engine: Engine, audios: list[np.ndarray],
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bad_job_in_a_batch_fails_alone(
+    engine: Engine, audios: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
     jobs = [job("interim", i, a, prefix="zebra" if i == 2 else "") for i, a in enumerate(audios[:4])]
     alone = [engine.decode_one(j, a).text for j, a in jobs]
     poison = engine._tokens("zebra")[0]

@@ -25,8 +25,9 @@ class SlowModel:
         self.hf_tokenizer = type("T", (), {"token_to_id": staticmethod(lambda token: 50258)})()
 
 
-def test_slow_load_reports_progress(micro_model: Path, monkeypatch: pytest.MonkeyPatch,
-                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_slow_load_reports_progress(
+    micro_model: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setattr(faster_whisper, "WhisperModel", SlowModel)
     monkeypatch.setattr(engine_module, "PROGRESS_EVERY_S", 0.1)
     with caplog.at_level(logging.INFO, logger="decoder.engine"):
@@ -54,7 +55,16 @@ def test_the_forced_context_is_taken_off_the_text_and_its_words() -> None:
     assert strip_context("The juice of lemons makes", "The juice of lemons") == "makes"
     words = [SimpleNamespace(word=w) for w in (" The", " juice,", " of", " lemons.", " See", " you")]
     assert [w.word for w in drop_context_words(words, "The juice, of lemons.")] == [" See", " you"]
-    job = Job(id="j", kind="final", session="s", gateway="g", utt=1, audio_key="a", audio_end=2,
-              context_text=" Before. ", prefix="the stable")
+    job = Job(
+        id="j",
+        kind="final",
+        session="s",
+        gateway="g",
+        utt=1,
+        audio_key="a",
+        audio_end=2,
+        context_text=" Before. ",
+        prefix="the stable",
+    )
     assert forced_prefix(job, with_context=True) == "Before. the stable"
     assert forced_prefix(job, with_context=False) == "the stable"

@@ -6,8 +6,17 @@ from decoder.streams import Entry
 
 
 def entry(session: str, rev: int = 0, utt: int = 0, deadline: int = 10_000, n: int = 0) -> Entry:
-    job = Job(id="%s:%d:i%d" % (session, utt, rev), kind="interim", session=session, gateway="g", utt=utt,
-              rev=rev, audio_key="k", audio_end=2, deadline=deadline)
+    job = Job(
+        id="%s:%d:i%d" % (session, utt, rev),
+        kind="interim",
+        session=session,
+        gateway="g",
+        utt=utt,
+        rev=rev,
+        audio_key="k",
+        audio_end=2,
+        deadline=deadline,
+    )
     return Entry(stream="stt:jobs:interim", entry_id="1-%d" % n, raw=b"", job=job)
 
 

@@ -17,8 +17,9 @@ def returned_limit(max_length: int, prompt: int, prefix: int) -> int:
     return min(max_length // 2, max_length - before_prefix)
 
 
-@pytest.mark.parametrize(("audio_s", "prompt", "prefix"), [(1.0, 2, 0), (5.0, 52, 0), (3.0, 90, 40),
-                                                            (24.0, 52, 0), (8.0, 140, 85)])
+@pytest.mark.parametrize(
+    ("audio_s", "prompt", "prefix"), [(1.0, 2, 0), (5.0, 52, 0), (3.0, 90, 40), (24.0, 52, 0), (8.0, 140, 85)]
+)
 def test_the_budget_leaves_room_for_prefix_and_speech(audio_s: float, prompt: int, prefix: int) -> None:
     budget = token_budget(audio_s, SETTINGS, prompt, prefix)
     max_length = prompt + budget

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -21,8 +22,7 @@ from tests.jobs import ResultCollector, put_job, running_worker, stream_state
 
 @pytest.fixture(scope="module")
 def speech() -> list[np.ndarray]:
-    texts = ["Hello there, this is a test.", "The quick brown fox jumps over the lazy dog.",
-             "Please call Stella."]
+    texts = ["Hello there, this is a test.", "The quick brown fox jumps over the lazy dog.", "Please call Stella."]
     # The same rounding to PCM16 the service applies, so direct decodes see identical samples.
     return [pcm16_to_float32(float32_to_pcm16(synth(t))) for t in texts]
 
@@ -39,8 +39,9 @@ def direct_text(engine: Engine, job, audio: np.ndarray) -> str:  # type: ignore[
     return "".join(s.text for s in segments).strip()
 
 
-async def test_final_equals_direct_transcribe(settings: Settings, engine: Engine, aredis: aioredis.Redis,
-                                              speech: list[np.ndarray]) -> None:
+async def test_final_equals_direct_transcribe(
+    settings: Settings, engine: Engine, aredis: aioredis.Redis, speech: list[np.ndarray]
+) -> None:
     async with ResultCollector(aredis) as col:
         jobs = [await put_job(aredis, a, utt=i, prompt="earlier text" if i else "") for i, a in enumerate(speech)]
         async with running_worker(settings, engine):
@@ -59,8 +60,9 @@ async def test_final_equals_direct_transcribe(settings: Settings, engine: Engine
     assert await aredis.exists(keys.result_key(jobs[0].id))
 
 
-async def test_interim_keeps_forced_prefix(settings: Settings, engine: Engine, aredis: aioredis.Redis,
-                                           speech: list[np.ndarray]) -> None:
+async def test_interim_keeps_forced_prefix(
+    settings: Settings, engine: Engine, aredis: aioredis.Redis, speech: list[np.ndarray]
+) -> None:
     async with ResultCollector(aredis) as col, running_worker(settings, engine):
         job = await put_job(aredis, speech[1], kind="interim", prefix="the quick")
         [r] = await col.wait(1)
@@ -69,8 +71,9 @@ async def test_interim_keeps_forced_prefix(settings: Settings, engine: Engine, a
     assert r.text == direct_text(engine, job, speech[1])
 
 
-async def test_finals_before_interims(settings: Settings, engine: Engine, aredis: aioredis.Redis,
-                                      speech: list[np.ndarray]) -> None:
+async def test_finals_before_interims(
+    settings: Settings, engine: Engine, aredis: aioredis.Redis, speech: list[np.ndarray]
+) -> None:
     async with ResultCollector(aredis) as col:
         for i in range(4):
             await put_job(aredis, speech[0], kind="interim", session="s%d" % i, utt=0)
@@ -82,8 +85,9 @@ async def test_finals_before_interims(settings: Settings, engine: Engine, aredis
     assert kinds == ["final"] * 3 + ["interim"] * 4
 
 
-async def test_stale_interim_is_acked_not_decoded(settings: Settings, engine: Engine,
-                                                  aredis: aioredis.Redis, speech: list[np.ndarray]) -> None:
+async def test_stale_interim_is_acked_not_decoded(
+    settings: Settings, engine: Engine, aredis: aioredis.Redis, speech: list[np.ndarray]
+) -> None:
     async with ResultCollector(aredis) as col, running_worker(settings, engine) as worker:
         await put_job(aredis, speech[0], kind="interim", deadline=int(time.time() * 1000) - 1)
         await put_job(aredis, speech[0], kind="final", session="other")
@@ -97,8 +101,9 @@ async def test_stale_interim_is_acked_not_decoded(settings: Settings, engine: En
     assert await stream_state(aredis) == {keys.STREAM_FINAL: (0, 0), keys.STREAM_INTERIM: (0, 0)}
 
 
-async def test_interims_served_round_robin(settings: Settings, engine: Engine, aredis: aioredis.Redis,
-                                           speech: list[np.ndarray]) -> None:
+async def test_interims_served_round_robin(
+    settings: Settings, engine: Engine, aredis: aioredis.Redis, speech: list[np.ndarray]
+) -> None:
     s = settings.replace(DECODE_BATCH=4)
     async with ResultCollector(aredis) as col:
         # Session a has three interims waiting (only its newest is worth decoding), b and c one.
@@ -114,9 +119,14 @@ async def test_interims_served_round_robin(settings: Settings, engine: Engine, a
 
 
 @pytest.mark.parametrize("case", ["missing_key", "empty_range", "truncated", "odd_bytes", "model_error"])
-async def test_bad_job_gets_error_result_and_loop_goes_on(case: str, settings: Settings, engine: Engine,
-                                                          aredis: aioredis.Redis, speech: list[np.ndarray],
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_bad_job_gets_error_result_and_loop_goes_on(
+    case: str,
+    settings: Settings,
+    engine: Engine,
+    aredis: aioredis.Redis,
+    speech: list[np.ndarray],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     audio = speech[0]
     if case == "model_error":
         real = engine.model.transcribe
@@ -146,24 +156,27 @@ async def test_bad_job_gets_error_result_and_loop_goes_on(case: str, settings: S
     assert await stream_state(aredis) == {keys.STREAM_FINAL: (0, 0), keys.STREAM_INTERIM: (0, 0)}
 
 
-@pytest.mark.parametrize("payload", [b"\xc1not msgpack", msgpack.packb({"v": 99, "id": "x"}),
-                                     msgpack.packb([1, 2, 3]), None])
-async def test_unreadable_entry_is_dead_lettered(payload: bytes | None, settings: Settings, engine: Engine,
-                                                 aredis: aioredis.Redis, speech: list[np.ndarray]) -> None:
+@pytest.mark.parametrize(
+    "payload", [b"\xc1not msgpack", msgpack.packb({"v": 99, "id": "x"}), msgpack.packb([1, 2, 3]), None]
+)
+async def test_unreadable_entry_is_dead_lettered(
+    payload: bytes | None, settings: Settings, engine: Engine, aredis: aioredis.Redis, speech: list[np.ndarray]
+) -> None:
     async with ResultCollector(aredis) as col, running_worker(settings, engine) as worker:
-        fields = {keys.JOB_FIELD: payload} if payload is not None else {b"other": b"1"}
+        fields: dict[Any, Any] = {keys.JOB_FIELD: payload} if payload is not None else {b"other": b"1"}
         await aredis.xadd(keys.STREAM_FINAL, fields)
         good = await put_job(aredis, speech[0], utt=1)
         [r] = await col.wait(1)
         assert r.id == good.id and r.error is None
         assert worker.metrics.jobs.labels("final", "dead")._value.get() == 1
-    dead = await aredis.xrange(keys.STREAM_DEAD)
+    dead: Any = await aredis.xrange(keys.STREAM_DEAD)
     assert len(dead) == 1 and dead[0][1][b"reason"]
     assert await stream_state(aredis) == {keys.STREAM_FINAL: (0, 0), keys.STREAM_INTERIM: (0, 0)}
 
 
-async def test_repeated_job_id_answered_from_cache(settings: Settings, engine: Engine,
-                                                   aredis: aioredis.Redis, speech: list[np.ndarray]) -> None:
+async def test_repeated_job_id_answered_from_cache(
+    settings: Settings, engine: Engine, aredis: aioredis.Redis, speech: list[np.ndarray]
+) -> None:
     async with ResultCollector(aredis) as col, running_worker(settings, engine) as worker:
         job = await put_job(aredis, speech[0], utt=0)
         await col.wait(1)
@@ -175,8 +188,9 @@ async def test_repeated_job_id_answered_from_cache(settings: Settings, engine: E
     assert results[0].text == results[1].text
 
 
-async def test_word_timestamps_are_session_times(settings: Settings, engine: Engine,
-                                                 aredis: aioredis.Redis, speech: list[np.ndarray]) -> None:
+async def test_word_timestamps_are_session_times(
+    settings: Settings, engine: Engine, aredis: aioredis.Redis, speech: list[np.ndarray]
+) -> None:
     async with ResultCollector(aredis) as col, running_worker(settings, engine):
         await put_job(aredis, speech[1], word_timestamps=True, t0=10.0)
         [r] = await col.wait(1)
@@ -185,8 +199,9 @@ async def test_word_timestamps_are_session_times(settings: Settings, engine: Eng
     assert "".join(w["word"] for w in r.words).strip() == r.text
 
 
-async def test_auto_language_is_detected(settings: Settings, engine: Engine, aredis: aioredis.Redis,
-                                         speech: list[np.ndarray]) -> None:
+async def test_auto_language_is_detected(
+    settings: Settings, engine: Engine, aredis: aioredis.Redis, speech: list[np.ndarray]
+) -> None:
     async with ResultCollector(aredis) as col, running_worker(settings, engine):
         await put_job(aredis, speech[0], lang=None)
         [r] = await col.wait(1)
@@ -195,8 +210,9 @@ async def test_auto_language_is_detected(settings: Settings, engine: Engine, are
     assert r.error is None and r.language == "en"
 
 
-async def test_metrics_queue_depth_agrees_with_redis(settings: Settings, aredis: aioredis.Redis,
-                                                     sredis, speech: list[np.ndarray]) -> None:  # type: ignore[no-untyped-def]
+async def test_metrics_queue_depth_agrees_with_redis(
+    settings: Settings, aredis: aioredis.Redis, sredis: Any, speech: list[np.ndarray]
+) -> None:
     import httpx
 
     from decoder.metrics import DecoderMetrics
@@ -214,8 +230,10 @@ async def test_metrics_queue_depth_agrees_with_redis(settings: Settings, aredis:
         body = httpx.get("http://127.0.0.1:%d/metrics" % port, timeout=5).text
     finally:
         metrics.close()
-    info = {g["name"].decode() if isinstance(g["name"], bytes) else g["name"]: g
-            for g in sredis.xinfo_groups(keys.STREAM_FINAL)}
+    info = {
+        g["name"].decode() if isinstance(g["name"], bytes) else g["name"]: g
+        for g in sredis.xinfo_groups(keys.STREAM_FINAL)
+    }
     undelivered = 5 - 2
     assert info[keys.GROUP]["pending"] == 2
     assert 'stt_queue_depth{stream="stt:jobs:final"} %.1f' % (undelivered + 2) in body

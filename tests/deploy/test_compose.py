@@ -23,8 +23,9 @@ def compose() -> dict[str, Any]:
     exe = shutil.which("docker-compose")
     if exe is None:
         pytest.skip("docker-compose is not installed (scripts/test installs it with apt when run as root)")
-    out = subprocess.run([exe, "--profile", "gpu", "--profile", "cpu", "config"], cwd=DEPLOY,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [exe, "--profile", "gpu", "--profile", "cpu", "config"], cwd=DEPLOY, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     config: dict[str, Any] = yaml.safe_load(out.stdout)
     return config

@@ -1,16 +1,93 @@
+"""Gateways for the tests: in this process (uvicorn serving the real app on a free port, a
+decoder worker with the micro model beside it), or as a cluster of real `stt` processes."""
+
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from client.speech import SENTENCES, Speech, conversation
 from common.redis_server import free_port
 from common.settings import Settings
-from tests.conftest import Proc, make_settings, settings_env, wait_for
+from decoder.engine import Engine
+from gateway.main import server_config
+from gateway.state import GatewayState
+from tests.conftest import REAL_MODEL, Proc, async_wait_for, make_settings, settings_env, wait_for
+from tests.jobs import running_worker
+
+
+@dataclass
+class Gateway:
+    """A gateway served in this process."""
+
+    url: str
+    http: str
+    settings: Settings
+    state: GatewayState
+
+
+@contextlib.asynccontextmanager
+async def serve_gateway(settings: Settings) -> AsyncIterator[Gateway]:
+    config = server_config(settings)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(), name="gateway")
+    await async_wait_for(lambda: server.started or task.done(), 20, "the gateway to start")
+    if task.done():
+        task.result()
+        raise AssertionError("the gateway stopped at start")
+    base = "%s:%d" % (settings.HOST, settings.PORT)
+    try:
+        app: Any = config.app
+        yield Gateway("ws://%s/v1/listen" % base, "http://%s" % base, settings, app.state.gw)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture(scope="session")
+def micro_engine(micro_model: Path) -> Engine:
+    engine = Engine(make_settings(micro_model, "redis://127.0.0.1:1/0", DECODE_BATCH=2))
+    engine.load()
+    return engine
+
+
+@pytest.fixture
+async def gateway(
+    request: pytest.FixtureRequest, micro_model: Path, micro_engine: Engine, redis_url: str
+) -> AsyncIterator[Gateway]:
+    """A gateway in this process and a decoder worker beside it, with the micro model, or the real
+    tiny.en when the parametrization says {"MODEL_NAME": "tiny.en"}; {"decoder": False}: no
+    decoder. Settings overrides come from indirect parametrization."""
+    overrides: dict[str, Any] = {"DECODE_BATCH": 2, "FINAL_TIMEOUT_S": 8.0, **getattr(request, "param", {})}
+    with_decoder = overrides.pop("decoder", True)
+    engine = micro_engine
+    if overrides.get("MODEL_NAME") == REAL_MODEL:
+        engine = request.getfixturevalue("real_engine")
+    port = free_port()
+    settings = make_settings(
+        micro_model,
+        redis_url,
+        PORT=port,
+        HOST="127.0.0.1",
+        GATEWAY_ID="gw-%d" % port,
+        DECODER_ID="dec-local",
+        **overrides,
+    )
+    async with serve_gateway(settings) as gw:
+        if not with_decoder:
+            yield gw
+            return
+        async with running_worker(settings, engine):
+            await async_wait_for(lambda: gw.state.live_decoders(), 10, "the decoder's heartbeat")
+            yield gw
 
 
 @dataclass
@@ -36,13 +113,15 @@ def _ready(http: str) -> bool:
 
 
 @pytest.fixture
-def cluster(request: pytest.FixtureRequest, spawn: Callable[..., Proc], micro_model: Path,
-            redis_url: str) -> Iterator[Cluster]:
+def cluster(
+    request: pytest.FixtureRequest, spawn: Callable[..., Proc], micro_model: Path, redis_url: str
+) -> Iterator[Cluster]:
     """A decoder and a gateway process; settings overrides come from indirect parametrization."""
     port = free_port()
     overrides = {"DECODE_BATCH": 2, "FINAL_TIMEOUT_S": 8.0, **getattr(request, "param", {})}
-    settings = make_settings(micro_model, redis_url, PORT=port, HOST="127.0.0.1", GATEWAY_ID="gw-%d" % port,
-                             **overrides)
+    settings = make_settings(
+        micro_model, redis_url, PORT=port, HOST="127.0.0.1", GATEWAY_ID="gw-%d" % port, **overrides
+    )
     env = settings_env(settings)
     decoder = spawn(["decoder"], {**env, "DECODER_ID": "dec-1"}, name="decoder")
     gateway = spawn(["gateway"], env, name="gateway")

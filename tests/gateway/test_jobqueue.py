@@ -34,7 +34,8 @@ async def test_appends_of_one_turn_share_a_pipeline_and_keep_their_own_lengths(a
 async def test_a_failing_command_fails_only_its_caller(aredis: Any) -> None:
     queue = JobQueue(aredis, 60)
     await aredis.xadd(keys.audio_key("bad", 0), {"x": "y"})  # APPEND on a stream: WRONGTYPE
-    good, bad = await asyncio.gather(queue.append_audio("good", 0, b"\x00\x00"),
-                                     queue.append_audio("bad", 0, b"\x00\x00"), return_exceptions=True)
+    good, bad = await asyncio.gather(
+        queue.append_audio("good", 0, b"\x00\x00"), queue.append_audio("bad", 0, b"\x00\x00"), return_exceptions=True
+    )
     assert good == 2
     assert isinstance(bad, ResponseError) and "WRONGTYPE" in str(bad)

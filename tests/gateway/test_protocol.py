@@ -1,11 +1,11 @@
-"""The gateway end to end: real WebSocket clients, a real gateway and decoder process, real Redis,
-the micro model and espeak-ng speech with known pauses."""
+"""The client protocol against a gateway served in this process (uvicorn on a free port, the real
+app) and a decoder worker with the micro model beside it: real WebSocket clients, real Redis,
+espeak-ng speech with known pauses. Every error path of the contract has its case here."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import signal
 from typing import Any
 
 import httpx
@@ -17,14 +17,15 @@ from websockets.exceptions import ConnectionClosed
 from client.speech import SENTENCES, Speech, conversation
 from common import keys
 from common.audio import float32_to_pcm16
-from common.messages import decode_job
+from common.messages import Result, decode_job, encode_result
+from gateway import ws as gateway_ws
 from tests.conftest import async_wait_for, make_settings
-from tests.gateway.conftest import Cluster
+from tests.gateway.conftest import Gateway
 from tests.gateway.wsclient import check_invariants, finals, run_session
 
 
-async def test_three_sentences_three_finals_with_their_spans(cluster: Cluster, three_sentences: Speech) -> None:
-    msgs = await run_session(cluster.url, three_sentences.pcm16)
+async def test_three_sentences_three_finals_with_their_spans(gateway: Gateway, three_sentences: Speech) -> None:
+    msgs = await run_session(gateway.url, three_sentences.pcm16)
     check_invariants(msgs)
     got = finals(msgs)
     assert [f["utterance"] for f in got] == [0, 1, 2]
@@ -36,84 +37,59 @@ async def test_three_sentences_three_finals_with_their_spans(cluster: Cluster, t
 
 
 @pytest.mark.parametrize("rate", [8000, 16000, 48000, 44100])
-async def test_rates_and_base64_give_the_same_utterances(cluster: Cluster, three_sentences: Speech,
-                                                         rate: int) -> None:
+async def test_rates_and_base64_give_the_same_utterances(gateway: Gateway, three_sentences: Speech, rate: int) -> None:
     pcm = three_sentences.pcm16_at(rate)
-    msgs = await run_session(cluster.url, pcm, rate=rate, base64_json=rate == 16000)
+    msgs = await run_session(gateway.url, pcm, rate=rate, base64_json=rate == 16000)
     check_invariants(msgs)
     assert len(finals(msgs)) == 3
 
 
-async def test_two_sessions_get_only_their_own_results(cluster: Cluster) -> None:
+async def test_two_sessions_get_only_their_own_results(gateway: Gateway) -> None:
     a = conversation([SENTENCES[0]], tail_s=1.5)
     b = conversation(list(SENTENCES[3:5]), pause_s=1.2)
-    ma, mb = await asyncio.gather(run_session(cluster.url, a.pcm16), run_session(cluster.url, b.pcm16))
+    ma, mb = await asyncio.gather(run_session(gateway.url, a.pcm16), run_session(gateway.url, b.pcm16))
     check_invariants(ma)
     check_invariants(mb)
     assert len(finals(ma)) == 1 and len(finals(mb)) == 2
     assert ma[0]["session_id"] != mb[0]["session_id"]
 
 
-async def test_decoder_stopped_then_restarted_final_arrives_once(cluster: Cluster, spawn: Any,
-                                                                aredis: Any) -> None:
-    cluster.decoder.signal(signal.SIGTERM)
-    assert await asyncio.to_thread(cluster.decoder.wait, 30) == 0
-    speech = conversation([SENTENCES[0]], tail_s=1.5)
-    task = asyncio.create_task(run_session(cluster.url, speech.pcm16, start={"interim": False}))
-    await async_wait_for(lambda: aredis.xlen(keys.STREAM_FINAL), 30, "the final to be queued")
-    spawn(["decoder"], {**cluster.env, "DECODER_ID": "dec-2"}, name="decoder2")
-    msgs = await asyncio.wait_for(task, 60)
-    check_invariants(msgs)
-    assert len(finals(msgs)) == 1
-
-
-@pytest.mark.parametrize("cluster", [{"FINAL_TIMEOUT_S": 60.0}], indirect=True)
-async def test_result_lost_while_resubscribing_is_answered_from_the_cache(cluster: Cluster, spawn: Any,
-                                                                         aredis: Any) -> None:
-    """The gateway's subscription drops, and the decoder publishes the final to nobody meanwhile.
-    On resubscribing the gateway re-queues it; the decoder answers from its result cache (no
-    second decode) long before FINAL_TIMEOUT_S would have re-queued it."""
-    cluster.decoder.signal(signal.SIGTERM)
-    assert await asyncio.to_thread(cluster.decoder.wait, 30) == 0
-    speech = conversation([SENTENCES[0]], tail_s=1.5)
-    task = asyncio.create_task(run_session(cluster.url, speech.pcm16, start={"interim": False}))
-    await async_wait_for(lambda: aredis.xlen(keys.STREAM_FINAL), 30, "the final to be queued")
-    channel = keys.results_channel(cluster.settings.GATEWAY_ID)
-    cluster.gateway.signal(signal.SIGSTOP)
-    try:
-        assert await aredis.client_kill_filter(_type="pubsub") == 1
-        assert (await aredis.pubsub_numsub(channel))[0][1] == 0
-        decoder = spawn(["decoder"], {**cluster.env, "DECODER_ID": "dec-2"}, name="decoder2")
-        [(_, fields)] = await aredis.xrange(keys.STREAM_FINAL)
-        job_id = decode_job(fields[keys.JOB_FIELD]).id
-        await async_wait_for(lambda: aredis.exists(keys.result_key(job_id)), 60, "the final decoded")
-    finally:
-        cluster.gateway.signal(signal.SIGCONT)
-    msgs = await asyncio.wait_for(task, 30)
-    check_invariants(msgs)
-    assert len(finals(msgs)) == 1
-    await async_wait_for(lambda: "answered from the result cache" in decoder.output(), 10, "the cache hit")
-    assert decoder.output().count("answered from the result cache") == 1
-
-
-async def _expect(ws: Any, code: str) -> dict[str, Any]:
+async def expect_error(ws: Any, code: str) -> dict[str, Any]:
     while True:
-        msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        msg: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 10))
         if msg["type"] == "error":
             assert msg["code"] == code, msg
             return msg
+
+
+async def read_until_closed(ws: Any, timeout: float = 10) -> list[dict[str, Any]]:
+    msgs: list[dict[str, Any]] = []
+    with pytest.raises(ConnectionClosed):
+        while True:
+            msgs.append(json.loads(await asyncio.wait_for(ws.recv(), timeout)))
+    return msgs
+
+
+async def stop_and_expect_done(ws: Any) -> None:
+    await ws.send(json.dumps({"op": "stop"}))
+    types = []
+    async for raw in ws:
+        types.append(json.loads(raw)["type"])
+        if types[-1] == "done":
+            break
+    assert types[-1] == "done"
 
 
 BAD_INPUTS = ["bad_json", "unknown_op", "not_started", "odd_bytes", "bad_sample_rate", "frame_too_large"]
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
-async def test_bad_input_gets_clear_error_and_spares_other_sessions(cluster: Cluster, case: str) -> None:
+async def test_bad_input_gets_clear_error_and_spares_other_sessions(gateway: Gateway, case: str) -> None:
     clean = conversation([SENTENCES[4]], tail_s=1.5)
-    clean_task = asyncio.create_task(run_session(cluster.url, clean.pcm16, speed=4.0))
-    async with websockets.connect(cluster.url, max_size=2**23) as ws:
-        fatal = {"bad_sample_rate": 4400, "frame_too_large": 1009}
-        if case not in ("not_started",):
+    clean_task = asyncio.create_task(run_session(gateway.url, clean.pcm16, speed=4.0))
+    fatal = {"bad_sample_rate": 4400, "frame_too_large": 1009}
+    async with websockets.connect(gateway.url, max_size=2**23) as ws:
+        if case != "not_started":
             rate = 12345678 if case == "bad_sample_rate" else 16000
             await ws.send(json.dumps({"op": "start", "sample_rate": rate, "lang": "en"}))
         if case == "bad_json":
@@ -125,66 +101,171 @@ async def test_bad_input_gets_clear_error_and_spares_other_sessions(cluster: Clu
         elif case == "odd_bytes":
             await ws.send(b"\x00" * 321)
         elif case == "frame_too_large":
-            await ws.send(b"\x00\x00" * (cluster.settings.MAX_FRAME_BYTES // 2 + 8))
-        await _expect(ws, case)
+            await ws.send(b"\x00\x00" * (gateway.settings.MAX_FRAME_BYTES // 2 + 8))
+        await expect_error(ws, case)
         if case in fatal:
-            with pytest.raises(ConnectionClosed):
-                while True:
-                    await asyncio.wait_for(ws.recv(), 10)
+            await read_until_closed(ws)
             assert ws.close_code == fatal[case]
         else:
-            # The session goes on: a keepalive and stop still work.
+            # The session goes on: start (if it was refused audio before it) and stop still work.
             if case == "not_started":
                 await ws.send(json.dumps({"op": "start", "sample_rate": 16000}))
-            await ws.send(json.dumps({"op": "stop"}))
-            types = []
-            async for raw in ws:
-                types.append(json.loads(raw)["type"])
-                if types[-1] == "done":
-                    break
-            assert types[-1] == "done"
+            await stop_and_expect_done(ws)
     if case not in fatal:
         assert ws.close_code == 1000
     clean_msgs = await asyncio.wait_for(clean_task, 60)
     check_invariants(clean_msgs)
     assert len(finals(clean_msgs)) == 1
-    assert cluster.gateway.popen.poll() is None
+    async with httpx.AsyncClient(base_url=gateway.http) as http:
+        assert (await http.get("/ready")).status_code == 200
 
 
-async def test_server_closes_1000_after_done_when_client_stays(cluster: Cluster) -> None:
+async def test_a_second_start_is_refused_and_the_session_goes_on(gateway: Gateway) -> None:
+    speech = conversation([SENTENCES[0]], tail_s=1.5)
+    async with websockets.connect(gateway.url, max_size=2**23) as ws:
+        await ws.send(json.dumps({"op": "start", "sample_rate": 16000, "lang": "en"}))
+        await ws.send(json.dumps({"op": "start", "sample_rate": 8000, "lang": "en"}))
+        error = await expect_error(ws, "already_started")
+        assert error["seq"] == 1
+        for i in range(0, len(speech.pcm16), 3200):
+            await ws.send(speech.pcm16[i : i + 3200])
+        await ws.send(json.dumps({"op": "stop"}))
+        msgs = []
+        async for raw in ws:
+            msgs.append(json.loads(raw))
+            if msgs[-1]["type"] == "done":
+                break
+    assert [m["utterance"] for m in finals(msgs)] == [0]
+
+
+@pytest.mark.parametrize("gateway", [{"API_KEY": "s3cret"}], indirect=True)
+async def test_a_wrong_or_missing_api_key_gets_4401(gateway: Gateway) -> None:
+    for url, headers in (
+        (gateway.url, None),
+        (gateway.url + "?token=nope", None),
+        (gateway.url, {"Authorization": "Bearer nope"}),
+    ):
+        async with websockets.connect(url, additional_headers=headers) as ws:
+            await expect_error(ws, "unauthorized")
+            await read_until_closed(ws)
+            assert ws.close_code == 4401
+    for url, headers in ((gateway.url + "?token=s3cret", None), (gateway.url, {"Authorization": "Bearer s3cret"})):
+        async with websockets.connect(url, additional_headers=headers) as ws:
+            await ws.send(json.dumps({"op": "start", "sample_rate": 16000}))
+            assert json.loads(await ws.recv())["type"] == "started"
+            await stop_and_expect_done(ws)
+
+
+@pytest.mark.parametrize("gateway", [{"IDLE_TIMEOUT_S": 0.5}], indirect=True)
+async def test_a_silent_session_is_closed_after_idle_timeout(gateway: Gateway) -> None:
+    async with websockets.connect(gateway.url) as ws:
+        await ws.send(json.dumps({"op": "start", "sample_rate": 16000}))
+        msgs = await read_until_closed(ws)
+    assert [m["type"] for m in msgs] == ["started", "error", "done"]
+    assert msgs[1]["code"] == "idle_timeout" and ws.close_code == 1000
+
+
+@pytest.mark.parametrize("gateway", [{"MAX_SESSION_S": 1.0}], indirect=True)
+async def test_every_session_ends_after_max_session_s(gateway: Gateway) -> None:
+    async with websockets.connect(gateway.url) as ws:
+        await ws.send(json.dumps({"op": "start", "sample_rate": 16000}))
+
+        async def keep_alive() -> None:
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await ws.send(json.dumps({"op": "keepalive"}))
+                    await asyncio.sleep(0.1)
+
+        pinger = asyncio.create_task(keep_alive())
+        msgs = await read_until_closed(ws)
+        await pinger
+    assert [m["type"] for m in msgs] == ["started", "error", "done"]
+    assert msgs[1]["code"] == "session_too_long" and ws.close_code == 1000
+
+
+@pytest.mark.parametrize(
+    "gateway",
+    [{"decoder": False, "FINAL_TIMEOUT_S": 0.3, "MAX_DELIVERIES": 2, "INTERIM_MIN_MS": 60000}],
+    indirect=True,
+)
+async def test_a_final_without_result_is_requeued_then_fails_by_name(gateway: Gateway, aredis: Any) -> None:
+    """No decoder answers: after FINAL_TIMEOUT_S the final is queued again under the same job id;
+    after MAX_DELIVERIES tries its utterance gets `final_failed`, never silence, then `done`."""
+    speech = conversation([SENTENCES[0]], tail_s=1.5)
+    msgs = await run_session(gateway.url, speech.pcm16, speed=8.0)
+    check_invariants(msgs)
+    [error] = [m for m in msgs if m["type"] == "error"]
+    assert error["code"] == "final_failed" and error["utterance"] == 0
+    assert "no result after 2 tries" in error["message"]
+    queued = [decode_job(fields[keys.JOB_FIELD]).id for _, fields in await aredis.xrange(keys.STREAM_FINAL)]
+    assert queued == [keys.final_job_id(msgs[0]["session_id"], 0)] * 2
+
+
+@pytest.mark.parametrize("gateway", [{"decoder": False, "INTERIM_MIN_MS": 60000}], indirect=True)
+async def test_a_failed_final_becomes_an_error_naming_it_and_later_finals_still_come(
+    gateway: Gateway, aredis: Any
+) -> None:
+    """This test plays the decoder: utterance 0's result is an error, utterance 1's is text."""
+    speech = conversation(list(SENTENCES[:2]), pause_s=1.2)
+    session = asyncio.create_task(run_session(gateway.url, speech.pcm16, speed=8.0))
+    channel = keys.results_channel(gateway.settings.GATEWAY_ID)
+    answered: set[str] = set()
+
+    async def both_answered() -> bool:
+        for _, fields in await aredis.xrange(keys.STREAM_FINAL):
+            job = decode_job(fields[keys.JOB_FIELD])
+            if job.id in answered:
+                continue
+            answered.add(job.id)
+            result = (
+                Result.failure(job, "decode: CUDA failed with error out of memory", "test")
+                if job.utt == 0
+                else Result.answering(job, text="Please call Stella.")
+            )
+            await aredis.publish(channel, encode_result(result))
+        return len(answered) == 2
+
+    await async_wait_for(both_answered, 30, "two finals to answer")
+    msgs = await asyncio.wait_for(session, 30)
+    check_invariants(msgs)
+    error = next(m for m in msgs if m["type"] == "error")
+    assert error["code"] == "final_failed" and error["utterance"] == 0 and "out of memory" in error["message"]
+    assert [(f["utterance"], f["text"]) for f in finals(msgs)] == [(1, "Please call Stella.")]
+    assert msgs.index(error) < msgs.index(finals(msgs)[0])
+
+
+async def test_server_closes_1000_after_done_when_client_stays(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A client written for the seed reads on after `done` until it times out: the gateway
-    waits for it a while, then closes with 1000."""
-    async with websockets.connect(cluster.url) as ws:
+    waits for it a while (DONE_LINGER_S), then closes with 1000."""
+    monkeypatch.setattr(gateway_ws, "DONE_LINGER_S", 0.5)
+    async with websockets.connect(gateway.url) as ws:
         await ws.send(json.dumps({"op": "start", "sample_rate": 16000, "lang": "en"}))
         await ws.send(json.dumps({"op": "stop"}))
-        types = []
-        with pytest.raises(ConnectionClosed):
-            while True:
-                types.append(json.loads(await asyncio.wait_for(ws.recv(), 15))["type"])
-        assert types == ["started", "done"] and ws.close_code == 1000
+        msgs = await read_until_closed(ws, timeout=15)
+    assert [m["type"] for m in msgs] == ["started", "done"] and ws.close_code == 1000
 
 
-async def test_health_status_and_metrics(cluster: Cluster) -> None:
-    await run_session(cluster.url, conversation([SENTENCES[0]], tail_s=1.5).pcm16)
-    async with httpx.AsyncClient(base_url=cluster.http) as http:
+async def test_health_status_and_metrics(gateway: Gateway) -> None:
+    await run_session(gateway.url, conversation([SENTENCES[0]], tail_s=1.5).pcm16)
+    async with httpx.AsyncClient(base_url=gateway.http) as http:
         assert (await http.get("/ready")).json()["ready"] is True
         status = (await http.get("/status")).json()
         assert status["queues"] == {"final": 0, "interim": 0}
-        assert status["decoders"][0]["model"] == cluster.settings.MODEL_NAME
+        assert status["decoders"][0]["model"] == gateway.settings.MODEL_NAME
         body = (await http.get("/metrics")).text
     assert "stt_final_latency_seconds_count 1.0" in body
     assert "stt_gateway_sessions 0.0" in body
 
 
-async def test_overloaded_cluster_refuses_new_session_with_1013(cluster: Cluster, sredis: Any) -> None:
-    cluster.decoder.signal(signal.SIGTERM)  # nobody drains the backlog
-    assert await asyncio.to_thread(cluster.decoder.wait, 30) == 0
-    for _ in range(cluster.settings.MAX_FINAL_BACKLOG):
+@pytest.mark.parametrize("gateway", [{"decoder": False}], indirect=True)
+async def test_overloaded_cluster_refuses_new_session_with_1013(gateway: Gateway, sredis: Any) -> None:
+    for _ in range(gateway.settings.MAX_FINAL_BACKLOG):
         sredis.xadd(keys.STREAM_FINAL, {"job": b"x"})
-    async with websockets.connect(cluster.url) as ws:
-        await _expect(ws, "overloaded")
-        with pytest.raises(ConnectionClosed):
-            await asyncio.wait_for(ws.recv(), 10)
+    async with websockets.connect(gateway.url) as ws:
+        await expect_error(ws, "overloaded")
+        await read_until_closed(ws)
         assert ws.close_code == 1013
 
 

@@ -110,8 +110,11 @@ def analyse(runs: list[ClientRun], speech: Speech, speed: float) -> dict[str, An
                 first_interim.append((mine[0] - (run.t0 + start / speed)) * 1000.0)
                 cadence += [(b - a) * 1000.0 for a, b in itertools.pairwise(mine)]
     return {
-        "finals_expected": len(runs) * len(speech.spans), "finals_missing": missing,
-        "finals_duplicated": duplicated, "finals_out_of_order": out_of_order, "sessions_failed": errors,
+        "finals_expected": len(runs) * len(speech.spans),
+        "finals_missing": missing,
+        "finals_duplicated": duplicated,
+        "finals_out_of_order": out_of_order,
+        "sessions_failed": errors,
         "wer": round(100.0 * word_errors / max(1, words), 2),
         "e2e_final_ms": {"p50": pct(e2e, 50), "p95": pct(e2e, 95), "max": pct(e2e, 100)},
         "service_overhead_ms": {"p50": pct(overhead, 50), "p95": pct(overhead, 95)},
@@ -141,14 +144,28 @@ def floor(speech: Speech, texts: list[str]) -> dict[str, Any]:
         for i, (start, end) in enumerate(speech.spans):
             a, b = max(0, int((start - PRE_ROLL_S) * 16000)), int((end + 0.5) * 16000)
             audio = speech.audio[a:b]
-            job = Job(id="floor", kind="final", session="floor", gateway="", utt=i, audio_key="",
-                      audio_end=len(audio) * 2, lang="en", prompt=final_prompt("", recent))
+            job = Job(
+                id="floor",
+                kind="final",
+                session="floor",
+                gateway="",
+                utt=i,
+                audio_key="",
+                audio_end=len(audio) * 2,
+                lang="en",
+                prompt=final_prompt("", recent),
+            )
             times.append(engine.decode_one(job, audio).decode_ms)
             if i < len(texts) and texts[i]:
                 recent = (recent + " " + texts[i]).strip()
-    return {"model": engine.model_name, "device": engine.device, "compute_type": engine.compute_type,
-            "decode_ms": {"p50": pct(times, 50), "p95": pct(times, 95)}, "decodes": len(times),
-            "wer_direct": round(100.0 * direct_wer, 2)}
+    return {
+        "model": engine.model_name,
+        "device": engine.device,
+        "compute_type": engine.compute_type,
+        "decode_ms": {"p50": pct(times, 50), "p95": pct(times, 95)},
+        "decodes": len(times),
+        "wer_direct": round(100.0 * direct_wer, 2),
+    }
 
 
 class Service:
@@ -164,11 +181,18 @@ class Service:
     def __enter__(self) -> str:
         from stt.supervisor import gateway_status
 
-        env = {**os.environ, "METRICS_PORT": os.environ.get("METRICS_PORT", "0"), **self.env,
-               "PORT": str(self.port), "HOST": "127.0.0.1", "REDIS_URL": ""}
+        env = {
+            **os.environ,
+            "METRICS_PORT": os.environ.get("METRICS_PORT", "0"),
+            **self.env,
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "REDIS_URL": "",
+        }
         print("starting stt up on port %d (model %s) ..." % (self.port, env.get("MODEL_NAME", "base")), flush=True)
-        self.proc = subprocess.Popen([sys.executable, "-m", "stt", "up"], env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stt", "up"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -188,8 +212,9 @@ class Service:
                 self.proc.wait()
 
 
-async def sweep(url: str, speech: Speech, ns: list[int], args: argparse.Namespace,
-                texts: list[str]) -> tuple[list[dict[str, Any]], int]:
+async def sweep(
+    url: str, speech: Speech, ns: list[int], args: argparse.Namespace, texts: list[str]
+) -> tuple[list[dict[str, Any]], int]:
     """Runs N = ns[0], ns[1], … until the SLO breaks; `texts` gets the first run's final texts."""
     results, capacity = [], 0
     for n in ns:
@@ -197,17 +222,28 @@ async def sweep(url: str, speech: Speech, ns: list[int], args: argparse.Namespac
         # Starts spread over one sentence so the clients' utterances do not all end together.
         spread = speech.duration / max(1, len(speech.spans)) / args.speed
         rng = random.Random(n)
-        runs = await asyncio.gather(*(run_client(url, speech, args.speed, rng.uniform(0, spread) if n > 1 else 0)
-                                      for _ in range(n)))
+        runs = await asyncio.gather(
+            *(run_client(url, speech, args.speed, rng.uniform(0, spread) if n > 1 else 0) for _ in range(n))
+        )
         if not texts:
             texts += [m["text"] for _, m in sorted(runs[0].finals, key=lambda f: f[1]["utterance"])]
         stats = {"streams": n, **analyse(list(runs), speech, args.speed)}
         results.append(stats)
         p95 = stats["e2e_final_ms"]["p95"]
-        print("      e2e final p50 %s ms, p95 %s ms; first interim p50 %s ms; WER %.1f%%; missing %d, duplicated %d, "
-              "out of order %d" % (stats["e2e_final_ms"]["p50"], p95, stats["first_interim_ms"]["p50"], stats["wer"],
-                                   stats["finals_missing"], stats["finals_duplicated"],
-                                   stats["finals_out_of_order"]), flush=True)
+        print(
+            "      e2e final p50 %s ms, p95 %s ms; first interim p50 %s ms; WER %.1f%%; missing %d, duplicated %d, "
+            "out of order %d"
+            % (
+                stats["e2e_final_ms"]["p50"],
+                p95,
+                stats["first_interim_ms"]["p50"],
+                stats["wer"],
+                stats["finals_missing"],
+                stats["finals_duplicated"],
+                stats["finals_out_of_order"],
+            ),
+            flush=True,
+        )
         held = p95 is not None and p95 <= args.slo_ms and stats["finals_missing"] == 0
         if not held:
             print("      SLO (p95 <= %.0f ms, nothing missing) not held at N=%d: sweep stops" % (args.slo_ms, n))
@@ -217,15 +253,35 @@ async def sweep(url: str, speech: Speech, ns: list[int], args: argparse.Namespac
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    head = "%6s %9s %9s %9s %10s %10s %10s %11s %8s %6s" % ("N", "e2e p50", "e2e p95", "ovh p50", "queue p95",
-                                                            "decode p50", "interim1st", "cadence p50", "missing",
-                                                            "WER")
+    head = "%6s %9s %9s %9s %10s %10s %10s %11s %8s %6s" % (
+        "N",
+        "e2e p50",
+        "e2e p95",
+        "ovh p50",
+        "queue p95",
+        "decode p50",
+        "interim1st",
+        "cadence p50",
+        "missing",
+        "WER",
+    )
     rows = [head]
     for r in results:
-        rows.append("%6d %9s %9s %9s %10s %10s %10s %11s %8d %5.1f%%" % (
-            r["streams"], r["e2e_final_ms"]["p50"], r["e2e_final_ms"]["p95"], r["service_overhead_ms"]["p50"],
-            r["final_queue_ms"]["p95"], r["final_decode_ms"]["p50"], r["first_interim_ms"]["p50"],
-            r["interim_cadence_ms"]["p50"], r["finals_missing"], r["wer"]))
+        rows.append(
+            "%6d %9s %9s %9s %10s %10s %10s %11s %8d %5.1f%%"
+            % (
+                r["streams"],
+                r["e2e_final_ms"]["p50"],
+                r["e2e_final_ms"]["p95"],
+                r["service_overhead_ms"]["p50"],
+                r["final_queue_ms"]["p95"],
+                r["final_decode_ms"]["p50"],
+                r["first_interim_ms"]["p50"],
+                r["interim_cadence_ms"]["p50"],
+                r["finals_missing"],
+                r["wer"],
+            )
+        )
     return "\n".join(rows)
 
 
@@ -241,8 +297,13 @@ def plot(results: list[dict[str, Any]], slo: float, path: Path, title: str) -> b
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for key, label in (("p50", "end-of-speech to final p50"), ("p95", "end-of-speech to final p95")):
         ax.plot(ns, [r["e2e_final_ms"][key] for r in results], marker="o", label=label)
-    ax.plot(ns, [r["first_interim_ms"]["p50"] for r in results], marker="s", linestyle=":",
-            label="onset to first interim p50")
+    ax.plot(
+        ns,
+        [r["first_interim_ms"]["p50"] for r in results],
+        marker="s",
+        linestyle=":",
+        label="onset to first interim p50",
+    )
     ax.axhline(slo, color="red", linestyle="--", label="SLO (p95)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("concurrent real-time streams")
@@ -263,13 +324,21 @@ def run(args: argparse.Namespace) -> int:
         print("stt bench: --streams takes numbers like 1,2,4,8", file=sys.stderr)
         return ExitCode.USAGE
     print("making speech: %d sentences, %.1f s pauses (espeak-ng) ..." % (args.sentences, args.pause), flush=True)
-    speech = conversation(list(SENTENCES[:args.sentences]), pause_s=args.pause)
-    report: dict[str, Any] = {"benchmark": "stt bench", "label": args.label, "slo_p95_ms": args.slo_ms,
-                              "sentences": args.sentences, "conversation_s": round(speech.duration, 2),
-                              "settings": {k: os.environ[k] for k in ("MODEL_NAME", "DEVICE", "COMPUTE_TYPE",
-                                                                      "DECODE_BATCH", "CPU_THREADS", "DECODERS")
-                                           if k in os.environ},
-                              "cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    speech = conversation(list(SENTENCES[: args.sentences]), pause_s=args.pause)
+    report: dict[str, Any] = {
+        "benchmark": "stt bench",
+        "label": args.label,
+        "slo_p95_ms": args.slo_ms,
+        "sentences": args.sentences,
+        "conversation_s": round(speech.duration, 2),
+        "settings": {
+            k: os.environ[k]
+            for k in ("MODEL_NAME", "DEVICE", "COMPUTE_TYPE", "DECODE_BATCH", "CPU_THREADS", "DECODERS")
+            if k in os.environ
+        },
+        "cpus": os.cpu_count(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     texts: list[str] = []
     try:
         if args.url:
@@ -283,9 +352,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_floor:
         print("floor: decoding the %d utterances directly with faster-whisper ..." % len(speech.spans), flush=True)
         report["floor"] = floor(speech, texts)
-        print("      direct decode p50 %s ms, p95 %s ms; whole-recording WER %.1f%%" % (
-            report["floor"]["decode_ms"]["p50"], report["floor"]["decode_ms"]["p95"], report["floor"]["wer_direct"]),
-            flush=True)
+        print(
+            "      direct decode p50 %s ms, p95 %s ms; whole-recording WER %.1f%%"
+            % (report["floor"]["decode_ms"]["p50"], report["floor"]["decode_ms"]["p95"], report["floor"]["wer_direct"]),
+            flush=True,
+        )
     report["results"] = results
     report["capacity_at_slo"] = capacity
     print()

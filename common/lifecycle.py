@@ -1,0 +1,87 @@
+"""What every long-lived async component shares: a stop flag, a wait that a stop cuts short,
+and the node heartbeat that `/status` and `/ready` read.
+
+Vocabulary, the same in every process: a signal handler calls `stop.request()` and does nothing
+else; loops run `while not stop.requested` and wait with `await stop.sleep(seconds)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from common import keys
+from common.clock import now_ms
+
+logger = logging.getLogger(__name__)
+
+
+class StopFlag:
+    """Set once (from a signal handler, a test or a shutdown), seen by every loop."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def request(self) -> None:
+        self._event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep up to `seconds`; True if a stop was requested meanwhile (or before)."""
+        if self._event.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self._event.wait(), max(0.0, seconds))
+        except TimeoutError:
+            return False
+        return True
+
+
+async def heartbeat(
+    redis: aioredis.Redis,
+    kind: str,
+    node_id: str,
+    fields: Callable[[], Mapping[str, str | int | float]],
+    period_s: float,
+    ttl_s: float,
+    stop: StopFlag,
+) -> None:
+    """Keep `stt:node:{kind}:{id}` alive until stopped (a node whose key expired is gone), then
+    delete it. A failed beat is logged and retried next period: Redis may be away for a while."""
+    key = keys.node_key(kind, node_id)
+    started = now_ms() // 1000
+    while not stop.requested:
+        try:
+            beat: dict[Any, Any] = {
+                "id": node_id,
+                "kind": kind,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "started": started,
+                "seen": now_ms(),
+                **fields(),
+            }
+            pipe = redis.pipeline(transaction=True)
+            pipe.hset(key, mapping=beat)
+            pipe.pexpire(key, int(ttl_s * 1000))
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            logger.debug("%s %s: heartbeat failed: %s", kind, node_id, exc)
+        await stop.sleep(period_s)
+    try:
+        await redis.delete(key)
+    except (RedisError, OSError) as exc:
+        logger.warning("%s %s: could not remove its heartbeat: %s", kind, node_id, exc)
