@@ -5,6 +5,9 @@ from __future__ import annotations
 STREAM_FINAL = "stt:jobs:final"
 STREAM_INTERIM = "stt:jobs:interim"
 STREAM_DEAD = "stt:jobs:dead"
+# Interims are worth nothing once late: their stream is capped (approximately) at this length.
+INTERIM_MAXLEN = 10000
+DEAD_MAXLEN = 10000
 GROUP = "decoders"
 JOB_FIELD = b"job"
 
@@ -29,8 +32,10 @@ def node_key(kind: str, node_id: str) -> str:
     return "stt:node:%s:%s" % (kind, node_id)
 
 
-def node_pattern(kind: str) -> str:
-    return "stt:node:%s:*" % kind
+def node_index(kind: str) -> str:
+    """Sorted set of the live nodes of a kind, scored by when their heartbeat expires (unix ms):
+    who is alive is read without scanning the keyspace."""
+    return "stt:nodes:%s" % kind
 
 
 def final_job_id(session: str, utt: int) -> str:

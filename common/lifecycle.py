@@ -59,29 +59,52 @@ async def heartbeat(
     ttl_s: float,
     stop: StopFlag,
 ) -> None:
-    """Keep `stt:node:{kind}:{id}` alive until stopped (a node whose key expired is gone), then
-    delete it. A failed beat is logged and retried next period: Redis may be away for a while."""
-    key = keys.node_key(kind, node_id)
+    """Keep `stt:node:{kind}:{id}` (and its entry in `stt:nodes:{kind}`) alive until stopped: a
+    node whose heartbeat expired is gone. Then remove both. A failed beat is logged and retried
+    next period: Redis may be away for a while."""
+    key, index = keys.node_key(kind, node_id), keys.node_index(kind)
     started = now_ms() // 1000
     while not stop.requested:
         try:
+            now = now_ms()
             beat: dict[Any, Any] = {
                 "id": node_id,
                 "kind": kind,
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
                 "started": started,
-                "seen": now_ms(),
+                "seen": now,
                 **fields(),
             }
             pipe = redis.pipeline(transaction=True)
             pipe.hset(key, mapping=beat)
             pipe.pexpire(key, int(ttl_s * 1000))
+            pipe.zadd(index, {node_id: now + int(ttl_s * 1000)})
+            pipe.zremrangebyscore(index, "-inf", now)
+            pipe.pexpire(index, int(ttl_s * 3000))
             await pipe.execute()
         except (RedisError, OSError) as exc:
             logger.debug("%s %s: heartbeat failed: %s", kind, node_id, exc)
         await stop.sleep(period_s)
     try:
-        await redis.delete(key)
+        pipe = redis.pipeline(transaction=True)
+        pipe.delete(key)
+        pipe.zrem(index, node_id)
+        await pipe.execute()
     except (RedisError, OSError) as exc:
         logger.warning("%s %s: could not remove its heartbeat: %s", kind, node_id, exc)
+
+
+async def live_nodes(redis: aioredis.Redis, kind: str) -> list[dict[str, str]]:
+    """The heartbeats of the live nodes of a kind (two round trips, no keyspace scan)."""
+    ids: list[Any] = await redis.zrangebyscore(keys.node_index(kind), now_ms(), "+inf")
+    if not ids:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    for node_id in ids:
+        pipe.hgetall(keys.node_key(kind, node_id.decode() if isinstance(node_id, bytes) else node_id))
+    out = []
+    for info in await pipe.execute():
+        if info:
+            out.append({k.decode(): v.decode() for k, v in info.items()})
+    return out

@@ -3,9 +3,28 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 FORMAT = "%(asctime)s %(levelname)-7s %(processName)s %(name)s: %(message)s"
+# API keys in query strings (uvicorn logs the request path) and passwords in Redis URLs.
+_SECRETS = re.compile(r"(?i)(token=|password=|://[^/@:\s]*:)([^&@\s\"']+)")
+
+
+def redact(text: str) -> str:
+    """`text` with API keys and passwords replaced by ***."""
+    return _SECRETS.sub(r"\1***", text) if ("=" in text or "@" in text) else text
+
+
+class RedactSecrets(logging.Filter):
+    """Keeps keys and passwords out of every log line, whoever logs them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
 
 
 def setup_logging(level: str = "INFO", *, process_name: str | None = None) -> None:
@@ -18,6 +37,7 @@ def setup_logging(level: str = "INFO", *, process_name: str | None = None) -> No
         root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(FORMAT))
+    handler.addFilter(RedactSecrets())
     root.addHandler(handler)
     root.setLevel(level)
     # faster-whisper logs every window at DEBUG and a progress line at INFO.

@@ -16,6 +16,7 @@ from typing import Any
 import msgpack
 
 from common.errors import SchemaError
+from common.languages import AUTO, WHISPER_LANGUAGES
 
 SCHEMA_VERSION = 1
 KINDS = ("final", "interim")
@@ -164,6 +165,14 @@ def decode_result(data: bytes) -> Result:
 
 ENCODINGS = ("pcm_s16le",)
 CLIENT_OPS = ("start", "audio", "finalize", "keepalive", "stop")
+PROMPT_MAX_CHARS = 1000  # a longer prompt is refused, not cut: the client should know
+EXCERPT_CHARS = 32  # an error quotes at most this much of what it refuses
+
+
+def excerpt(value: Any) -> str:
+    """A short quote of a client's value for an error message (never the whole of it)."""
+    text = repr(value)
+    return text if len(text) <= EXCERPT_CHARS else "%s… (%d characters)" % (text[:EXCERPT_CHARS], len(text))
 
 
 class ProtocolError(SchemaError):
@@ -203,7 +212,7 @@ def parse_client_text(text: str) -> ClientMessage:
         raise ProtocolError("bad_message", "message must be a JSON object")
     op = obj.get("op")
     if op not in CLIENT_OPS:
-        raise ProtocolError("unknown_op", "unknown op %r (expected one of %s)" % (op, ", ".join(CLIENT_OPS)))
+        raise ProtocolError("unknown_op", "unknown op %s (expected one of %s)" % (excerpt(op), ", ".join(CLIENT_OPS)))
     if op == "start":
         return ClientMessage(op="start", start=_parse_start(obj))
     if op == "audio":
@@ -222,13 +231,16 @@ def _parse_start(obj: dict[str, Any]) -> StartRequest:
     rate = obj.get("sample_rate", 16000)
     if not isinstance(rate, int) or isinstance(rate, bool):
         raise ProtocolError("bad_sample_rate", "sample_rate must be an integer")
-    lang = obj.get("lang", "auto")
+    lang = obj.get("lang", AUTO)
     if lang is not None and not isinstance(lang, str):
         raise ProtocolError("bad_start", "lang must be a string")
+    lang = (lang or AUTO).lower()
+    if lang != AUTO and lang not in WHISPER_LANGUAGES:
+        raise ProtocolError("unknown_language", "lang %s is not a Whisper language code (or auto)" % excerpt(lang))
     encoding = obj.get("encoding", "pcm_s16le")
     if encoding not in ENCODINGS:
         raise ProtocolError(
-            "unsupported_encoding", "encoding %r is not supported (use %s)" % (encoding, ", ".join(ENCODINGS))
+            "unsupported_encoding", "encoding %s is not supported (use %s)" % (excerpt(encoding), ", ".join(ENCODINGS))
         )
     task = obj.get("task", "transcribe")
     if task not in TASKS:
@@ -236,17 +248,21 @@ def _parse_start(obj: dict[str, Any]) -> StartRequest:
     prompt = obj.get("prompt") or ""
     if not isinstance(prompt, str):
         raise ProtocolError("bad_start", "prompt must be a string")
+    if len(prompt) > PROMPT_MAX_CHARS:
+        raise ProtocolError(
+            "field_too_long", "prompt is %d characters; at most %d are taken" % (len(prompt), PROMPT_MAX_CHARS)
+        )
     for flag in ("interim", "word_timestamps"):
         if flag in obj and not isinstance(obj[flag], bool):
             raise ProtocolError("bad_start", "%s must be true or false" % flag)
     return StartRequest(
         sample_rate=rate,
-        lang=None if lang in (None, "", "auto") else lang.lower(),
+        lang=None if lang == AUTO else lang,
         encoding=encoding,
         interim=obj.get("interim", True),
         word_timestamps=obj.get("word_timestamps", False),
         task=task,
-        prompt=prompt[:1000],
+        prompt=prompt,
     )
 
 

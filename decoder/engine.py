@@ -103,6 +103,11 @@ class Engine:
         self.model.model = self.batcher
         self._pool = ThreadPoolExecutor(max_workers=self.settings.DECODE_BATCH, thread_name_prefix="decode")
 
+    @property
+    def multilingual(self) -> bool:
+        """Whether the loaded model hears other languages than English."""
+        return bool(self.model is not None and self.model.model.is_multilingual)
+
     def _tokens(self, text: str) -> list[int]:
         if not text.strip():
             return []

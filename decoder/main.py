@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 async def serve(settings: Settings, engine: Engine) -> None:
     metrics = DecoderMetrics()
     if settings.METRICS_PORT:
-        metrics.serve(settings.METRICS_PORT, settings.redis_url)
+        metrics.serve(settings.METRICS_PORT, settings.redis_url, host=settings.METRICS_HOST)
     metrics.info.labels(settings.decoder_id, engine.model_name, engine.device, engine.compute_type).set(1)
     worker = DecoderWorker(settings, engine, metrics)
     loop = asyncio.get_running_loop()

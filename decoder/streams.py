@@ -106,6 +106,20 @@ class JobStreams:
             e.deliveries = int(info[0]["times_delivered"]) if info else 1
         return entries
 
+    async def prune_consumers(self, min_idle_ms: int) -> list[str]:
+        """Remove the consumers of dead decoders: those that hold no entries and have not read
+        for `min_idle_ms` (a live one reads every second or so; one that returns is re-created by
+        its next read)."""
+        removed = []
+        for stream in (keys.STREAM_FINAL, keys.STREAM_INTERIM):
+            consumers: Any = await self.redis.xinfo_consumers(stream, keys.GROUP)
+            for consumer in consumers:
+                name = _to_str(consumer["name"])
+                if name != self.consumer and int(consumer["pending"]) == 0 and int(consumer["idle"]) >= min_idle_ms:
+                    await self.redis.xgroup_delconsumer(stream, keys.GROUP, name)
+                    removed.append("%s/%s" % (stream, name))
+        return removed
+
     async def ack(self, entries: list[Entry], pipe: Any = None) -> None:
         """XACK and XDEL: the streams hold only work in flight."""
         own = pipe is None
@@ -130,7 +144,7 @@ class JobStreams:
         }
         if entry.raw is not None:
             fields["job"] = entry.raw
-        pipe.xadd(keys.STREAM_DEAD, fields, maxlen=10000, approximate=True)
+        pipe.xadd(keys.STREAM_DEAD, fields, maxlen=keys.DEAD_MAXLEN, approximate=True)
         if entry.job is not None:
             result = Result.failure(entry.job, "dead-lettered: %s" % reason, decoder)
             self._publish(pipe, entry.job, result, cache_ttl=None)

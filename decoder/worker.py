@@ -35,6 +35,8 @@ from decoder.streams import Entry, JobStreams
 logger = logging.getLogger(__name__)
 
 BLOCK_MS = 500
+PRUNE_EVERY_S = 30.0
+DEAD_CONSUMER_IDLE_MS = 60_000  # a live decoder reads far more often than this
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
@@ -53,6 +55,7 @@ class DecoderWorker:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
         self._ready = False
         self._next_claim = 0.0
+        self._next_prune = 0.0
         self._jobs_done = 0
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -131,6 +134,7 @@ class DecoderWorker:
                 "compute_type": self.engine.compute_type,
                 "jobs_done": self._jobs_done,
                 "batch": self.settings.DECODE_BATCH,
+                "multilingual": int(self.engine.multilingual),
             },
             self.settings.HEARTBEAT_S,
             self.settings.NODE_TTL_S,
@@ -149,6 +153,11 @@ class DecoderWorker:
                 logger.info("claimed %d idle entries: %s", len(claimed), ", ".join(e.label for e in claimed))
                 await self._process_mixed(claimed, reclaimed=True)
                 return
+            if time.monotonic() >= self._next_prune:
+                self._next_prune = time.monotonic() + PRUNE_EVERY_S
+                gone = await self.streams.prune_consumers(max(DEAD_CONSUMER_IDLE_MS, 4 * self.settings.CLAIM_IDLE_MS))
+                if gone:
+                    logger.info("removed the consumers of dead decoders: %s", ", ".join(gone))
         finals = await self.streams.read({keys.STREAM_FINAL: ">"}, batch, None)
         if finals:
             await self._process(finals, "final")

@@ -91,7 +91,12 @@ class JobQueue:
     async def enqueue(self, job: Job) -> str:
         if not job.enqueued:
             job.enqueued = now_ms()
-        [entry_id] = await self.writes.pipelined(("xadd", keys.stream_for(job.kind), {keys.JOB_FIELD: encode_job(job)}))
+        # Interims are capped (approximately): a late one is worth nothing, and the cap bounds what
+        # a stalled cluster holds. Finals never are: each is an utterance a client waits for.
+        maxlen = keys.INTERIM_MAXLEN if job.kind == "interim" else None
+        [entry_id] = await self.writes.pipelined(
+            ("xadd", keys.stream_for(job.kind), {keys.JOB_FIELD: encode_job(job)}, "*", maxlen, True)
+        )
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
     async def final_backlog(self) -> int:

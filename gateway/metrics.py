@@ -26,3 +26,9 @@ class GatewayMetrics:
         self.interims_dropped = Counter("stt_interims_dropped", "Interim results not sent", ["reason"], registry=r)
         self.errors = Counter("stt_gateway_errors", "Errors sent to clients", ["code"], registry=r)
         self.audio_seconds = Counter("stt_gateway_audio_seconds", "Audio received", registry=r)
+        self.throttled_seconds = Counter(
+            "stt_gateway_throttled_seconds",
+            "Time clients' sockets went unread: audio faster than real time "
+            "beyond the burst, or too many finals outstanding",
+            registry=r,
+        )

@@ -117,6 +117,8 @@ class Session:
         self.interim_queued_at = 0.0
         self.finals_done = asyncio.Event()  # set while no final is outstanding
         self.finals_done.set()
+        self.room = asyncio.Event()  # set while fewer than MAX_PENDING_FINALS finals are outstanding
+        self.room.set()
 
     # --- audio ---------------------------------------------------------------------------
 
@@ -192,6 +194,8 @@ class Session:
             job=job, start=utt.start, end=end, queued_at=now, ended_at=now, endpoint_ms=waited_s * 1000.0
         )
         self.finals_done.clear()
+        if len(self.pending) >= self.settings.MAX_PENDING_FINALS:
+            self.room.clear()
         await self.queue.enqueue(job)
         logger.info("session %s utt %d: final queued (%.2f-%.2fs, %d bytes)", self.id, utt.n, utt.start, end, audio_end)
 
@@ -301,6 +305,8 @@ class Session:
             self.next_final += 1
         if not self.pending:
             self.finals_done.set()
+        if len(self.pending) < self.settings.MAX_PENDING_FINALS:
+            self.room.set()
 
     def _deliver(self, p: PendingFinal) -> None:
         r = p.result
@@ -323,6 +329,11 @@ class Session:
             self.metrics.final_latency.observe(latency)
             self.send(server_final(r, p.start, p.end, self.start_req.word_timestamps, p.endpoint_ms))
         logger.info("session %s utt %d: final delivered %.0f ms after end of speech", self.id, r.utt, latency * 1000)
+
+    async def wait_for_room(self) -> None:
+        """Until fewer than MAX_PENDING_FINALS finals are outstanding (each resolves by itself:
+        a result, or an error after MAX_DELIVERIES tries)."""
+        await self.room.wait()
 
     @property
     def finals_outstanding(self) -> int:

@@ -1,18 +1,17 @@
 """What one gateway process shares between its sessions: settings, Redis, the job queue, the
-result router, metrics, and the background loops that keep them going."""
+result router, metrics, who may connect, and the background loops that keep them going."""
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from common import keys
-from common.lifecycle import StopFlag, heartbeat
+from common.lifecycle import StopFlag, heartbeat, live_nodes
 from common.settings import Settings
+from gateway.auth import ApiKeys
 from gateway.jobqueue import JobQueue
 from gateway.metrics import GatewayMetrics
 from gateway.router import ResultRouter
@@ -30,27 +29,48 @@ class GatewayState:
         self.queue = JobQueue(self.redis, settings.AUDIO_TTL_S)
         self.router = ResultRouter(self.redis, self.id)
         self.metrics = GatewayMetrics()
+        self.keys = ApiKeys(settings.API_KEY)
         self.stop = StopFlag()
         self.started = time.time()
+        self.connections = 0  # accepted WebSockets, started or not
+        # The live decoders as last read (every HEARTBEAT_S), so that admission, /ready and
+        # /status cost no Redis round trip each.
+        self.decoders: list[dict[str, str]] = []
+        self.redis_ok = False
 
-    async def live_decoders(self) -> list[dict[str, str]]:
-        out = []
-        async for key in self.redis.scan_iter(match=keys.node_pattern("decoder"), count=100):
-            info: dict[Any, Any] = await self.redis.hgetall(key)
-            if info:
-                out.append({k.decode(): v.decode() for k, v in info.items()})
-        return out
+    @property
+    def english_only(self) -> bool:
+        """Whether every live decoder serves an English-only model."""
+        return bool(self.decoders) and all(d.get("multilingual") == "0" for d in self.decoders)
 
     async def heartbeat(self) -> None:
         await heartbeat(
             self.redis,
             "gateway",
             self.id,
-            lambda: {"sessions": len(self.router.sessions), "port": self.settings.PORT},
+            lambda: {
+                "sessions": len(self.router.sessions),
+                "connections": self.connections,
+                "port": self.settings.PORT,
+            },
             self.settings.HEARTBEAT_S,
             self.settings.NODE_TTL_S,
             self.stop,
         )
+
+    async def watch_decoders(self) -> None:
+        while not self.stop.requested:
+            await self.refresh_decoders()
+            await self.stop.sleep(min(1.0, self.settings.HEARTBEAT_S))
+
+    async def refresh_decoders(self) -> None:
+        try:
+            self.decoders = await live_nodes(self.redis, "decoder")
+            self.redis_ok = True
+        except (RedisError, OSError) as exc:
+            if self.redis_ok:
+                logger.warning("gateway %s cannot read the live decoders: %s", self.id, exc)
+            self.redis_ok = False
 
     async def tick_sessions(self) -> None:
         """Every TICK_S: each session frees late interim slots, re-queues late finals, drops audio."""

@@ -1,8 +1,9 @@
 """`stt up`: the whole service on one machine.
 
-Redis from REDIS_URL, else a private redis-server on a free loopback port with its data in a
-temporary directory; DECODERS decoder processes (0: one per visible GPU, else one on the CPU)
-and one gateway on PORT. A child that dies is restarted with backoff. SIGINT/SIGTERM stop the
+Redis from REDIS_URL, else a private redis-server on a unix socket in its own 0700 directory,
+with a random password and an append-only file; DECODERS decoder processes (0: one per visible
+GPU, else one on the CPU) and one gateway on PORT, bound to loopback unless HOST says otherwise.
+A child that dies is restarted with backoff. SIGINT/SIGTERM stop the
 gateway (it drains its sessions), then the decoders (each finishes its batch), then Redis, and
 leave no process behind; children are in their own process group (so a terminal's Ctrl-C
 reaches only this process, which stops them in that order) and die with it if it is killed.
@@ -126,7 +127,7 @@ class Supervisor:
                 logger.error("%s", exc)
                 return ExitCode.UNAVAILABLE
             url = self.redis.url
-            print("stt up: private redis-server on %s (data in %s)" % (url, self.redis.data_dir), flush=True)
+            print("stt up: private redis-server on %s (password protected)" % self.redis.socket_path, flush=True)
         env = {**os.environ, **s.to_env(), "REDIS_URL": url}
         n, gpu = decoder_count(s)
         for i in range(n):
@@ -219,6 +220,9 @@ class Supervisor:
 
 def run(settings: Settings) -> int:
     setup_logging(settings.LOG_LEVEL, process_name="stt-up")
+    if not settings.is_set("HOST"):
+        # One machine, one user: nothing outside it reaches the service unless asked for.
+        settings = settings.replace(HOST="127.0.0.1")
     sup = Supervisor(settings)
     signal.signal(signal.SIGINT, sup.on_signal)
     signal.signal(signal.SIGTERM, sup.on_signal)

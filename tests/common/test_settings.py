@@ -55,3 +55,13 @@ def test_settings_know_what_was_given() -> None:
     assert Settings.from_env({}, MODEL_NAME="base").is_set("MODEL_NAME")
     assert s.replace(DECODERS=2).is_set("DECODERS")
     assert "given" not in {name for name, _, _ in describe()}
+
+
+def test_a_blank_api_key_is_a_configuration_error_not_auth_switched_off() -> None:
+    assert Settings.from_env({"API_KEY": "one,two"}).API_KEY == "one,two"
+    for blank in (" ", "one,,two", "one, "):
+        with pytest.raises(SettingsError, match=r"API_KEY.*blank"):
+            Settings.from_env({"API_KEY": blank})
+    with pytest.raises(SettingsError) as bad_url:
+        Settings.from_env({"REDIS_URL": "http://:hunter2@redis:6379"})
+    assert "hunter2" not in str(bad_url.value)

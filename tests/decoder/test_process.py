@@ -110,7 +110,9 @@ async def test_sigterm_finishes_the_job_in_hand_and_exits_zero(
     assert "stopped after 1 jobs" in proc.output()
 
 
-async def test_decoder_survives_redis_restart(spawn, micro_model: Path, private_redis: RedisServer) -> None:  # type: ignore[no-untyped-def]
+async def test_decoder_survives_redis_restart(
+    spawn: Callable[..., Proc], micro_model: Path, private_redis: RedisServer
+) -> None:
     r = aioredis.Redis.from_url(private_redis.url)
     env = settings_env(make_settings(micro_model, private_redis.url))
     proc = await start_decoder(spawn, r, env, "dec-r")
@@ -118,7 +120,7 @@ async def test_decoder_survives_redis_restart(spawn, micro_model: Path, private_
     private_redis.stop()
     await async_wait_for(lambda: "Redis unavailable" in proc.output(), 20, "the decoder to notice")
     assert proc.popen.poll() is None
-    again = RedisServer(port=private_redis.port, data_dir=private_redis.data_dir).start()
+    private_redis.start()  # same socket, same data
     r = aioredis.Redis.from_url(private_redis.url)
     try:
         async with ResultCollector(r) as col:
@@ -130,4 +132,3 @@ async def test_decoder_survives_redis_restart(spawn, micro_model: Path, private_
     finally:
         await r.aclose()
         proc.stop()
-        again.stop()

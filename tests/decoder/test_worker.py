@@ -239,3 +239,20 @@ async def test_metrics_queue_depth_agrees_with_redis(
     assert 'stt_queue_depth{stream="stt:jobs:final"} %.1f' % (undelivered + 2) in body
     assert 'stt_queue_depth{stream="stt:jobs:interim"} 3.0' in body
     assert "stt_queue_oldest_age_seconds" in body and "stt_redis_up 1.0" in body
+
+
+async def test_the_consumers_of_dead_decoders_are_removed(aredis: aioredis.Redis) -> None:
+    from decoder.streams import JobStreams
+
+    streams = JobStreams(aredis, "alive")
+    await streams.ensure_groups()
+    for consumer in ("dead-one", "dead-holding"):
+        await put_job(aredis, np.zeros(1600, np.float32) + 0.01, session=consumer)
+        await aredis.xreadgroup(keys.GROUP, consumer, {keys.STREAM_FINAL: ">"}, count=1)
+    entries: Any = await aredis.xrange(keys.STREAM_FINAL)
+    first = entries[0][0]
+    await aredis.xack(keys.STREAM_FINAL, keys.GROUP, first)  # dead-one finished its job, then died
+    removed = await streams.prune_consumers(min_idle_ms=0)
+    assert "%s/dead-one" % keys.STREAM_FINAL in removed
+    names = {c["name"] for c in await aredis.xinfo_consumers(keys.STREAM_FINAL, keys.GROUP)}
+    assert names == {b"dead-holding"}  # it still holds an entry: claimed first, removed later

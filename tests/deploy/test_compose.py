@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import os
 import re
 import shutil
 import subprocess
@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
-from common.settings import Settings
+from common.settings import Settings, describe
 from tests.conftest import ROOT
 
 DEPLOY = ROOT / "deploy"
-SETTINGS = {f.name for f in dataclasses.fields(Settings)}
+SETTINGS = {name for name, _, _ in describe()}
+COMPOSE_ENV = {"REDIS_PASSWORD": "test-password-0123456789"}
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,12 @@ def compose() -> dict[str, Any]:
     if exe is None:
         pytest.skip("docker-compose is not installed (scripts/test installs it with apt when run as root)")
     out = subprocess.run(
-        [exe, "--profile", "gpu", "--profile", "cpu", "config"], cwd=DEPLOY, capture_output=True, text=True, timeout=60
+        [exe, "--profile", "gpu", "--profile", "cpu", "config"],
+        env={**os.environ, **COMPOSE_ENV},
+        cwd=DEPLOY,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     config: dict[str, Any] = yaml.safe_load(out.stdout)
@@ -49,8 +55,17 @@ def test_every_environment_variable_is_a_setting(compose: dict[str, Any]) -> Non
 def test_cluster_shape(compose: dict[str, Any]) -> None:
     services = compose["services"]
     redis = services["redis"]
-    assert redis["image"].startswith("redis:7") and "--appendonly" in redis["command"]
-    assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    script = " ".join(redis["command"])
+    assert redis["image"].startswith("redis:7")
+    for option in ("requirepass", "--appendonly yes", "--maxmemory-policy noeviction", "--maxmemory"):
+        assert option in script
+    assert "ports" not in redis, "Redis is reached only inside the compose network"
+    published = {name for name, svc in services.items() if svc.get("ports")}
+    assert published == {"nginx", "prometheus"}
+    for svc in stt_services(compose).values():
+        assert svc["environment"]["REDIS_URL"].startswith("redis://:%s@redis:6379" % COMPOSE_ENV["REDIS_PASSWORD"])
+        if svc["command"][0] == "decoder":
+            assert svc["environment"]["METRICS_HOST"] == "0.0.0.0"
     gpus = []
     for name in ("decoder-gpu-0", "decoder-gpu-1"):
         svc = services[name]

@@ -15,10 +15,11 @@ import pytest
 import uvicorn
 
 from client.speech import SENTENCES, Speech, conversation
+from common.lifecycle import StopFlag, heartbeat
 from common.redis_server import free_port
 from common.settings import Settings
 from decoder.engine import Engine
-from gateway.main import server_config
+from gateway.server import server_config
 from gateway.state import GatewayState
 from tests.conftest import REAL_MODEL, Proc, async_wait_for, make_settings, settings_env, wait_for
 from tests.jobs import running_worker
@@ -59,13 +60,34 @@ def micro_engine(micro_model: Path) -> Engine:
     return engine
 
 
+@contextlib.asynccontextmanager
+async def silent_decoder(redis: Any) -> AsyncIterator[None]:
+    """A decoder's heartbeat without a decoder: jobs are admitted, and nobody answers them."""
+    stop = StopFlag()
+    beat = asyncio.create_task(heartbeat(redis, "decoder", "dec-silent", lambda: {"model": "none"}, 0.2, 5.0, stop))
+    try:
+        yield
+    finally:
+        stop.request()
+        await beat
+
+
+def refreshed(gw: Gateway) -> Callable[[], Any]:
+    async def check() -> bool:
+        await gw.state.refresh_decoders()
+        return bool(gw.state.decoders)
+
+    return check
+
+
 @pytest.fixture
 async def gateway(
     request: pytest.FixtureRequest, micro_model: Path, micro_engine: Engine, redis_url: str
 ) -> AsyncIterator[Gateway]:
     """A gateway in this process and a decoder worker beside it, with the micro model, or the real
-    tiny.en when the parametrization says {"MODEL_NAME": "tiny.en"}; {"decoder": False}: no
-    decoder. Settings overrides come from indirect parametrization."""
+    tiny.en when the parametrization says {"MODEL_NAME": "tiny.en"}; {"decoder": False}: a decoder
+    that sends heartbeats (so sessions are admitted) and never decodes; {"decoder": "none"}: none.
+    Settings overrides come from indirect parametrization."""
     overrides: dict[str, Any] = {"DECODE_BATCH": 2, "FINAL_TIMEOUT_S": 8.0, **getattr(request, "param", {})}
     with_decoder = overrides.pop("decoder", True)
     engine = micro_engine
@@ -82,11 +104,16 @@ async def gateway(
         **overrides,
     )
     async with serve_gateway(settings) as gw:
-        if not with_decoder:
+        if with_decoder == "none":
             yield gw
             return
+        if not with_decoder:
+            async with silent_decoder(gw.state.redis):
+                await async_wait_for(refreshed(gw), 10, "the silent decoder's heartbeat")
+                yield gw
+            return
         async with running_worker(settings, engine):
-            await async_wait_for(lambda: gw.state.live_decoders(), 10, "the decoder's heartbeat")
+            await async_wait_for(lambda: gw.state.decoders, 10, "the decoder's heartbeat")
             yield gw
 
 

@@ -39,3 +39,19 @@ async def test_a_failing_command_fails_only_its_caller(aredis: Any) -> None:
     )
     assert good == 2
     assert isinstance(bad, ResponseError) and "WRONGTYPE" in str(bad)
+
+
+async def test_the_interim_stream_is_capped_and_the_final_stream_is_not(aredis: Any) -> None:
+    from common.messages import Job
+
+    queue = JobQueue(aredis, 60)
+    n = keys.INTERIM_MAXLEN + 3000
+    for kind in ("interim", "final"):
+        await asyncio.gather(
+            *(
+                queue.enqueue(Job(id="j%d" % i, kind=kind, session="s", gateway="g", utt=i, audio_key="a", audio_end=2))
+                for i in range(n)
+            )
+        )
+    assert await aredis.xlen(keys.STREAM_INTERIM) <= keys.INTERIM_MAXLEN + 200  # approximately, as Redis trims
+    assert await aredis.xlen(keys.STREAM_FINAL) == n

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 import websockets
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from client.speech import SENTENCES, Speech, conversation
 from common import keys
@@ -138,22 +138,32 @@ async def test_a_second_start_is_refused_and_the_session_goes_on(gateway: Gatewa
     assert [m["utterance"] for m in finals(msgs)] == [0]
 
 
-@pytest.mark.parametrize("gateway", [{"API_KEY": "s3cret"}], indirect=True)
-async def test_a_wrong_or_missing_api_key_gets_4401(gateway: Gateway) -> None:
+@pytest.mark.parametrize("gateway", [{"API_KEY": "old-key-0123456789,new-key-9876543210"}], indirect=True)
+async def test_a_wrong_or_missing_api_key_is_refused_before_the_upgrade(gateway: Gateway) -> None:
     for url, headers in (
         (gateway.url, None),
         (gateway.url + "?token=nope", None),
-        (gateway.url, {"Authorization": "Bearer nope"}),
+        (gateway.url, {"Authorization": "Bearer old-key-0123456789x"}),
+        (gateway.url, {"Authorization": "Bearer"}),
     ):
-        async with websockets.connect(url, additional_headers=headers) as ws:
-            await expect_error(ws, "unauthorized")
-            await read_until_closed(ws)
-            assert ws.close_code == 4401
-    for url, headers in ((gateway.url + "?token=s3cret", None), (gateway.url, {"Authorization": "Bearer s3cret"})):
+        with pytest.raises(InvalidStatus) as refused:
+            async with websockets.connect(url, additional_headers=headers):
+                pass
+        assert refused.value.response.status_code == 401
+    # Both keys of a rotation work, as a header or as ?token=.
+    for url, headers in (
+        (gateway.url + "?token=old-key-0123456789", None),
+        (gateway.url, {"Authorization": "Bearer new-key-9876543210"}),
+    ):
         async with websockets.connect(url, additional_headers=headers) as ws:
             await ws.send(json.dumps({"op": "start", "sample_rate": 16000}))
             assert json.loads(await ws.recv())["type"] == "started"
             await stop_and_expect_done(ws)
+    async with httpx.AsyncClient(base_url=gateway.http) as http:
+        assert (await http.get("/status")).status_code == 401
+        assert (await http.get("/metrics")).status_code == 401
+        assert (await http.get("/status", headers={"Authorization": "Bearer new-key-9876543210"})).status_code == 200
+        assert (await http.get("/ready")).status_code == 200  # for load balancers: says nothing else
 
 
 @pytest.mark.parametrize("gateway", [{"IDLE_TIMEOUT_S": 0.5}], indirect=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import websockets
@@ -20,9 +21,17 @@ async def run_session(
     speed: float = 8.0,
     start: dict[str, Any] | None = None,
     timeout: float = 60.0,
+    after_start: Callable[[], Awaitable[None]] | None = None,
 ) -> list[dict[str, Any]]:
+    """Stream `pcm`, stop, and return every message up to `done` (`after_start` runs once the
+    session is started, before any audio is sent)."""
     async with websockets.connect(url, max_size=2**23) as ws:
         await ws.send(json.dumps({"op": "start", "sample_rate": rate, "lang": "en", **(start or {})}))
+        if after_start is not None:
+            first = await ws.recv()
+            await after_start()
+        else:
+            first = None
         step = rate * 2 * chunk_ms // 1000
         for i in range(0, len(pcm), step):
             chunk = pcm[i : i + step]
@@ -32,7 +41,7 @@ async def run_session(
                 await ws.send(chunk)
             await asyncio.sleep(chunk_ms / 1000 / speed)
         await ws.send(json.dumps({"op": "stop"}))
-        out = []
+        out = [json.loads(first)] if first is not None else []
         async with asyncio.timeout(timeout):
             async for raw in ws:
                 out.append(json.loads(raw))

@@ -103,7 +103,7 @@ def test_stt_client_streams_a_wav_through_stt_up(stt_up: Callable[..., Proc], th
     speech, wav = three
     port = free_port()
     up = stt_up(port)
-    assert "ws://0.0.0.0:%d/v1/listen" % port in up.output()
+    assert "ws://127.0.0.1:%d/v1/listen" % port in up.output()
     url = "ws://127.0.0.1:%d/v1/listen" % port
     plain = stt_client(str(wav), "--url", url, "--speed", "4")
     assert plain.returncode == 0, plain.stderr

@@ -1,0 +1,103 @@
+"""The outgoing side of one WebSocket: messages in order, stamped with `seq`, and a client that
+stops reading cannot make the gateway hold more than a bounded amount for it.
+
+One writer task sends queued messages. A client that does not read fills the socket's buffers
+first, then the writer waits; if it waits longer than SEND_TIMEOUT_S, or MAX_OUTBOX messages pile
+up behind it, the connection is given up: the session ends, its close frame (1008) is queued,
+and the server drops the socket (see gateway/server.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+from typing import Any
+
+from fastapi import WebSocket
+from starlette.websockets import WebSocketDisconnect
+
+from gateway.metrics import GatewayMetrics
+
+logger = logging.getLogger(__name__)
+
+CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_INTERNAL, CLOSE_OVERLOADED = 1000, 1008, 1009, 1011, 1013
+CLOSE_BAD_REQUEST = 4400
+MAX_OUTBOX = 500  # messages waiting for a client before it counts as not reading
+MAX_ERRORS = 100  # errors one connection may earn before it is closed (1008)
+
+
+class Connection:
+    def __init__(self, ws: WebSocket, metrics: GatewayMetrics, send_timeout_s: float) -> None:
+        self.ws = ws
+        self.metrics = metrics
+        self.send_timeout_s = send_timeout_s
+        self.seq = 0
+        self.errors = 0
+        self.gone = asyncio.Event()  # set when the client cannot be written to any more
+        self._outbox: collections.deque[dict[str, Any] | int] = collections.deque()
+        self._ready = asyncio.Event()
+        self.writer = asyncio.create_task(self._write(), name="ws-writer")
+
+    def send(self, msg: dict[str, Any]) -> None:
+        if self.gone.is_set():
+            return
+        if msg.get("type") == "error":
+            self.metrics.errors.labels(msg.get("code", "")).inc()
+            self.errors += 1
+            if self.errors > MAX_ERRORS:
+                self._give_up("more than %d errors" % MAX_ERRORS, drop_queued=False)
+                return
+        if len(self._outbox) >= MAX_OUTBOX:
+            self._give_up("%d messages waiting: the client does not read" % MAX_OUTBOX, drop_queued=True)
+            return
+        self._outbox.append(msg)
+        self._ready.set()
+
+    def close_when_sent(self, code: int) -> None:
+        """Close with `code` once the messages queued before it are sent."""
+        self._outbox.append(code)
+        self._ready.set()
+
+    def _give_up(self, why: str, drop_queued: bool) -> None:
+        logger.warning("closing a connection (1008): %s", why)
+        self.metrics.errors.labels("not_reading" if drop_queued else "too_many_errors").inc()
+        if drop_queued:
+            self._outbox.clear()
+        self._outbox.append(CLOSE_POLICY)
+        self._ready.set()
+        self.gone.set()
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                await self._ready.wait()
+                if not self._outbox:
+                    self._ready.clear()
+                    continue
+                item = self._outbox.popleft()
+                if isinstance(item, int):
+                    await asyncio.wait_for(self.ws.close(item), self.send_timeout_s)
+                    return
+                item["seq"] = self.seq
+                self.seq += 1
+                await asyncio.wait_for(self.ws.send_text(json.dumps(item, separators=(",", ":"))), self.send_timeout_s)
+        except TimeoutError:
+            logger.warning("closing a connection: nothing it was sent was read for %.0fs", self.send_timeout_s)
+            self.metrics.errors.labels("not_reading").inc()
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass  # the client went away; nothing more can reach it
+        finally:
+            self.gone.set()
+            self._outbox.clear()
+
+    async def finish(self, timeout: float = 5.0) -> None:
+        """Let the writer send what is queued (a bounded wait), then stop it."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self.writer), timeout)
+        except TimeoutError:
+            self.writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.writer
