@@ -74,7 +74,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             total = args.jobs + args.warmup
             for i in range(total):
                 clip = clips[i % len(clips)]
-                end = await queue.append_audio("bench", i, float32_to_pcm16(clip))
+                end = await queue.append_audio("bench", i, float32_to_pcm16(clip), 0)
                 job = Job(
                     id=keys.final_job_id("bench", i),
                     kind=args.kind,

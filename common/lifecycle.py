@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -48,6 +48,51 @@ class StopFlag:
         except TimeoutError:
             return False
         return True
+
+
+class Watchdog:
+    """The long-lived tasks of a process. They run until a stop; one that ends before (an
+    exception, or a return it should never make) is logged with its traceback, `failed` names
+    it, and `on_failure` is called so the process can fail its readiness and exit non-zero (its
+    supervisor restarts it). Nothing it starts is fire-and-forget."""
+
+    def __init__(self, stop: StopFlag, on_failure: Callable[[str], None] | None = None) -> None:
+        self.stop = stop
+        self.on_failure = on_failure
+        self.failed: str | None = None
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    def start(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._ended)
+        self.tasks.append(task)
+        return task
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            if self.stop.requested:
+                return
+            error: BaseException | None = None
+        else:
+            error = task.exception()
+            if error is None and self.stop.requested:
+                return
+        reason = "task %s %s" % (task.get_name(), "died: %r" % error if error else "ended before a stop")
+        logger.error("%s", reason, exc_info=error)
+        if self.failed is None:
+            self.failed = reason
+            if self.on_failure is not None:
+                self.on_failure(reason)
+
+    async def finish(self, timeout: float) -> None:
+        """After a stop: give the tasks `timeout` seconds to end by themselves, then cancel them."""
+        self.stop.request()
+        if not self.tasks:
+            return
+        _done, pending = await asyncio.wait(self.tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 async def heartbeat(

@@ -104,6 +104,43 @@ _JOB_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+_RESULT_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (str,),
+    "kind": (str,),
+    "session": (str,),
+    "utt": (int,),
+    "rev": (int,),
+    "text": (str,),
+    "language": (str, type(None)),
+    "words": (list, type(None)),
+    "audio_s": (float, int),
+    "queue_ms": (float, int),
+    "decode_ms": (float, int),
+    "decoder": (str,),
+    "no_speech": (bool,),
+    "error": (str, type(None)),
+    "v": (int,),
+}
+
+
+def _checked_fields(
+    obj: dict[str, Any], fields: dict[str, dataclasses.Field[Any]], types: dict[str, tuple[type, ...]], what: str
+) -> dict[str, Any]:
+    """The known fields of `obj`, each of its declared type; SchemaError names the first that is not."""
+    missing = [n for n, f in fields.items() if n not in obj and f.default is dataclasses.MISSING]
+    if missing:
+        raise SchemaError("%s lacks %s" % (what, ", ".join(missing)))
+    kwargs: dict[str, Any] = {}
+    for name, value in obj.items():
+        if name not in fields:
+            continue  # fields added by a newer minor revision are ignored
+        allowed = types[name]
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise SchemaError("%s field %s has type %s" % (what, name, type(value).__name__))
+        kwargs[name] = value
+    return kwargs
+
+
 def _pack(obj: Any) -> bytes:
     packed: bytes = msgpack.packb(dataclasses.asdict(obj), use_bin_type=True)
     return packed
@@ -128,16 +165,7 @@ def encode_job(job: Job) -> bytes:
 
 def decode_job(data: bytes) -> Job:
     obj = _unpack_map(data, "job")
-    missing = [n for n, f in _JOB_FIELDS.items() if n not in obj and f.default is dataclasses.MISSING]
-    if missing:
-        raise SchemaError("job lacks %s" % ", ".join(missing))
-    kwargs: dict[str, Any] = {}
-    for name, value in obj.items():
-        if name not in _JOB_FIELDS:
-            continue  # fields added by a newer minor revision are ignored
-        if not isinstance(value, _JOB_TYPES[name]) or (isinstance(value, bool) and bool not in _JOB_TYPES[name]):
-            raise SchemaError("job field %s has type %s" % (name, type(value).__name__))
-        kwargs[name] = value
+    kwargs = _checked_fields(obj, _JOB_FIELDS, _JOB_TYPES, "job")
     job = Job(**kwargs)
     if job.kind not in KINDS:
         raise SchemaError("job kind %r is not one of %s" % (job.kind, ", ".join(KINDS)))
@@ -154,10 +182,12 @@ def encode_result(result: Result) -> bytes:
 
 def decode_result(data: bytes) -> Result:
     obj = _unpack_map(data, "result")
-    try:
-        return Result(**{k: v for k, v in obj.items() if k in _RESULT_FIELDS})
-    except TypeError as exc:
-        raise SchemaError("result is incomplete: %s" % exc) from None
+    result = Result(**_checked_fields(obj, _RESULT_FIELDS, _RESULT_TYPES, "result"))
+    if result.kind not in KINDS:
+        raise SchemaError("result kind %r is not one of %s" % (result.kind, ", ".join(KINDS)))
+    if result.words is not None and not all(isinstance(w, dict) for w in result.words):
+        raise SchemaError("result words must be maps")
+    return result
 
 
 # --------------------------------------------------------------------------------------------

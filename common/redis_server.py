@@ -54,12 +54,20 @@ class RedisServer:
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="stt-redis-")
         os.chmod(self.data_dir, 0o700)
         self.password = password or secrets.token_urlsafe(24)
+        fd = os.open(self.password_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.password + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
         self.executable = find_redis_server()
 
     @property
     def socket_path(self) -> str:
         return os.path.join(self.data_dir, "redis.sock")
+
+    @property
+    def password_path(self) -> str:
+        """Where the password is kept for its owner (redis-cli, tools): inside the 0700 directory."""
+        return os.path.join(self.data_dir, "password")
 
     @property
     def url(self) -> str:

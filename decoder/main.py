@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 
 from common.errors import ExitCode, ModelLoadError
 from common.logs import setup_logging
@@ -14,6 +15,7 @@ from decoder.metrics import DecoderMetrics
 from decoder.worker import DecoderWorker
 
 logger = logging.getLogger(__name__)
+stopping = threading.Event()  # set by a signal that came before the event loop ran
 
 
 async def serve(settings: Settings, engine: Engine) -> None:
@@ -25,14 +27,25 @@ async def serve(settings: Settings, engine: Engine) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop.request)
+    if stopping.is_set():
+        worker.stop.request()
     try:
         await worker.run()
     finally:
         metrics.close()
+    if worker.failed:
+        raise DecoderFailed(worker.failed)
+
+
+class DecoderFailed(Exception):
+    """A task the decoder needs died (logged where it happened)."""
 
 
 def run(settings: Settings) -> int:
     setup_logging(settings.LOG_LEVEL, process_name="decoder")
+    # A stop asked for while the model loads (the loop does not run yet) is remembered; the
+    # decoder then stops at once, exit 0, with no traceback.
+    previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     engine = Engine(settings)
     try:
         engine.load()
@@ -41,7 +54,13 @@ def run(settings: Settings) -> int:
         return ExitCode.UNAVAILABLE
     try:
         asyncio.run(serve(settings, engine))
+    except DecoderFailed as exc:
+        logger.error("decoder %s exits: %s", settings.decoder_id, exc)
+        return ExitCode.SOFTWARE
     except Exception:
         logger.exception("decoder %s crashed", settings.decoder_id)
         return ExitCode.SOFTWARE
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return ExitCode.OK

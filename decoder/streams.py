@@ -41,6 +41,11 @@ def _to_str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _id_order(entry_id: str) -> tuple[int, int]:
+    ms, _, n = entry_id.partition("-")
+    return int(ms), int(n or 0)
+
+
 def parse_entry(stream: str, entry_id: Any, fields: dict[bytes, bytes] | None) -> Entry:
     raw = (fields or {}).get(keys.JOB_FIELD)
     entry = Entry(stream=stream, entry_id=_to_str(entry_id), raw=raw)
@@ -83,11 +88,40 @@ class JobStreams:
                 entries.append(parse_entry(name, entry_id, fields))
         return entries
 
-    async def read_own_pending(self, count: int) -> list[Entry]:
-        """Entries this consumer was given before a restart or a lost connection."""
-        streams = {keys.STREAM_FINAL: "0", keys.STREAM_INTERIM: "0"}
-        entries = await self.read(streams, count, None)
-        return [e for e in entries if e.raw is not None or e.problem]
+    async def claim_own_pending(self, count: int) -> list[Entry]:
+        """Entries this consumer was given before a restart or a lost connection, claimed again
+        (XCLAIM counts a delivery, where re-reading with XREADGROUP would not): a job that kills
+        its decoder every time reaches MAX_DELIVERIES like any other, even when the decoder
+        comes back under the same name."""
+        entries: list[Entry] = []
+        for stream in (keys.STREAM_FINAL, keys.STREAM_INTERIM):
+            pending: Any = await self.redis.xpending_range(
+                stream, keys.GROUP, min="-", max="+", count=count, consumername=self.consumer
+            )
+            if not pending:
+                continue
+            times = {_to_str(p["message_id"]): int(p["times_delivered"]) + 1 for p in pending}
+            claimed: Any = await self.redis.xclaim(stream, keys.GROUP, self.consumer, 0, list(times))
+            for entry_id, fields in claimed:
+                if fields is None:
+                    continue  # deleted meanwhile (its job was done); XCLAIM drops it from the list
+                entry = parse_entry(stream, entry_id, fields)
+                entry.deliveries = times.get(entry.entry_id, 1)
+                entries.append(entry)
+        return entries
+
+    async def keep_claimed(self, entries: list[Entry]) -> None:
+        """Reset the idle time of the entries in hand that are still this consumer's, without
+        counting a delivery (XCLAIM JUSTID): a long decode is not mistaken for a dead decoder."""
+        for stream in {e.stream for e in entries}:
+            ids = [e.entry_id for e in entries if e.stream == stream]
+            first, last = min(ids, key=_id_order), max(ids, key=_id_order)
+            pending: Any = await self.redis.xpending_range(
+                stream, keys.GROUP, min=first, max=last, count=len(ids) + 1000, consumername=self.consumer
+            )
+            mine: list[Any] = [_to_str(p["message_id"]) for p in pending if _to_str(p["message_id"]) in ids]
+            if mine:
+                await self.redis.xclaim(stream, keys.GROUP, self.consumer, 0, mine, justid=True)
 
     async def claim_idle(self, stream: str, min_idle_ms: int, count: int) -> list[Entry]:
         """XAUTOCLAIM entries idle in other consumers (a crashed decoder) and learn how often
@@ -167,10 +201,18 @@ class JobStreams:
             pipe.getrange(job.audio_key, 0, max(job.audio_end, 1) - 1)
             pipe.strlen(job.audio_key)
             pipe.getrange(job.context_key or job.audio_key, 0, max(job.context_end, 1) - 1)
-        replies = await pipe.execute()
+        # A key of the wrong type (WRONGTYPE) fails its job alone, not the whole batch.
+        replies = await pipe.execute(raise_on_error=False)
         out: list[tuple[bytes | AudioError, bytes | None]] = []
         for i, job in enumerate(jobs):
-            data, total, context = replies[3 * i], int(replies[3 * i + 1]), replies[3 * i + 2]
+            data, total, context = replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]
+            refused = next((r for r in (data, total) if isinstance(r, ResponseError)), None)
+            if refused is not None:
+                out.append((AudioError("audio key %s cannot be read: %s" % (job.audio_key, refused)), None))
+                continue
+            if isinstance(context, ResponseError):
+                context = b""
+            total = int(total)
             if not (
                 job.context_key and job.context_end > 0 and len(context) == job.context_end and job.context_end % 2 == 0
             ):

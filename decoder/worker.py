@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -24,7 +25,7 @@ from common.audio import pcm16_to_float32
 from common.backoff import Backoff
 from common.clock import now_ms
 from common.errors import AudioError, DecodeError
-from common.lifecycle import StopFlag, heartbeat
+from common.lifecycle import StopFlag, Watchdog, heartbeat
 from common.messages import Job, Result
 from common.settings import Settings
 from decoder.engine import DecodeOutput, Engine
@@ -57,6 +58,7 @@ class DecoderWorker:
         self._next_claim = 0.0
         self._next_prune = 0.0
         self._jobs_done = 0
+        self.watchdog = Watchdog(self.stop)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -69,14 +71,20 @@ class DecoderWorker:
             keys.STREAM_INTERIM,
             self.settings.DECODE_BATCH,
         )
-        beat = asyncio.create_task(self._heartbeat(), name="heartbeat")
-        announce = asyncio.create_task(self._announce_stop(), name="announce-stop")
+        # A helper that dies stops the decoder (it exits non-zero: its supervisor restarts it).
+        self.watchdog = Watchdog(self.stop, lambda reason: self.stop.request())
+        self.watchdog.start(self._heartbeat(), "heartbeat")
+        self.watchdog.start(self._announce_stop(), "announce-stop")
         try:
             await self._loop()
         finally:
-            self.stop.request()
-            await asyncio.gather(beat, announce)
+            await self.watchdog.finish(timeout=self.settings.HEARTBEAT_S + 5)
             await self._shutdown()
+
+    @property
+    def failed(self) -> str | None:
+        """Why the decoder stopped on its own, if it did."""
+        return self.watchdog.failed
 
     async def _announce_stop(self) -> None:
         """Say when a stop was asked for (the signal handler itself only sets the flag)."""
@@ -89,7 +97,7 @@ class DecoderWorker:
             try:
                 if not self._ready:
                     await self.streams.ensure_groups()
-                    own = await self.streams.read_own_pending(self.settings.DECODE_BATCH * 4)
+                    own = await self.streams.claim_own_pending(self.settings.DECODE_BATCH * 4)
                     self._ready = True
                     if own:
                         logger.info("resuming %d entries of my own pending list", len(own))
@@ -257,7 +265,8 @@ class DecoderWorker:
         contexts = [c for e, _, c in ready if e.job is not None]
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
-        outputs = await loop.run_in_executor(self._executor, self.engine.decode_many, items, contexts)
+        decoding = loop.run_in_executor(self._executor, self.engine.decode_many, items, contexts)
+        outputs, _ = await asyncio.gather(decoding, self._keep_claimed([e for e, _, _ in ready], decoding))
         elapsed = time.perf_counter() - t0
         m = self.metrics
         m.decode_seconds.labels(kind).observe(elapsed)
@@ -297,6 +306,18 @@ class DecoderWorker:
                 "job %s (session %s utt %d) decoded in %.0f ms", job.id, job.session, job.utt, output.decode_ms
             )
         return out
+
+    async def _keep_claimed(self, entries: list[Entry], decoding: asyncio.Future[Any]) -> None:
+        """While a decode runs: keep its entries ours, well within CLAIM_IDLE_MS."""
+        period = max(0.05, self.settings.CLAIM_IDLE_MS / 3000)
+        while not decoding.done():
+            await asyncio.wait({decoding}, timeout=period)
+            if decoding.done():
+                return
+            try:
+                await self.streams.keep_claimed(entries)
+            except RedisError as exc:
+                logger.warning("could not keep %d entries claimed: %s", len(entries), exc)
 
     def _count(self, entries: list[Entry], outcome: str, kind: str | None = None) -> None:
         for e in entries:

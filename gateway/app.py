@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request, Response, WebSocket
@@ -15,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from common import keys
+from common.lifecycle import Watchdog
 from common.settings import Settings
 from gateway.state import GatewayState
 from gateway.ws import serve_session
@@ -22,28 +22,28 @@ from gateway.ws import serve_session
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
+    """The gateway app. `on_fatal(reason)` is called if one of its long-lived tasks dies: the
+    gateway is then broken (`/ready` says why) and its server should exit non-zero."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = GatewayState(settings)
         app.state.gw = state
         await state.refresh_decoders()
-        router = asyncio.create_task(state.router.run(state.stop), name="results")
-        tasks = [
-            router,
-            asyncio.create_task(state.heartbeat(), name="heartbeat"),
-            asyncio.create_task(state.tick_sessions(), name="ticker"),
-            asyncio.create_task(state.watch_decoders(), name="decoders"),
-        ]
+        watchdog = Watchdog(state.stop, on_fatal)
+        state.watchdog = watchdog
+        watchdog.start(state.router.run(state.stop), "results")
+        watchdog.start(state.heartbeat(), "heartbeat")
+        watchdog.start(state.tick_sessions(), "ticker")
+        watchdog.start(state.watch_decoders(), "decoders")
         logger.info("gateway %s listening for results on %s", state.id, state.router.channel)
         try:
             yield
         finally:
-            state.stop.request()
-            # The sessions are gone (uvicorn closed them first): no result can reach anyone, so the
-            # router has nothing to finish and is not waited for.
-            router.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # The sessions are gone (uvicorn closed them first): no result can reach anyone, so
+            # nothing is left for the router to finish; the heartbeat removes itself.
+            await watchdog.finish(timeout=2.0)
             await state.redis.aclose()
             logger.info("gateway %s stopped", state.id)
 
@@ -74,6 +74,8 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/ready")
     async def ready() -> Response:
         state = gateway()
+        if state.watchdog is not None and state.watchdog.failed:
+            return JSONResponse({"ready": False, "reason": state.watchdog.failed}, status_code=503)
         try:
             await state.redis.ping()
         except (RedisError, OSError):

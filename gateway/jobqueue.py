@@ -9,15 +9,24 @@ session's job is only queued after the audio it names is in Redis.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common import keys
+from common.backoff import Backoff
 from common.clock import now_ms
 from common.messages import Job, encode_job
 
+logger = logging.getLogger(__name__)
+
 Command = tuple[Any, ...]  # (pipeline method name, *args)
+RIDE_THROUGH_S = 15.0  # how long writes wait for Redis to come back (a restart takes ~1 s)
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
 class WriteBatcher:
@@ -37,12 +46,8 @@ class WriteBatcher:
     async def _send(self) -> None:
         await asyncio.sleep(0)  # let the other sessions of this turn join the batch
         batch, self._pending, self._flush = self._pending, [], None
-        pipe = self.redis.pipeline(transaction=False)
-        for commands, _ in batch:
-            for name, *args in commands:
-                getattr(pipe, name)(*args)
         try:
-            results = await pipe.execute(raise_on_error=False)
+            results = await self._execute(batch)
         except Exception as exc:
             for _, fut in batch:
                 if not fut.done():
@@ -64,12 +69,37 @@ class WriteBatcher:
             else:
                 fut.set_result(mine)
 
+    async def _execute(self, batch: list[tuple[tuple[Command, ...], asyncio.Future[list[Any]]]]) -> list[Any]:
+        """Run the batch; through a short Redis outage (a restart) it is sent again until
+        RIDE_THROUGH_S: every command a session sends is idempotent (audio is written at its
+        offset, a job queued twice is answered once), so a batch that half-reached Redis before
+        the connection broke may be repeated."""
+        backoff = Backoff(first=0.05, cap=1.0)
+        deadline = time.monotonic() + RIDE_THROUGH_S
+        while True:
+            pipe = self.redis.pipeline(transaction=False)
+            for commands, _ in batch:
+                for name, *args in commands:
+                    getattr(pipe, name)(*args)
+            try:
+                results: list[Any] = await pipe.execute(raise_on_error=False)
+                if backoff.failing:
+                    logger.info("Redis answers again; %d writes went through", len(batch))
+                return results
+            except TRANSIENT as exc:
+                delay = backoff.next()
+                if time.monotonic() + delay > deadline:
+                    raise
+                if backoff.attempts == 1:
+                    logger.warning("Redis write failed (%s); retrying for up to %.0fs", exc, RIDE_THROUGH_S)
+                await asyncio.sleep(delay)
+
 
 class Queue(Protocol):
     """What a session needs of the job streams (Redis in the service, memory in unit tests and
     the accuracy simulation)."""
 
-    async def append_audio(self, session: str, utt: int, pcm16k: bytes) -> int: ...
+    async def append_audio(self, session: str, utt: int, pcm16k: bytes, offset: int) -> int: ...
 
     async def enqueue(self, job: Job) -> str: ...
 
@@ -82,10 +112,11 @@ class JobQueue:
         self.audio_ttl_s = audio_ttl_s
         self.writes = WriteBatcher(redis)
 
-    async def append_audio(self, session: str, utt: int, pcm16k: bytes) -> int:
-        """Append to the utterance's audio; returns its length in bytes. TTL refreshed each time."""
+    async def append_audio(self, session: str, utt: int, pcm16k: bytes, offset: int) -> int:
+        """Add to the utterance's audio at `offset` (its length so far: written twice, it is
+        still there once); returns its length in bytes. TTL refreshed each time."""
         key = keys.audio_key(session, utt)
-        length, _ = await self.writes.pipelined(("append", key, pcm16k), ("expire", key, self.audio_ttl_s))
+        length, _ = await self.writes.pipelined(("setrange", key, offset, pcm16k), ("expire", key, self.audio_ttl_s))
         return int(length)
 
     async def enqueue(self, job: Job) -> str:
@@ -114,9 +145,9 @@ class MemoryQueue:
         self.audio: dict[str, bytes] = {}
         self.jobs: list[Job] = []
 
-    async def append_audio(self, session: str, utt: int, pcm16k: bytes) -> int:
+    async def append_audio(self, session: str, utt: int, pcm16k: bytes, offset: int) -> int:
         key = keys.audio_key(session, utt)
-        self.audio[key] = self.audio.get(key, b"") + pcm16k
+        self.audio[key] = self.audio.get(key, b"")[:offset] + pcm16k
         return len(self.audio[key])
 
     async def enqueue(self, job: Job) -> str:

@@ -78,4 +78,10 @@ class ResultRouter:
         if session is None:
             logger.debug("result %s for a session no longer here", result.id)
             return
-        session.on_result(result)
+        try:
+            session.on_result(result)
+        except Exception as exc:
+            # One session's bug (or a result it cannot take) ends that session, never the router.
+            logger.exception("session %s: result %s could not be handled; abandoning it", session.id, result.id)
+            self.remove(session)
+            session.abandon("a result could not be handled: %s" % type(exc).__name__)

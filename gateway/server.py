@@ -9,7 +9,11 @@ grace period, so a never-reading client cannot pin a socket and its buffers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
@@ -44,12 +48,12 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.abort()
 
 
-def server_config(settings: Settings) -> uvicorn.Config:
-    """The uvicorn server of a gateway (what `stt gateway` runs, and in-process tests too)."""
+def server_config(settings: Settings, on_fatal: Callable[[str], None] | None = None) -> uvicorn.Config:
+    """The uvicorn configuration of a gateway."""
     from gateway.app import create_app
 
     return uvicorn.Config(
-        create_app(settings),
+        create_app(settings, on_fatal),
         host=settings.HOST,
         port=settings.PORT,
         ws=WebSocketProtocol,
@@ -66,3 +70,31 @@ def server_config(settings: Settings) -> uvicorn.Config:
         timeout_graceful_shutdown=int(settings.SHUTDOWN_TIMEOUT_S) or None,
         lifespan="on",
     )
+
+
+class GatewayServer(uvicorn.Server):
+    """A gateway's server (what `stt gateway` runs, and in-process tests too).
+
+    SIGTERM and SIGINT stop it gracefully, and that is a normal exit: uvicorn would re-raise the
+    signal after its shutdown, so the process died of it (-15) or printed a KeyboardInterrupt
+    traceback. A long-lived task of the app that dies stops it with `failed` set."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.failed: str | None = None
+        super().__init__(server_config(settings, self.fail))
+
+    def fail(self, reason: str) -> None:
+        self.failed = reason
+        self.should_exit = True
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)

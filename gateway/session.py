@@ -28,6 +28,7 @@ from common.messages import (
     server_interim,
 )
 from common.settings import Settings
+from gateway.connection import CLOSE_INTERNAL
 from gateway.jobqueue import Queue
 from gateway.metrics import GatewayMetrics
 from gateway.stable import interim_text, stable_prefix
@@ -88,13 +89,16 @@ class Session:
         gateway_id: str,
         send: Callable[[dict[str, Any]], None],
         metrics: GatewayMetrics,
+        close: Callable[[int], None] = lambda code: None,
     ) -> None:
         self.settings = settings
         self.start_req = start
         self.queue = queue
         self.gateway_id = gateway_id
         self.send = send
+        self.close = close
         self.metrics = metrics
+        self.broken: str | None = None  # why this session was abandoned
         self.id = uuid.uuid4().hex[:16]
         self.lang = start.lang
         self.resampler = StreamResampler(start.sample_rate, RATE) if start.sample_rate != RATE else None
@@ -136,7 +140,9 @@ class Session:
                 self.current = Utterance(n=self.next_utt, start=ev.sample / RATE)
                 self.next_utt += 1
             elif ev.kind == "audio" and self.current is not None:
-                self.current.appended = await self.queue.append_audio(self.id, self.current.n, ev.audio)
+                self.current.appended = await self.queue.append_audio(
+                    self.id, self.current.n, ev.audio, self.current.appended
+                )
             elif ev.kind == "end" and self.current is not None:
                 await self._queue_final(
                     self.current,
@@ -252,8 +258,13 @@ class Session:
     async def requeue_pending(self) -> None:
         """After a result-channel reconnect results may have been missed: ask again. The result
         cache answers finals already decoded without a second decode."""
-        for p in self.pending.values():
+        for p in list(self.pending.values()):
             if p.result is None:
+                if p.tries >= self.settings.MAX_DELIVERIES:
+                    logger.error("session %s utt %d: no final after %d tries", self.id, p.job.utt, p.tries)
+                    self._resolve(p, Result.failure(p.job, "no result after %d tries" % p.tries, ""))
+                    continue
+                p.tries += 1
                 p.queued_at = time.monotonic()
                 await self.queue.enqueue(p.job)
         self.interim_in_flight = None
@@ -329,6 +340,31 @@ class Session:
             self.metrics.final_latency.observe(latency)
             self.send(server_final(r, p.start, p.end, self.start_req.word_timestamps, p.endpoint_ms))
         logger.info("session %s utt %d: final delivered %.0f ms after end of speech", self.id, r.utt, latency * 1000)
+
+    def fail_outstanding(self, why: str) -> int:
+        """Every utterance still owed a final gets an error naming it instead, in order (and
+        the one being spoken too). How many."""
+        owed = sorted(n for n in self.pending if n >= self.next_final)
+        if self.current is not None and self.current.n not in owed:
+            owed.append(self.current.n)
+        for n in owed:
+            self.send(server_error("final_failed", "utterance %d could not be transcribed: %s" % (n, why), utt=n))
+        self.pending.clear()
+        self.current = None
+        self.next_final = self.next_utt
+        self.finals_done.set()
+        self.room.set()
+        return len(owed)
+
+    def abandon(self, why: str) -> None:
+        """Handling this session failed (a bug, or a result it cannot take): what it owes becomes
+        errors, the client is told, and its connection closes. Other sessions are not touched."""
+        if self.broken is not None:
+            return
+        self.broken = why
+        self.fail_outstanding("the session failed")
+        self.send(server_error("internal", "this session failed (%s); please reconnect" % why))
+        self.close(CLOSE_INTERNAL)
 
     async def wait_for_room(self) -> None:
         """Until fewer than MAX_PENDING_FINALS finals are outstanding (each resolves by itself:

@@ -9,7 +9,7 @@ import time
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from common.lifecycle import StopFlag, heartbeat, live_nodes
+from common.lifecycle import StopFlag, Watchdog, heartbeat, live_nodes
 from common.settings import Settings
 from gateway.auth import ApiKeys
 from gateway.jobqueue import JobQueue
@@ -37,6 +37,7 @@ class GatewayState:
         # /status cost no Redis round trip each.
         self.decoders: list[dict[str, str]] = []
         self.redis_ok = False
+        self.watchdog: Watchdog | None = None  # the lifespan's tasks, once started
 
     @property
     def english_only(self) -> bool:
@@ -80,4 +81,8 @@ class GatewayState:
                     await session.tick()
                 except (RedisError, OSError) as exc:
                     logger.warning("session %s: tick failed: %s", session.id, exc)
+                except Exception as exc:
+                    logger.exception("session %s: tick failed; abandoning the session", session.id)
+                    self.router.remove(session)
+                    session.abandon("its periodic work failed: %s" % type(exc).__name__)
             await self.stop.sleep(TICK_S)

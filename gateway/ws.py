@@ -71,14 +71,28 @@ async def serve_session(ws: WebSocket, state: GatewayState) -> None:
         await ws.accept()
         conn = Connection(ws, state.metrics, settings.SEND_TIMEOUT_S)
         session: Session | None = None
+        live: list[Session] = []  # the session, once started (for the error paths)
         try:
             if await _refused(state, conn):
                 return
-            session = await _run(ws, state, conn)
+            session = await _run(ws, state, conn, live)
         except (RedisError, OSError) as exc:
+            session = live[0] if live else None
             logger.error("session %s: Redis failed: %s", session.id if session else "-", exc)
-            conn.send(server_error("internal", "the service lost its queue; please reconnect"))
-            conn.close_when_sent(CLOSE_INTERNAL)
+            if session is not None:
+                session.abandon("the service lost its queue")
+            else:
+                conn.send(server_error("internal", "the service lost its queue; please reconnect"))
+                conn.close_when_sent(CLOSE_INTERNAL)
+        except Exception as exc:
+            # A bug in one session's handling ends that session, with what it owes as errors.
+            session = live[0] if live else None
+            logger.exception("session %s: failed", session.id if session else "-")
+            if session is not None:
+                session.abandon("internal error: %s" % type(exc).__name__)
+            else:
+                conn.send(server_error("internal", "internal error; please reconnect"))
+                conn.close_when_sent(CLOSE_INTERNAL)
         finally:
             if session is not None:
                 state.router.remove(session)
@@ -137,14 +151,14 @@ def _end_error(settings: Settings, idle_left: float, life_left: float, started: 
     return server_error("idle_timeout", "no audio or keepalive for %.0fs" % settings.IDLE_TIMEOUT_S)
 
 
-async def _run(ws: WebSocket, state: GatewayState, conn: Connection) -> Session | None:
+async def _run(ws: WebSocket, state: GatewayState, conn: Connection, live: list[Session]) -> Session | None:
     settings = state.settings
     session: Session | None = None
     budget = Budgets(
         TokenBucket(settings.AUDIO_BURST_S, settings.AUDIO_RATE_MAX), TokenBucket(FINALIZE_BURST, FINALIZE_RATE)
     )
     opened = last_input = time.monotonic()
-    while not conn.gone.is_set():
+    while not conn.gone.is_set() and not (session is not None and session.broken):
         now = time.monotonic()
         idle_limit = settings.IDLE_TIMEOUT_S if session is not None else settings.START_TIMEOUT_S
         idle_left = idle_limit - (now - last_input)
@@ -175,6 +189,8 @@ async def _run(ws: WebSocket, state: GatewayState, conn: Connection) -> Session 
                 return session
         else:
             session, finished = await _command(ws, state, conn, session, text or "", budget)
+            if session is not None and not live:
+                live.append(session)
             if finished:
                 return session
         # Time spent waiting for a throttled client's turn is not idleness.
@@ -216,7 +232,7 @@ async def _command(
             )
             conn.close_when_sent(CLOSE_BAD_REQUEST)
             return None, True
-        session = Session(settings, cmd.start, state.queue, state.id, conn.send, state.metrics)
+        session = Session(settings, cmd.start, state.queue, state.id, conn.send, state.metrics, conn.close_when_sent)
         state.router.add(session)
         logger.info("session %s started (%d Hz, lang %s)", session.id, rate, cmd.start.lang or "auto")
         conn.send(server_started(session.id, rate, cmd.start.lang))
@@ -297,5 +313,7 @@ async def _drain(session: Session, conn: Connection, settings: Settings) -> None
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(session.finals_done.wait(), limit)
     if session.finals_outstanding:
-        logger.error("session %s: %d finals never resolved", session.id, session.finals_outstanding)
+        # `done` promises that every utterance has its final or its error: these get an error.
+        n = session.fail_outstanding("no result within %.0fs" % limit)
+        logger.error("session %s: %d finals never resolved; sent as errors", session.id, n)
     conn.send(server_done())

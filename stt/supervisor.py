@@ -3,7 +3,7 @@
 Redis from REDIS_URL, else a private redis-server on a unix socket in its own 0700 directory,
 with a random password and an append-only file; DECODERS decoder processes (0: one per visible
 GPU, else one on the CPU) and one gateway on PORT, bound to loopback unless HOST says otherwise.
-A child that dies is restarted with backoff. SIGINT/SIGTERM stop the
+A child that dies (Redis too) is restarted with backoff. SIGINT/SIGTERM stop the
 gateway (it drains its sessions), then the decoders (each finishes its batch), then Redis, and
 leave no process behind; children are in their own process group (so a terminal's Ctrl-C
 reaches only this process, which stops them in that order) and die with it if it is killed.
@@ -109,6 +109,9 @@ class Supervisor:
         self.settings = settings
         self.stop = StopFlag()
         self.redis: RedisServer | None = None
+        self.redis_restarts = 0
+        self.redis_backoff = Backoff(first=0.2, cap=5.0)
+        self.redis_next_start = 0.0
         self.children: list[Child] = []
         self.gateway: Child | None = None
         self.ready = False
@@ -127,7 +130,11 @@ class Supervisor:
                 logger.error("%s", exc)
                 return ExitCode.UNAVAILABLE
             url = self.redis.url
-            print("stt up: private redis-server on %s (password protected)" % self.redis.socket_path, flush=True)
+            print(
+                "stt up: private redis-server on %s (its password in %s)"
+                % (self.redis.socket_path, self.redis.password_path),
+                flush=True,
+            )
         env = {**os.environ, **s.to_env(), "REDIS_URL": url}
         n, gpu = decoder_count(s)
         for i in range(n):
@@ -165,7 +172,33 @@ class Supervisor:
             self._stop_all()
         return self.exit_code
 
+    def _watch_redis(self) -> None:
+        """The private Redis is a child like the others: restarted with backoff on the same
+        socket, password and data directory (its AOF brings back what it had acknowledged);
+        gateways and decoders reconnect by themselves."""
+        redis = self.redis
+        if redis is None or (redis.proc is not None and redis.proc.poll() is None):
+            return
+        now = time.monotonic()
+        if redis.proc is not None:
+            logger.error("redis-server exited with %s; restarting it", redis.proc.returncode)
+            redis.proc = None
+            self.redis_restarts += 1
+            self.redis_next_start = now
+        if now < self.redis_next_start:
+            return
+        try:
+            redis.start()
+            logger.info("redis-server restarted (restart %d)", self.redis_restarts)
+            self.redis_backoff.reset()
+        except SttError as exc:
+            redis.proc = None
+            delay = self.redis_backoff.next()
+            logger.error("redis-server did not come back (%s); trying again in %.1fs", exc, delay)
+            self.redis_next_start = now + delay
+
     def _watch(self) -> None:
+        self._watch_redis()
         now = time.monotonic()
         for child in self.children:
             if child.proc is not None and child.proc.poll() is not None:

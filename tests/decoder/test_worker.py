@@ -118,7 +118,7 @@ async def test_interims_served_round_robin(
     assert next(r for r in results if r.session == "a").rev == 2
 
 
-@pytest.mark.parametrize("case", ["missing_key", "empty_range", "truncated", "odd_bytes", "model_error"])
+@pytest.mark.parametrize("case", ["missing_key", "wrong_type", "empty_range", "truncated", "odd_bytes", "model_error"])
 async def test_bad_job_gets_error_result_and_loop_goes_on(
     case: str,
     settings: Settings,
@@ -139,6 +139,9 @@ async def test_bad_job_gets_error_result_and_loop_goes_on(
         monkeypatch.setattr(engine.model, "transcribe", failing)
     async with ResultCollector(aredis) as col, running_worker(settings, engine):
         if case == "missing_key":
+            bad = await put_job(aredis, None, audio_end=3200, utt=0)
+        elif case == "wrong_type":  # a poison job: its audio key is a hash (WRONGTYPE)
+            await aredis.hset(keys.audio_key("s1", 0), "x", "y")
             bad = await put_job(aredis, None, audio_end=3200, utt=0)
         elif case == "empty_range":
             bad = await put_job(aredis, audio, audio_end=0, utt=0)
@@ -256,3 +259,57 @@ async def test_the_consumers_of_dead_decoders_are_removed(aredis: aioredis.Redis
     assert "%s/dead-one" % keys.STREAM_FINAL in removed
     names = {c["name"] for c in await aredis.xinfo_consumers(keys.STREAM_FINAL, keys.GROUP)}
     assert names == {b"dead-holding"}  # it still holds an entry: claimed first, removed later
+
+
+async def test_a_job_that_kills_its_decoder_is_dead_lettered_when_it_comes_back_under_its_name(
+    settings: Settings, engine: Engine, aredis: aioredis.Redis, speech: list[np.ndarray]
+) -> None:
+    """Decoder dec-x took a final and died with it in hand, as often as MAX_DELIVERIES allows
+    (each restart claimed it again). Back under the same name it does not decode it a fourth
+    time: the job is dead-lettered and its utterance gets an error."""
+    await aredis.xgroup_create(keys.STREAM_FINAL, keys.GROUP, id="0", mkstream=True)
+    async with ResultCollector(aredis) as col:
+        job = await put_job(aredis, speech[0], utt=0)
+        reply: Any = await aredis.xreadgroup(keys.GROUP, "dec-x", {keys.STREAM_FINAL: ">"}, count=1)
+        [[_, [(entry_id, _)]]] = reply
+        for _ in range(settings.MAX_DELIVERIES - 1):
+            await aredis.xclaim(keys.STREAM_FINAL, keys.GROUP, "dec-x", 0, [entry_id])
+        good = await put_job(aredis, speech[1], utt=1)
+        async with running_worker(settings.replace(DECODER_ID="dec-x"), engine) as worker:
+            results = {r.id: r for r in await col.wait(2)}
+            assert worker.metrics.jobs.labels("final", "dead")._value.get() == 1
+    assert "dead-lettered" in (results[job.id].error or "")
+    assert results[good.id].error is None
+    dead: Any = await aredis.xrange(keys.STREAM_DEAD)
+    assert [int(fields[b"deliveries"]) for _, fields in dead] == [settings.MAX_DELIVERIES + 1]
+    assert await stream_state(aredis) == {keys.STREAM_FINAL: (0, 0), keys.STREAM_INTERIM: (0, 0)}
+
+
+async def test_a_decode_longer_than_claim_idle_is_not_taken_by_another_decoder(
+    settings: Settings,
+    engine: Engine,
+    aredis: aioredis.Redis,
+    speech: list[np.ndarray],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two decoders claim entries idle for 200 ms; a decode takes a second. The decoder that has
+    the job keeps it claimed while it decodes: it is decoded once, never reclaimed."""
+    real = engine.decode_many
+
+    def slow(*args: Any) -> Any:
+        time.sleep(1.0)
+        return real(*args)
+
+    monkeypatch.setattr(engine, "decode_many", slow)
+    s = settings.replace(CLAIM_IDLE_MS=200)
+    async with ResultCollector(aredis) as col:
+        async with running_worker(s.replace(DECODER_ID="dec-a"), engine) as a:
+            async with running_worker(s.replace(DECODER_ID="dec-b"), engine) as b:
+                job = await put_job(aredis, speech[0], utt=0)
+                [r] = await col.wait(1)
+                await async_wait_for(lambda: a._jobs_done + b._jobs_done >= 1, 10, "the job counted")
+                workers = (a, b)
+        assert r.id == job.id and r.error is None
+    for outcome in ("reclaimed", "dead"):
+        assert sum(w.metrics.jobs.labels("final", outcome)._value.get() for w in workers) == 0, outcome
+    assert sum(w.metrics.jobs.labels("final", "done")._value.get() for w in workers) == 1

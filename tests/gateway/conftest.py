@@ -12,14 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from client.speech import SENTENCES, Speech, conversation
 from common.lifecycle import StopFlag, heartbeat
 from common.redis_server import free_port
 from common.settings import Settings
 from decoder.engine import Engine
-from gateway.server import server_config
+from gateway.server import GatewayServer
 from gateway.state import GatewayState
 from tests.conftest import REAL_MODEL, Proc, async_wait_for, make_settings, settings_env, wait_for
 from tests.jobs import running_worker
@@ -33,12 +32,13 @@ class Gateway:
     http: str
     settings: Settings
     state: GatewayState
+    server: GatewayServer
 
 
 @contextlib.asynccontextmanager
 async def serve_gateway(settings: Settings) -> AsyncIterator[Gateway]:
-    config = server_config(settings)
-    server = uvicorn.Server(config)
+    server = GatewayServer(settings)
+    config = server.config
     task = asyncio.create_task(server.serve(), name="gateway")
     await async_wait_for(lambda: server.started or task.done(), 20, "the gateway to start")
     if task.done():
@@ -47,7 +47,7 @@ async def serve_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     base = "%s:%d" % (settings.HOST, settings.PORT)
     try:
         app: Any = config.app
-        yield Gateway("ws://%s/v1/listen" % base, "http://%s" % base, settings, app.state.gw)
+        yield Gateway("ws://%s/v1/listen" % base, "http://%s" % base, settings, app.state.gw, server)
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)

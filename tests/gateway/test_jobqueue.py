@@ -24,7 +24,7 @@ async def test_appends_of_one_turn_share_a_pipeline_and_keep_their_own_lengths(a
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(aredis.pipeline().__class__, "execute", counting)
-        lengths = await asyncio.gather(*(queue.append_audio("s%d" % i, 0, b"\x01\x00" * (i + 1)) for i in range(20)))
+        lengths = await asyncio.gather(*(queue.append_audio("s%d" % i, 0, b"\x01\x00" * (i + 1), 0) for i in range(20)))
     assert lengths == [2 * (i + 1) for i in range(20)]
     assert calls == 1
     assert await aredis.get(keys.audio_key("s3", 0)) == b"\x01\x00" * 4
@@ -33,9 +33,11 @@ async def test_appends_of_one_turn_share_a_pipeline_and_keep_their_own_lengths(a
 
 async def test_a_failing_command_fails_only_its_caller(aredis: Any) -> None:
     queue = JobQueue(aredis, 60)
-    await aredis.xadd(keys.audio_key("bad", 0), {"x": "y"})  # APPEND on a stream: WRONGTYPE
+    await aredis.xadd(keys.audio_key("bad", 0), {"x": "y"})  # SETRANGE on a stream: WRONGTYPE
     good, bad = await asyncio.gather(
-        queue.append_audio("good", 0, b"\x00\x00"), queue.append_audio("bad", 0, b"\x00\x00"), return_exceptions=True
+        queue.append_audio("good", 0, b"\x00\x00", 0),
+        queue.append_audio("bad", 0, b"\x00\x00", 0),
+        return_exceptions=True,
     )
     assert good == 2
     assert isinstance(bad, ResponseError) and "WRONGTYPE" in str(bad)

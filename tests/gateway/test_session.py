@@ -191,3 +191,33 @@ async def test_a_final_can_keep_the_stable_prefix() -> None:
     await h.session.on_audio(pcm[len(pcm) // 3 + 16000 :])
     [final] = h.jobs("final")
     assert final.prefix == "Please call Stella"
+
+
+async def test_resubscribes_count_tries_like_timeouts(three: Speech) -> None:
+    """A flapping result subscription re-queues pending finals; each counts a try, so a final
+    that never comes still ends as an error naming it after MAX_DELIVERIES."""
+    h = Harness(INTERIM_MIN_MS=60000, MAX_DELIVERIES=3)
+    await h.feed(conversation([SENTENCES[0]], tail_s=1.5))
+    for _ in range(2):
+        await h.session.requeue_pending()
+    assert len(h.jobs("final")) == 3 and h.of_type("error") == []
+    await h.session.requeue_pending()
+    [error] = h.of_type("error")
+    assert error["code"] == "final_failed" and error["utterance"] == 0 and h.session.finals_done.is_set()
+
+
+async def test_what_a_session_owes_becomes_errors_by_name_when_it_gives_up(three: Speech) -> None:
+    closed: list[int] = []
+    h = Harness(INTERIM_MIN_MS=60000)
+    h.session.close = closed.append
+    await h.feed(three)
+    finals = h.jobs("final")
+    h.answer(finals[1])  # utterance 1 is answered but waits for 0
+    await h.feed(conversation([SENTENCES[3]], tail_s=0.0))  # utterance 3 is still being spoken
+    assert h.session.current is not None
+    h.session.abandon("a bug")
+    h.session.abandon("twice")  # once is enough
+    errors = h.of_type("error")
+    assert [e.get("utterance") for e in errors] == [0, 1, 2, 3, None]
+    assert errors[-1]["code"] == "internal" and closed == [1011]
+    assert h.session.finals_done.is_set() and h.session.broken == "a bug"

@@ -223,6 +223,43 @@ def test_killed_decoder_is_restarted_and_sigterm_leaves_no_process(
     wait_for(lambda: not any(alive(p) for p in tree), 10, "every child to be gone")
     out = up.output()
     assert out.index("gateway stopped") < out.index("decoder-0 stopped") < out.index("stt up: stopped")
+    # A graceful stop is a clean exit for every child, and stt up records the real one.
+    assert "gateway stopped (exit 0)" in out and "decoder-0 stopped (exit 0)" in out, out[-3000:]
+    assert "Traceback" not in out
+
+
+def test_redis_killed_mid_session_is_restarted_and_the_session_rides_through(
+    stt_up: Callable[..., Proc], three: tuple[Speech, Path]
+) -> None:
+    """kill -9 of stt up's Redis while a client streams: it comes back on the same socket with
+    its data (AOF); the gateway's writes wait for it, the decoder and the result subscription
+    reconnect, and the client gets all its finals, none lost, none doubled."""
+    speech, wav = three
+    port = free_port()
+    up = stt_up(port)
+    [redis_pid] = [p for p in descendants(up.pid) if Path("/proc/%d/comm" % p).read_text().strip() == "redis-server"]
+    client = subprocess.Popen(
+        [sys.executable, "-m", "stt", "client", str(wav), "--json", "--url", "ws://127.0.0.1:%d/v1/listen" % port],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: "utt 0: final delivered" in up.output(), 60, "the first final")
+        os.kill(redis_pid, signal.SIGKILL)
+        out, err = client.communicate(timeout=120)
+    finally:
+        if client.poll() is None:
+            client.kill()
+    assert client.returncode == 0, err
+    msgs = [json.loads(line) for line in out.splitlines()]
+    finals = [m for m in msgs if m["type"] == "final"]
+    assert [m["utterance"] for m in finals] == [0, 1, 2], msgs
+    assert [m for m in msgs if m["type"] == "error"] == []
+    assert wer(" ".join(speech.texts), " ".join(m["text"] for m in finals)) < 0.25
+    assert "redis-server exited with -9; restarting it" in up.output()
+    assert "redis-server restarted" in up.output()
 
 
 def test_stt_up_gives_up_on_a_model_that_cannot_load(spawn: Callable[..., Proc], tmp_path: Path) -> None:
