@@ -4,6 +4,7 @@
     python benchmarks/accuracy.py --simulate          # no service: the gateway's endpointer and
                                                       # the decoder's engine in this process
     python benchmarks/accuracy.py --sweep             # streamed WER and latency per endpointing setting
+    python benchmarks/accuracy.py --windows --label windows   # simulated WER and decode time per encoder window
 
 The evaluation set: 12 espeak-ng conversations (voices en-us, en-gb, Scottish, Caribbean, RP, New
 York, Lancaster and female/male variants; 130 to 200 words per minute), each of 9 sentences of
@@ -232,6 +233,7 @@ class Session:
     interims: list[dict[str, Any]] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     error: str = ""
+    decode_ms: dict[str, list[float]] = field(default_factory=dict)  # per kind (simulate only)
 
     @property
     def text(self) -> str:
@@ -289,6 +291,59 @@ def direct(model: Any, convs: list[Conversation], beam: int) -> list[str]:
     return texts
 
 
+def last_interims(sessions: list[Session]) -> list[Session]:
+    """Each utterance's last interim as if it were its final: how good interims are."""
+    out = []
+    for sess in sessions:
+        last: dict[int, dict[str, Any]] = {}
+        for m in sess.interims:
+            last[m["utterance"]] = m
+        out.append(Session(finals=list(last.values())))
+    return out
+
+
+WINDOW_PADS = (30.0, 4.0, 2.0, 1.0, 0.5, 0.0)
+
+
+def windows(convs: list[Conversation], env: dict[str, str], direct_texts: list[str]) -> list[dict[str, Any]]:
+    """Final and interim WER and decode time per job for encoder windows of (audio + pad)."""
+    rows = []
+    for pad in WINDOW_PADS:
+        point = {"FINAL_WINDOW_PAD_S": str(pad), "INTERIM_WINDOW_PAD_S": str(pad)}
+        print("\nsimulating with encoder windows of audio + %.1f s (30: the whole window) ..." % pad, flush=True)
+        sessions = simulate(convs, env["MODEL_NAME"], {**env, **point})
+        finals, interims = score(convs, sessions, direct_texts), score(convs, last_interims(sessions), direct_texts)
+        ms = {k: [x for s in sessions for x in s.decode_ms.get(k, [])] for k in ("final", "interim")}
+        row = {
+            "pad_s": pad,
+            "wer_final": finals["wer_streamed"],
+            "wer_last_interim": interims["wer_streamed"],
+            "final_ms_p50": _pct(ms["final"], 50),
+            "final_ms_mean": round(float(np.mean(ms["final"])), 1),
+            "interim_ms_p50": _pct(ms["interim"], 50),
+            "interim_ms_mean": round(float(np.mean(ms["interim"])), 1),
+            "jobs": {k: len(v) for k, v in ms.items()},
+        }
+        print(row, flush=True)
+        rows.append(row)
+    print("\n| pad (s) | final WER | last-interim WER | final ms/job p50 (mean) | interim ms/job p50 (mean) |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(
+            "| %s | %.2f%% | %.2f%% | %s (%s) | %s (%s) |"
+            % (
+                "30 (whole)" if r["pad_s"] >= 30 else r["pad_s"],
+                r["wer_final"],
+                r["wer_last_interim"],
+                r["final_ms_p50"],
+                r["final_ms_mean"],
+                r["interim_ms_p50"],
+                r["interim_ms_mean"],
+            )
+        )
+    return rows
+
+
 def simulate(convs: list[Conversation], model_name: str, env: dict[str, str]) -> list[Session]:
     """What the service would return with infinitely fast decoders, without the service: the
     gateway's own Session (endpointing, interims, prompts, context) feeds the decoder's engine in
@@ -326,6 +381,7 @@ def simulate(convs: list[Conversation], model_name: str, env: dict[str, str]) ->
                 job = queue.jobs.pop(0)
                 audio, context = queue.audio_of(job)
                 o = engine.decode_one(job, pcm16_to_float32(audio), pcm16_to_float32(context) if context else None)
+                out.decode_ms.setdefault(job.kind, []).append(o.decode_ms)
                 session.on_result(
                     Result.answering(job, text=o.text, language=o.language, audio_s=o.audio_s, no_speech=o.no_speech)
                 )
@@ -533,6 +589,7 @@ def main() -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a service setting")
     p.add_argument("--simulate", action="store_true", help="no service: endpointer and engine in process")
     p.add_argument("--sweep", action="store_true", help="streamed WER per endpointing setting")
+    p.add_argument("--windows", action="store_true", help="simulated WER and decode time per encoder window")
     p.add_argument("--label", default="", help="name of this run in the output file")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args()
@@ -560,7 +617,10 @@ def main() -> int:
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "cpus": os.cpu_count(),
     }
-    if args.sweep:
+    if args.windows:
+        report["windows"] = windows(convs, env, direct_texts)
+        report["mode"] = "simulate"
+    elif args.sweep:
         report["sweep"] = []
         for point in SWEEP:
             print("\nstreaming with %s ..." % point, flush=True)

@@ -50,15 +50,32 @@ class _Request:
 
     def key(self, sot: int) -> tuple[Any, ...]:
         index = self.prompt.index(sot) if sot in self.prompt else -1
-        return index, tuple(sorted((k, repr(v)) for k, v in self.kwargs.items()))
+        return index, self.features.mel.shape[-1], tuple(sorted((k, repr(v)) for k, v in self.kwargs.items()))
+
+
+FRAMES_PER_S = 100  # mel frames (10 ms hop)
+WINDOW_FRAMES = 3000  # Whisper's 30 s window
+WINDOW_STEP_FRAMES = 200  # windows are cut in 2 s steps, so that jobs of similar length batch
+
+
+def window_frames(clip_s: float, pad_s: float) -> int:
+    """The encoder window for a clip: the clip and `pad_s` of what follows (faster-whisper's zero
+    padding), rounded up to a step, never more than Whisper's 30 s."""
+    frames = int(np.ceil((clip_s + pad_s) * FRAMES_PER_S / WINDOW_STEP_FRAMES)) * WINDOW_STEP_FRAMES
+    return max(WINDOW_STEP_FRAMES, min(WINDOW_FRAMES, frames))
 
 
 class BatchingModel:
-    """Stands in for `WhisperModel.model` (a `ctranslate2.models.Whisper`)."""
+    """Stands in for `WhisperModel.model` (a `ctranslate2.models.Whisper`).
+
+    It also cuts the encoder's window: CTranslate2 encodes mel features shorter than Whisper's
+    3000 frames, and the encoder's cost is proportional to them. A decode thread says how many
+    frames its job needs (`window`); `encode` keeps only those."""
 
     def __init__(self, model: Any, sot_token: int) -> None:
         self._model = model
         self._sot = sot_token
+        self._window = threading.local()
         self._cond = threading.Condition()
         self._active = 0
         self._waiting: list[_Request] = []
@@ -89,10 +106,23 @@ class BatchingModel:
 
     # --- the model's API ----------------------------------------------------------------
 
+    def window(self, frames: int) -> None:
+        """The encoder window of this thread's next decodes (WINDOW_FRAMES: the whole)."""
+        self._window.frames = frames
+
+    def _cut(self, features: Any) -> np.ndarray:
+        mel = np.asarray(features)
+        frames = getattr(self._window, "frames", WINDOW_FRAMES)
+        return np.ascontiguousarray(mel[..., :frames]) if frames < mel.shape[-1] else mel
+
     def encode(self, features: Any, to_cpu: bool = False) -> Any:
         if self._active <= 1:
-            return self._model.encode(features, to_cpu=to_cpu)
-        return Features(np.asarray(features)[0])
+            if getattr(self._window, "frames", WINDOW_FRAMES) >= WINDOW_FRAMES:
+                return self._model.encode(features, to_cpu=to_cpu)
+            import ctranslate2
+
+            return self._model.encode(ctranslate2.StorageView.from_array(self._cut(features)), to_cpu=to_cpu)
+        return Features(self._cut(features)[0])
 
     def _real(self, encoder_output: Any) -> Any:
         if isinstance(encoder_output, Features):

@@ -15,7 +15,7 @@ from common.errors import DecodeError, ModelLoadError
 from common.messages import Job
 from common.settings import Settings
 from decoder import models, profiles
-from decoder.batching import BatchingModel
+from decoder.batching import BatchingModel, window_frames
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +152,8 @@ class Engine:
         context_s = (len(samples) - len(audio)) / 16000.0
         audio_s = len(audio) / 16000.0
         started = time.perf_counter()
+        pad = self.settings.FINAL_WINDOW_PAD_S if job.kind == "final" else self.settings.INTERIM_WINDOW_PAD_S
+        self.batcher.window(window_frames(len(samples) / 16000.0, pad))
         try:
             segments, info = self.model.transcribe(samples, **self.options(job, audio_s, context is not None))
             # Without timestamps a window is one segment, and a clip (context included) always fits

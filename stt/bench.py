@@ -75,6 +75,31 @@ async def run_client(url: str, speech: Speech, speed: float, delay: float) -> Cl
     return run
 
 
+def tree_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of the processes below `pid`, by kind (decoder, gateway, other)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float, str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path("/proc/%s/stat" % entry).read_text().rsplit(")", 1)[1].split()
+            cmd = Path("/proc/%s/cmdline" % entry).read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        stats[int(entry)] = (int(stat[1]), (int(stat[11]) + int(stat[12])) / tick, cmd)
+    out: dict[str, float] = {"decoder": 0.0, "gateway": 0.0, "other": 0.0}
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for child, (ppid, cpu, cmd) in stats.items():
+            if ppid == parent:
+                kind = "decoder" if "stt decoder" in cmd else "gateway" if "stt gateway" in cmd else "other"
+                out[kind] += cpu
+                todo.append(child)
+    return out
+
+
 def pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1) if values else None
 
@@ -122,6 +147,7 @@ def analyse(runs: list[ClientRun], speech: Speech, speed: float) -> dict[str, An
         "final_decode_ms": {"p50": pct(decode, 50), "p95": pct(decode, 95)},
         "first_interim_ms": {"p50": pct(first_interim, 50), "p95": pct(first_interim, 95)},
         "interim_cadence_ms": {"p50": pct(cadence, 50), "p95": pct(cadence, 95)},
+        "interims_per_stream_s": round(sum(len(r.interims) for r in runs) / max(1, len(runs)) / speech.duration, 2),
     }
 
 
@@ -178,7 +204,7 @@ class Service:
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> str:
+    def __enter__(self) -> tuple[str, int]:
         from stt.supervisor import gateway_status
 
         env = {
@@ -198,7 +224,7 @@ class Service:
             if self.proc.poll() is not None:
                 raise SttError("stt up exited with %s" % self.proc.returncode)
             if gateway_status("127.0.0.1", self.port) is not None:
-                return "ws://127.0.0.1:%d/v1/listen" % self.port
+                return "ws://127.0.0.1:%d/v1/listen" % self.port, self.proc.pid
             time.sleep(0.3)
         raise SttError("stt up was not ready within 600 s")
 
@@ -213,7 +239,7 @@ class Service:
 
 
 async def sweep(
-    url: str, speech: Speech, ns: list[int], args: argparse.Namespace, texts: list[str]
+    url: str, speech: Speech, ns: list[int], args: argparse.Namespace, texts: list[str], service_pid: int = 0
 ) -> tuple[list[dict[str, Any]], int]:
     """Runs N = ns[0], ns[1], … until the SLO breaks; `texts` gets the first run's final texts."""
     results, capacity = [], 0
@@ -222,12 +248,18 @@ async def sweep(
         # Starts spread over one sentence so the clients' utterances do not all end together.
         spread = speech.duration / max(1, len(speech.spans)) / args.speed
         rng = random.Random(n)
+        cpu0, wall0 = tree_cpu_s(service_pid) if service_pid else {}, time.monotonic()
         runs = await asyncio.gather(
             *(run_client(url, speech, args.speed, rng.uniform(0, spread) if n > 1 else 0) for _ in range(n))
         )
         if not texts:
             texts += [m["text"] for _, m in sorted(runs[0].finals, key=lambda f: f[1]["utterance"])]
         stats = {"streams": n, **analyse(list(runs), speech, args.speed)}
+        if service_pid:
+            # Cores the service used while the clients ran (the decoders' share: decode utilisation).
+            cpu1, wall = tree_cpu_s(service_pid), time.monotonic() - wall0
+            stats["cores"] = {k: round((cpu1[k] - cpu0[k]) / wall, 2) for k in cpu1}
+            stats["cores_per_stream"] = round(sum(stats["cores"].values()) / n, 2)
         results.append(stats)
         p95 = stats["e2e_final_ms"]["p95"]
         print(
@@ -253,7 +285,7 @@ async def sweep(
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    head = "%6s %9s %9s %9s %10s %10s %10s %11s %8s %6s" % (
+    head = "%6s %9s %9s %9s %10s %10s %10s %11s %8s %6s %8s %6s" % (
         "N",
         "e2e p50",
         "e2e p95",
@@ -264,11 +296,13 @@ def table(results: list[dict[str, Any]]) -> str:
         "cadence p50",
         "missing",
         "WER",
+        "cores/N",
+        "int/s",
     )
     rows = [head]
     for r in results:
         rows.append(
-            "%6d %9s %9s %9s %10s %10s %10s %11s %8d %5.1f%%"
+            "%6d %9s %9s %9s %10s %10s %10s %11s %8d %5.1f%% %8s %6s"
             % (
                 r["streams"],
                 r["e2e_final_ms"]["p50"],
@@ -280,6 +314,8 @@ def table(results: list[dict[str, Any]]) -> str:
                 r["interim_cadence_ms"]["p50"],
                 r["finals_missing"],
                 r["wer"],
+                r.get("cores_per_stream", "-"),
+                r["interims_per_stream_s"],
             )
         )
     return "\n".join(rows)
@@ -333,7 +369,16 @@ def run(args: argparse.Namespace) -> int:
         "conversation_s": round(speech.duration, 2),
         "settings": {
             k: os.environ[k]
-            for k in ("MODEL_NAME", "DEVICE", "COMPUTE_TYPE", "DECODE_BATCH", "CPU_THREADS", "DECODERS")
+            for k in (
+                "MODEL_NAME",
+                "DEVICE",
+                "COMPUTE_TYPE",
+                "DECODE_BATCH",
+                "CPU_THREADS",
+                "DECODERS",
+                "FINAL_WINDOW_PAD_S",
+                "INTERIM_WINDOW_PAD_S",
+            )
             if k in os.environ
         },
         "cpus": os.cpu_count(),
@@ -344,8 +389,9 @@ def run(args: argparse.Namespace) -> int:
         if args.url:
             results, capacity = asyncio.run(sweep(args.url, speech, ns, args, texts))
         else:
-            with Service() as url:
-                results, capacity = asyncio.run(sweep(url, speech, ns, args, texts))
+            with Service() as service:
+                url, pid = service
+                results, capacity = asyncio.run(sweep(url, speech, ns, args, texts, pid))
     except SttError as exc:
         print("stt bench: %s" % exc, file=sys.stderr)
         return ExitCode.UNAVAILABLE
