@@ -320,10 +320,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     run_s = max(goal_per_client * 4.0, args.minutes * 60)  # a sentence and its pause take about 4 s
     t0 = time.monotonic()
     until = t0 + args.minutes * 60
-    watchers = [
-        asyncio.create_task(chaos(up, data_dir, stop, run_s, log)),
-        asyncio.create_task(sample_memory(up, stop, curve)),
-    ]
+    watchers = [asyncio.create_task(sample_memory(up, stop, curve))]
+    if not args.calm:
+        watchers.append(asyncio.create_task(chaos(up, data_dir, stop, run_s, log)))
     goal = args.utterances
     clients = [
         asyncio.create_task(client(url, pool, goal, until, tally, log["gateway_kills"], seed=i))
@@ -365,7 +364,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "wall_s": round(time.monotonic() - t0, 1),
         "tally": {k: v for k, v in asdict(tally).items() if k not in ("ref_words", "hyp_words")},
         "wer": round(score, 4),
-        "events": log["events"],
+        "events": log.get("events", []),
         "gateway_kills": len(log["gateway_kills"]),
         "injected": log.get("injected"),
         "memory": curve,
@@ -402,6 +401,7 @@ def cli() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--utterances", type=int, default=1000)
     p.add_argument("--minutes", type=float, default=0.0, help="run at least this long (a soak)")
+    p.add_argument("--calm", action="store_true", help="no faults: the same speech's WER without chaos")
     p.add_argument("--sessions", type=int, default=4, help="concurrent clients")
     p.add_argument("--decoders", type=int, default=2)
     p.add_argument("--model", default="tiny.en")
