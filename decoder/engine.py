@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import DecodeError, ModelLoadError
-from common.messages import Job
+from common.messages import KINDS, Job
 from common.settings import Settings
 from decoder import models, profiles
 from decoder.batching import BatchingModel, window_frames
@@ -55,9 +56,10 @@ class Engine:
         self.settings = settings
         self.device, self.compute_type = resolve_device(settings)
         self.model_name = settings.MODEL_NAME  # what is served, once loaded (see decoder/models.py)
-        self.model: Any = None
+        self.model: Any = None  # the final lane's WhisperModel (its .model is that lane's batcher)
         self.batcher: Any = None
         self._pool: ThreadPoolExecutor | None = None
+        self._lanes: dict[str, Lane] = {}
 
     def load(self) -> None:
         """Load the model (downloading a size name on first use), logging progress while it takes."""
@@ -88,7 +90,9 @@ class Engine:
                 device_index=self.settings.DEVICE_INDEX,
                 compute_type=self.compute_type,
                 cpu_threads=self.settings.CPU_THREADS,
-                num_workers=1,
+                # Two CTranslate2 workers (sharing the weights): a final never queues behind an
+                # interim decode already running; each kind has its own lane.
+                num_workers=len(KINDS),
             )
         except ModelLoadError:
             raise
@@ -99,9 +103,16 @@ class Engine:
             ticker.join()
         logger.info("model %s loaded in %.1fs", self.model_name, time.monotonic() - started)
         sot = self.model.hf_tokenizer.token_to_id("<|startoftranscript|>")
-        self.batcher = BatchingModel(self.model.model, sot)
-        self.model.model = self.batcher
-        self._pool = ThreadPoolExecutor(max_workers=self.settings.DECODE_BATCH, thread_name_prefix="decode")
+        ct2 = self.model.model
+        for kind in KINDS:
+            # A shallow copy per lane: the same tokenizer, feature extractor and weights, its own
+            # batcher (a batch is gathered per lane) and its own decode threads.
+            whisper = copy.copy(self.model)
+            whisper.model = BatchingModel(ct2, sot)
+            pool = ThreadPoolExecutor(max_workers=self.settings.DECODE_BATCH, thread_name_prefix="decode-" + kind)
+            self._lanes[kind] = Lane(whisper, whisper.model, pool)
+        final = self._lanes["final"]
+        self.model, self.batcher, self._pool = final.model, final.batcher, final.pool
 
     @property
     def multilingual(self) -> bool:
@@ -147,15 +158,19 @@ class Engine:
             return alone
         return output
 
+    def lane(self, kind: str) -> Lane:
+        return self._lanes.get(kind) or Lane(self.model, self.batcher, self._pool)
+
     def _decode(self, job: Job, audio: np.ndarray, context: np.ndarray | None) -> DecodeOutput:
         samples = np.concatenate([context, audio]) if context is not None else audio
         context_s = (len(samples) - len(audio)) / 16000.0
         audio_s = len(audio) / 16000.0
         started = time.perf_counter()
         pad = self.settings.FINAL_WINDOW_PAD_S if job.kind == "final" else self.settings.INTERIM_WINDOW_PAD_S
-        self.batcher.window(window_frames(len(samples) / 16000.0, pad))
+        lane = self.lane(job.kind)
+        lane.batcher.window(window_frames(len(samples) / 16000.0, pad))
         try:
-            segments, info = self.model.transcribe(samples, **self.options(job, audio_s, context is not None))
+            segments, info = lane.model.transcribe(samples, **self.options(job, audio_s, context is not None))
             # Without timestamps a window is one segment, and a clip (context included) always fits
             # one window. Taking only that segment matters with word timestamps: faster-whisper then
             # seeks back to the last word's end and decodes the trailing silence again, where the
@@ -187,17 +202,18 @@ class Engine:
     def _decode_together(
         self, jobs: list[tuple[Job, np.ndarray, np.ndarray | None]]
     ) -> list[DecodeOutput | DecodeError]:
-        if len(jobs) == 1 or self._pool is None:
+        lane = self.lane(jobs[0][0].kind)
+        if len(jobs) == 1 or lane.pool is None:
             return [self._decode_caught(*item) for item in jobs]
-        pool = self._pool
+        pool = lane.pool
         # Every member must have a thread of its own: the batch waits for all of them.
-        self.batcher.begin(len(jobs))
+        lane.batcher.begin(len(jobs))
 
         def member(job: Job, audio: np.ndarray, context: np.ndarray | None) -> DecodeOutput | DecodeError:
             try:
                 return self._decode_caught(job, audio, context)
             finally:
-                self.batcher.leave()
+                lane.batcher.leave()
 
         futures = [pool.submit(member, *item) for item in jobs]
         return [f.result() for f in futures]
@@ -231,6 +247,15 @@ class Engine:
         return DecodeOutput(
             text=text, language=language, words=words, no_speech=not text, audio_s=audio_s, decode_ms=decode_ms
         )
+
+
+@dataclass
+class Lane:
+    """What decodes one kind of job: a WhisperModel view, its batcher, its threads."""
+
+    model: Any
+    batcher: Any
+    pool: ThreadPoolExecutor | None
 
 
 def forced_prefix(job: Job, with_context: bool) -> str:

@@ -26,7 +26,7 @@ from common.backoff import Backoff
 from common.clock import now_ms
 from common.errors import AudioError, DecodeError
 from common.lifecycle import StopFlag, Watchdog, heartbeat
-from common.messages import Job, Result
+from common.messages import KINDS, Job, Result
 from common.settings import Settings
 from decoder.engine import DecodeOutput, Engine
 from decoder.fairness import InterimQueue
@@ -36,6 +36,7 @@ from decoder.streams import Entry, JobStreams
 logger = logging.getLogger(__name__)
 
 BLOCK_MS = 500
+INTERIM_POLL_MS = 50  # how often the loop looks whether the interim lane is free again
 PRUNE_EVERY_S = 30.0
 DEAD_CONSUMER_IDLE_MS = 60_000  # a live decoder reads far more often than this
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
@@ -53,7 +54,9 @@ class DecoderWorker:
         self.streams = JobStreams(self.redis, self.id)
         self.interims = InterimQueue()
         self.stop = StopFlag()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+        # One lane per kind (the engine's too): an interim decode in progress never delays a final.
+        self._executors = {kind: ThreadPoolExecutor(max_workers=1, thread_name_prefix=kind) for kind in KINDS}
+        self._interim_run: asyncio.Task[None] | None = None
         self._ready = False
         self._next_claim = 0.0
         self._next_prune = 0.0
@@ -78,6 +81,9 @@ class DecoderWorker:
         try:
             await self._loop()
         finally:
+            if self._interim_run is not None:
+                # Finish the interims in hand (their results are short work), like a final batch.
+                await asyncio.gather(self._interim_run, return_exceptions=True)
             await self.watchdog.finish(timeout=self.settings.HEARTBEAT_S + 5)
             await self._shutdown()
 
@@ -128,7 +134,8 @@ class DecoderWorker:
         except RedisError as exc:
             logger.warning("could not acknowledge held interims at shutdown: %s", exc)
         await self.redis.aclose()
-        self._executor.shutdown(wait=True)
+        for executor in self._executors.values():
+            executor.shutdown(wait=True)
         logger.info("decoder %s stopped after %d jobs", self.id, self._jobs_done)
 
     async def _heartbeat(self) -> None:
@@ -166,6 +173,13 @@ class DecoderWorker:
                 gone = await self.streams.prune_consumers(max(DEAD_CONSUMER_IDLE_MS, 4 * self.settings.CLAIM_IDLE_MS))
                 if gone:
                     logger.info("removed the consumers of dead decoders: %s", ", ".join(gone))
+        self._reap_interims()
+        if self._interim_run is not None:
+            # Interims are being decoded in their lane: only finals are taken meanwhile, at once.
+            finals = await self.streams.read({keys.STREAM_FINAL: ">"}, batch, INTERIM_POLL_MS)
+            if finals:
+                await self._process(finals, "final")
+            return
         finals = await self.streams.read({keys.STREAM_FINAL: ">"}, batch, None)
         if finals:
             await self._process(finals, "final")
@@ -189,7 +203,14 @@ class DecoderWorker:
                 self._count(sel.stale, "stale_dropped")
                 self._count(sel.superseded, "superseded")
             if sel.chosen:
-                await self._process(sel.chosen, "interim")
+                self._interim_run = asyncio.create_task(self._process(sel.chosen, "interim"), name="interims")
+
+    def _reap_interims(self) -> None:
+        """The interim lane's last batch, if it has ended: its error (a Redis outage) is the loop's."""
+        run = self._interim_run
+        if run is not None and run.done():
+            self._interim_run = None
+            run.result()
 
     async def _admit_interims(self, entries: list[Entry]) -> None:
         good = await self._reject_unreadable(entries)
@@ -265,7 +286,7 @@ class DecoderWorker:
         contexts = [c for e, _, c in ready if e.job is not None]
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
-        decoding = loop.run_in_executor(self._executor, self.engine.decode_many, items, contexts)
+        decoding = loop.run_in_executor(self._executors[kind], self.engine.decode_many, items, contexts)
         outputs, _ = await asyncio.gather(decoding, self._keep_claimed([e for e, _, _ in ready], decoding))
         elapsed = time.perf_counter() - t0
         m = self.metrics

@@ -54,11 +54,12 @@ def test_batched_jobs_get_the_text_they_get_alone(engine: Engine, audios: list[n
         for i, a in enumerate(audios)
     ]
     alone = [engine.decode_one(j, a).text for j, a in jobs]
-    before = engine.batcher.calls
+    batcher = engine.lane(kind).batcher
+    before = batcher.calls
     together = engine.decode_many(jobs)
     assert texts(together) == alone
     # Six jobs, far fewer model calls: compatible jobs shared one batched generate.
-    assert engine.batcher.calls - before < len(jobs)
+    assert batcher.calls - before < len(jobs)
 
 
 def test_batch_of_one_and_batch_size_one_go_straight_through(micro_model: Path, audios: list[np.ndarray]) -> None:
@@ -66,7 +67,7 @@ def test_batch_of_one_and_batch_size_one_go_straight_through(micro_model: Path, 
     e.load()
     jobs = [job("final", i, a) for i, a in enumerate(audios[:2])]
     assert texts(e.decode_many(jobs)) == [e.decode_one(j, a).text for j, a in jobs]
-    assert e.batcher.calls == 0
+    assert e.lane("final").batcher.calls == 0
 
 
 class Poisoned:
@@ -90,7 +91,8 @@ def test_a_bad_job_in_a_batch_fails_alone(
     jobs = [job("interim", i, a, prefix="zebra" if i == 2 else "") for i, a in enumerate(audios[:4])]
     alone = [engine.decode_one(j, a).text for j, a in jobs]
     poison = engine._tokens("zebra")[0]
-    monkeypatch.setattr(engine.batcher, "_model", Poisoned(engine.batcher._model, poison))
+    batcher = engine.lane("interim").batcher
+    monkeypatch.setattr(batcher, "_model", Poisoned(batcher._model, poison))
     got = engine.decode_many(jobs)
     assert isinstance(got[2], DecodeError) and "out of memory" in str(got[2])
     assert [t for i, t in enumerate(texts(got)) if i != 2] == [t for i, t in enumerate(alone) if i != 2]
