@@ -16,7 +16,7 @@ from common.errors import DecodeError, ModelLoadError
 from common.messages import KINDS, Job
 from common.settings import Settings
 from decoder import models, profiles
-from decoder.batching import BatchingModel, window_frames
+from decoder.batching import WINDOW_FRAMES, BatchingModel, window_frames
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +178,9 @@ class Engine:
             first = next(iter(segments), None)
         except Exception as exc:
             raise DecodeError("%s: %s" % (type(exc).__name__, exc)) from exc
+        finally:
+            # The window is this job's: a later transcribe in this thread gets the whole again.
+            lane.batcher.window(WINDOW_FRAMES)
         return self._output(
             job,
             [first] if first is not None else [],

@@ -96,3 +96,34 @@ def test_a_bad_job_in_a_batch_fails_alone(
     got = engine.decode_many(jobs)
     assert isinstance(got[2], DecodeError) and "out of memory" in str(got[2])
     assert [t for i, t in enumerate(texts(got)) if i != 2] == [t for i, t in enumerate(alone) if i != 2]
+
+
+def test_encoder_windows_are_the_clip_and_its_pad_in_steps() -> None:
+    from decoder.batching import WINDOW_FRAMES, window_frames
+
+    assert window_frames(2.3, 0.0) == 400  # 2.3 s → the next 2 s step
+    assert window_frames(2.3, 4.0) == 800
+    assert window_frames(0.0, 0.0) == 200
+    assert window_frames(29.0, 4.0) == WINDOW_FRAMES
+
+
+def test_a_cut_window_is_used_for_its_job_only(micro_model: Path, audios: list[np.ndarray]) -> None:
+    e = Engine(make_settings(micro_model, "redis://127.0.0.1:1/0", FINAL_WINDOW_PAD_S=1.0, DECODE_BATCH=1))
+    e.load()
+    j, a = job("final", 0, audios[0])
+    seen: list[int] = []
+    real = e.lane("final").batcher._model
+
+    class Spy:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def encode(self, features: Any, to_cpu: bool = False) -> Any:
+            seen.append(np.asarray(features).shape[-1])
+            return real.encode(features, to_cpu=to_cpu)
+
+    e.lane("final").batcher._model = Spy()
+    assert isinstance(e.decode_one(j, a), DecodeOutput)
+    assert seen and seen[0] < 3000  # the encoder saw the clip + 1 s, not 30 s
+    list(e.model.transcribe(a)[0])  # another transcribe in this thread: the whole window again
+    assert seen[-1] == 3000
