@@ -45,6 +45,7 @@ from client.speech import SENTENCES, Speech, conversation
 from client.wer import wer
 from common import keys
 from common.messages import SCHEMA_VERSION, Job, encode_job
+from common.process import descendants
 
 VOICES = ("en-us", "en-gb", "en-us+f3", "en-gb-x-rp", "en-us+m3", "en-gb-scotland")
 CHUNK = 3200  # 100 ms of 16 kHz PCM16
@@ -69,28 +70,8 @@ class Tally:
     hyp_words: list[str] = field(default_factory=list)
 
 
-def children(pid: int) -> dict[int, str]:
-    """Every live descendant of `pid`: its command line."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                stat = Path("/proc/%s/stat" % entry).read_text()
-                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found: dict[int, str] = {}
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        for c, pp in parents.items():
-            if pp == p:
-                with contextlib.suppress(OSError):
-                    found[c] = Path("/proc/%d/cmdline" % c).read_bytes().replace(b"\0", b" ").decode()
-                todo.append(c)
-    return found
-
-
 def find(pid: int, what: str) -> list[int]:
-    return [p for p, cmd in children(pid).items() if what in cmd]
+    return [p for p, cmd in descendants(pid).items() if what in cmd]
 
 
 def rss_mb(pid: int) -> float:

@@ -31,6 +31,7 @@ from client.speech import SENTENCES, Speech, conversation
 from client.stream import ClientError, connect
 from client.wer import align
 from common.errors import ExitCode, SttError
+from common.process import cpu_seconds, descendants
 
 PRE_ROLL_S = 0.3
 
@@ -77,26 +78,10 @@ async def run_client(url: str, speech: Speech, speed: float, delay: float) -> Cl
 
 def tree_cpu_s(pid: int) -> dict[str, float]:
     """CPU seconds (user + system) of the processes below `pid`, by kind (decoder, gateway, other)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float, str]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path("/proc/%s/stat" % entry).read_text().rsplit(")", 1)[1].split()
-            cmd = Path("/proc/%s/cmdline" % entry).read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        stats[int(entry)] = (int(stat[1]), (int(stat[11]) + int(stat[12])) / tick, cmd)
     out: dict[str, float] = {"decoder": 0.0, "gateway": 0.0, "other": 0.0}
-    todo = [pid]
-    while todo:
-        parent = todo.pop()
-        for child, (ppid, cpu, cmd) in stats.items():
-            if ppid == parent:
-                kind = "decoder" if "stt decoder" in cmd else "gateway" if "stt gateway" in cmd else "other"
-                out[kind] += cpu
-                todo.append(child)
+    for child, cmd in descendants(pid).items():
+        kind = "decoder" if "stt decoder" in cmd else "gateway" if "stt gateway" in cmd else "other"
+        out[kind] += cpu_seconds(child)
     return out
 
 

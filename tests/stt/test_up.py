@@ -23,6 +23,7 @@ import soundfile as sf
 
 from client.speech import SENTENCES, Speech, conversation
 from client.wer import wer
+from common.process import descendants as process_tree
 from common.redis_server import free_port
 from tests.conftest import JFK, JFK_TEXT, REAL_MODEL, ROOT, Proc, wait_for
 
@@ -38,21 +39,7 @@ STT_UP_ENV = {
 
 def descendants(pid: int) -> set[int]:
     """Every live process below `pid` (from /proc)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path("/proc/%s/stat" % entry).read_text()
-            except OSError:
-                continue
-            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        kids = [c for c, pp in parents.items() if pp == p]
-        found.update(kids)
-        todo.extend(kids)
-    return found
+    return set(process_tree(pid))
 
 
 def alive(pid: int) -> bool:
