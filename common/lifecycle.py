@@ -15,12 +15,17 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common import keys
 from common.clock import now_ms
 
 logger = logging.getLogger(__name__)
+
+# Redis going away for a while (a restart, a network blip): wait and try again, never give up on it.
+REDIS_TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
 class StopFlag:

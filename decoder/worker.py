@@ -16,16 +16,14 @@ from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common import keys
 from common.audio import pcm16_to_float32
 from common.backoff import Backoff
 from common.clock import now_ms
 from common.errors import AudioError, DecodeError
-from common.lifecycle import StopFlag, Watchdog, heartbeat
+from common.lifecycle import REDIS_TRANSIENT, StopFlag, Watchdog, heartbeat
 from common.messages import KINDS, Job, Result
 from common.settings import Settings
 from decoder.engine import DecodeOutput, Engine
@@ -39,7 +37,6 @@ BLOCK_MS = 500
 INTERIM_POLL_MS = 50  # how often the loop looks whether the interim lane is free again
 PRUNE_EVERY_S = 30.0
 DEAD_CONSUMER_IDLE_MS = 60_000  # a live decoder reads far more often than this
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
 class DecoderWorker:
@@ -61,7 +58,8 @@ class DecoderWorker:
         self._next_claim = 0.0
         self._next_prune = 0.0
         self._jobs_done = 0
-        self.watchdog = Watchdog(self.stop)
+        # A helper that dies stops the decoder (it exits non-zero: its supervisor restarts it).
+        self.watchdog = Watchdog(self.stop, lambda reason: self.stop.request())
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -74,8 +72,6 @@ class DecoderWorker:
             keys.STREAM_INTERIM,
             self.settings.DECODE_BATCH,
         )
-        # A helper that dies stops the decoder (it exits non-zero: its supervisor restarts it).
-        self.watchdog = Watchdog(self.stop, lambda reason: self.stop.request())
         self.watchdog.start(self._heartbeat(), "heartbeat")
         self.watchdog.start(self._announce_stop(), "announce-stop")
         try:
@@ -112,7 +108,7 @@ class DecoderWorker:
                 if backoff.failing:
                     logger.info("Redis is back; decoder %s resumes", self.id)
                 backoff.reset()
-            except TRANSIENT as exc:
+            except REDIS_TRANSIENT as exc:
                 self._ready = False
                 delay = backoff.next()
                 logger.warning("Redis unavailable (%s); retrying in %.1fs", exc, delay)

@@ -14,19 +14,17 @@ import time
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common import keys
 from common.backoff import Backoff
 from common.clock import now_ms
+from common.lifecycle import REDIS_TRANSIENT
 from common.messages import Job, encode_job
 
 logger = logging.getLogger(__name__)
 
 Command = tuple[Any, ...]  # (pipeline method name, *args)
 RIDE_THROUGH_S = 15.0  # how long writes wait for Redis to come back (a restart takes ~1 s)
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
 class WriteBatcher:
@@ -86,7 +84,7 @@ class WriteBatcher:
                 if backoff.failing:
                     logger.info("Redis answers again; %d writes went through", len(batch))
                 return results
-            except TRANSIENT as exc:
+            except REDIS_TRANSIENT as exc:
                 delay = backoff.next()
                 if time.monotonic() + delay > deadline:
                     raise

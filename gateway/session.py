@@ -240,33 +240,26 @@ class Session:
         now = time.monotonic()
         for p in list(self.pending.values()):
             if p.result is None and now - p.queued_at > self.settings.FINAL_TIMEOUT_S:
-                if p.tries >= self.settings.MAX_DELIVERIES:
-                    logger.error("session %s utt %d: no final after %d tries", self.id, p.job.utt, p.tries)
-                    self._resolve(p, Result.failure(p.job, "no result after %d tries" % p.tries, ""))
-                    continue
-                p.tries += 1
-                p.queued_at = now
-                logger.warning(
-                    "session %s utt %d: no final after %.0fs, re-queued (try %d)",
-                    self.id,
-                    p.job.utt,
-                    self.settings.FINAL_TIMEOUT_S,
-                    p.tries,
-                )
-                await self.queue.enqueue(p.job)
+                await self._try_again(p, "no final after %.0fs" % self.settings.FINAL_TIMEOUT_S)
+
+    async def _try_again(self, p: PendingFinal, why: str) -> None:
+        """Queue a pending final once more, as its next try; past MAX_DELIVERIES tries it is an
+        error naming its utterance instead."""
+        if p.tries >= self.settings.MAX_DELIVERIES:
+            logger.error("session %s utt %d: no final after %d tries", self.id, p.job.utt, p.tries)
+            self._resolve(p, Result.failure(p.job, "no result after %d tries" % p.tries, ""))
+            return
+        p.tries += 1
+        p.queued_at = time.monotonic()
+        logger.warning("session %s utt %d: %s, re-queued (try %d)", self.id, p.job.utt, why, p.tries)
+        await self.queue.enqueue(p.job)
 
     async def requeue_pending(self) -> None:
         """After a result-channel reconnect results may have been missed: ask again. The result
         cache answers finals already decoded without a second decode."""
         for p in list(self.pending.values()):
             if p.result is None:
-                if p.tries >= self.settings.MAX_DELIVERIES:
-                    logger.error("session %s utt %d: no final after %d tries", self.id, p.job.utt, p.tries)
-                    self._resolve(p, Result.failure(p.job, "no result after %d tries" % p.tries, ""))
-                    continue
-                p.tries += 1
-                p.queued_at = time.monotonic()
-                await self.queue.enqueue(p.job)
+                await self._try_again(p, "results may have been missed while resubscribing")
         self.interim_in_flight = None
 
     # --- results -------------------------------------------------------------------------

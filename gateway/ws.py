@@ -79,20 +79,12 @@ async def serve_session(ws: WebSocket, state: GatewayState) -> None:
         except (RedisError, OSError) as exc:
             session = live[0] if live else None
             logger.error("session %s: Redis failed: %s", session.id if session else "-", exc)
-            if session is not None:
-                session.abandon("the service lost its queue")
-            else:
-                conn.send(server_error("internal", "the service lost its queue; please reconnect"))
-                conn.close_when_sent(CLOSE_INTERNAL)
+            _give_up(conn, session, "the service lost its queue")
         except Exception as exc:
             # A bug in one session's handling ends that session, with what it owes as errors.
             session = live[0] if live else None
             logger.exception("session %s: failed", session.id if session else "-")
-            if session is not None:
-                session.abandon("internal error: %s" % type(exc).__name__)
-            else:
-                conn.send(server_error("internal", "internal error; please reconnect"))
-                conn.close_when_sent(CLOSE_INTERNAL)
+            _give_up(conn, session, "internal error: %s" % type(exc).__name__)
         finally:
             if session is not None:
                 state.router.remove(session)
@@ -104,6 +96,15 @@ async def serve_session(ws: WebSocket, state: GatewayState) -> None:
                     await asyncio.wait_for(ws.close(CLOSE_NORMAL), settings.SEND_TIMEOUT_S)
     finally:
         state.connections -= 1
+
+
+def _give_up(conn: Connection, session: Session | None, why: str) -> None:
+    """End the connection on a failure: a session's owed finals become errors first."""
+    if session is not None:
+        session.abandon(why)
+    else:
+        conn.send(server_error("internal", "%s; please reconnect" % why))
+        conn.close_when_sent(CLOSE_INTERNAL)
 
 
 async def _refused(state: GatewayState, conn: Connection) -> bool:
