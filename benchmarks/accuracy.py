@@ -97,20 +97,34 @@ def direct(model: Any, convs: list[Conversation], beam: int) -> list[str]:
     return texts
 
 
-WINDOW_PADS = (30.0, 4.0, 2.0, 1.0, 0.5, 0.0)
+# (label, final pad, interim pad, minimum window): cut to audio + pad, or a fixed length for
+# clips shorter than it.
+WINDOW_POINTS = (
+    ("whole 30 s", 30.0, 30.0, 0.0),
+    ("audio + 4 s", 4.0, 4.0, 0.0),
+    ("audio + 2 s", 2.0, 2.0, 0.0),
+    ("audio + 1 s", 1.0, 1.0, 0.0),
+    ("fixed 10 s", 0.0, 0.0, 10.0),
+    ("fixed 15 s", 0.0, 0.0, 15.0),
+)
 
 
 def windows(convs: list[Conversation], env: dict[str, str], direct_texts: list[str]) -> list[dict[str, Any]]:
-    """Final and interim WER and decode time per job for encoder windows of (audio + pad)."""
+    """Final and interim WER and decode time per job per encoder window."""
     rows = []
-    for pad in WINDOW_PADS:
-        point = {"FINAL_WINDOW_PAD_S": str(pad), "INTERIM_WINDOW_PAD_S": str(pad)}
-        print("\nsimulating with encoder windows of audio + %.1f s (30: the whole window) ..." % pad, flush=True)
+    for label, final_pad, interim_pad, min_s in WINDOW_POINTS:
+        point = {
+            "FINAL_WINDOW_PAD_S": str(final_pad),
+            "INTERIM_WINDOW_PAD_S": str(interim_pad),
+            "WINDOW_MIN_S": str(min_s),
+        }
+        print("\nsimulating with encoder windows of %s ..." % label, flush=True)
         sessions = simulate(convs, env["MODEL_NAME"], {**env, **point})
         finals, interims = score(convs, sessions, direct_texts), score(convs, last_interims(sessions), direct_texts)
         ms = {k: [x for s in sessions for x in s.decode_ms.get(k, [])] for k in ("final", "interim")}
         row = {
-            "pad_s": pad,
+            "window": label,
+            **point,
             "wer_final": finals["wer_streamed"],
             "wer_last_interim": interims["wer_streamed"],
             "final_ms_p50": _pct(ms["final"], 50),
@@ -121,13 +135,13 @@ def windows(convs: list[Conversation], env: dict[str, str], direct_texts: list[s
         }
         print(row, flush=True)
         rows.append(row)
-    print("\n| pad (s) | final WER | last-interim WER | final ms/job p50 (mean) | interim ms/job p50 (mean) |")
+    print("\n| window | final WER | last-interim WER | final ms/job p50 (mean) | interim ms/job p50 (mean) |")
     print("| --- | --- | --- | --- | --- |")
     for r in rows:
         print(
             "| %s | %.2f%% | %.2f%% | %s (%s) | %s (%s) |"
             % (
-                "30 (whole)" if r["pad_s"] >= 30 else r["pad_s"],
+                r["window"],
                 r["wer_final"],
                 r["wer_last_interim"],
                 r["final_ms_p50"],

@@ -58,12 +58,15 @@ class Settings:
     LOG_PROB_THRESHOLD: float = _setting(-1.0, "average log-probability guard", hi=0.0)
     COMPRESSION_RATIO_THRESHOLD: float = _setting(2.4, "repetition guard (gzip ratio)", lo=1.0)
     FINAL_WINDOW_PAD_S: float = _setting(
-        30.0,
-        "the encoder sees a final's audio plus this much padding, in 2 s steps, not Whisper's whole 30 s (30: whole)",
+        4.0,
+        "the encoder sees a final's audio (context included) plus this much padding, in 2 s steps (30: all of it)",
         lo=0.0,
         hi=30.0,
     )
-    INTERIM_WINDOW_PAD_S: float = _setting(30.0, "the same for interims (30: the whole window)", lo=0.0, hi=30.0)
+    INTERIM_WINDOW_PAD_S: float = _setting(2.0, "the same for interims", lo=0.0, hi=30.0)
+    WINDOW_MIN_S: float = _setting(
+        0.0, "a cut encoder window is never shorter than this (0: as short as audio + pad)", lo=0.0, hi=30.0
+    )
     CONTEXT_S: float = _setting(
         20.0,
         "a final is decoded after up to this much of the previous utterance's audio, its text forced (0: off)",

@@ -58,10 +58,11 @@ WINDOW_FRAMES = 3000  # Whisper's 30 s window
 WINDOW_STEP_FRAMES = 200  # windows are cut in 2 s steps, so that jobs of similar length batch
 
 
-def window_frames(clip_s: float, pad_s: float) -> int:
+def window_frames(clip_s: float, pad_s: float, min_s: float = 0.0) -> int:
     """The encoder window for a clip: the clip and `pad_s` of what follows (faster-whisper's zero
-    padding), rounded up to a step, never more than Whisper's 30 s."""
-    frames = int(np.ceil((clip_s + pad_s) * FRAMES_PER_S / WINDOW_STEP_FRAMES)) * WINDOW_STEP_FRAMES
+    padding), at least `min_s`, rounded up to a step, never more than Whisper's 30 s."""
+    seconds = max(clip_s + pad_s, min_s)
+    frames = int(np.ceil(seconds * FRAMES_PER_S / WINDOW_STEP_FRAMES)) * WINDOW_STEP_FRAMES
     return max(WINDOW_STEP_FRAMES, min(WINDOW_FRAMES, frames))
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +19,7 @@ from common.messages import KINDS, Job
 from common.settings import Settings
 from decoder import models, profiles
 from decoder.batching import WINDOW_FRAMES, BatchingModel, window_frames
+from decoder.text import cut_loop, drop_context_words, drop_runaway_segments, strip_context
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +161,19 @@ class Engine:
             return alone
         return output
 
+    @contextlib.contextmanager
+    def windowed(self, job: Job, clip_s: float) -> Iterator[Lane]:
+        """The lane of the job's kind, its encoder window cut for a clip of `clip_s` seconds
+        (context included) in this thread while the block runs."""
+        pad = self.settings.FINAL_WINDOW_PAD_S if job.kind == "final" else self.settings.INTERIM_WINDOW_PAD_S
+        lane = self.lane(job.kind)
+        lane.batcher.window(window_frames(clip_s, pad, self.settings.WINDOW_MIN_S))
+        try:
+            yield lane
+        finally:
+            # The window is this job's: a later transcribe in this thread gets the whole again.
+            lane.batcher.window(WINDOW_FRAMES)
+
     def lane(self, kind: str) -> Lane:
         return self._lanes.get(kind) or Lane(self.model, self.batcher, self._pool)
 
@@ -166,21 +182,16 @@ class Engine:
         context_s = (len(samples) - len(audio)) / 16000.0
         audio_s = len(audio) / 16000.0
         started = time.perf_counter()
-        pad = self.settings.FINAL_WINDOW_PAD_S if job.kind == "final" else self.settings.INTERIM_WINDOW_PAD_S
-        lane = self.lane(job.kind)
-        lane.batcher.window(window_frames(len(samples) / 16000.0, pad))
         try:
-            segments, info = lane.model.transcribe(samples, **self.options(job, audio_s, context is not None))
-            # Without timestamps a window is one segment, and a clip (context included) always fits
-            # one window. Taking only that segment matters with word timestamps: faster-whisper then
-            # seeks back to the last word's end and decodes the trailing silence again, where the
-            # model hallucinates ("Thank you.").
-            first = next(iter(segments), None)
+            with self.windowed(job, len(samples) / 16000.0) as lane:
+                segments, info = lane.model.transcribe(samples, **self.options(job, audio_s, context is not None))
+                # Without timestamps a window is one segment, and a clip (context included) always
+                # fits one window. Taking only that segment matters with word timestamps:
+                # faster-whisper then seeks back to the last word's end and decodes the trailing
+                # silence again, where the model hallucinates ("Thank you.").
+                first = next(iter(segments), None)
         except Exception as exc:
             raise DecodeError("%s: %s" % (type(exc).__name__, exc)) from exc
-        finally:
-            # The window is this job's: a later transcribe in this thread gets the whole again.
-            lane.batcher.window(WINDOW_FRAMES)
         return self._output(
             job,
             [first] if first is not None else [],
@@ -236,6 +247,7 @@ class Engine:
         context = job.context_text.strip() if context_s else ""
         if context:
             text = strip_context(text, context)
+        text = cut_loop(text)
         words = None
         if job.kind == "final" and job.word_timestamps:
             words = [
@@ -246,7 +258,7 @@ class Engine:
                     "prob": round(float(w.probability), 3),
                 }
                 for w in drop_context_words([w for s in kept for w in (s.words or [])], context)
-            ]
+            ][: len(text.split())]
         return DecodeOutput(
             text=text, language=language, words=words, no_speech=not text, audio_s=audio_s, decode_ms=decode_ms
         )
@@ -266,38 +278,3 @@ def forced_prefix(job: Job, with_context: bool) -> str:
     interim's stable text, or a final's when it keeps it)."""
     parts = [job.context_text.strip() if with_context else "", job.prefix.strip()]
     return " ".join(p for p in parts if p)
-
-
-def strip_context(text: str, context: str) -> str:
-    """The decoded text after the forced context text (which the model was made to repeat), less
-    the punctuation that closes the context's last sentence ("punch" + ". See you")."""
-    if not text.startswith(context):
-        logger.warning("decoded text does not start with its forced context %r: %r", context[-40:], text[:80])
-    return text[len(context) :].lstrip(" .,;:!?。，").strip()
-
-
-def drop_context_words(words: list[Any], context: str) -> list[Any]:
-    """Word timings cover the forced context too: skip the words that spell it."""
-    if not context:
-        return words
-    spelled, n = 0, 0
-    while n < len(words) and spelled + len(words[n].word.strip()) <= len(context.replace(" ", "")):
-        spelled += len(words[n].word.strip())
-        n += 1
-    return words[n:]
-
-
-def drop_runaway_segments(segments: list[Any], settings: Settings) -> tuple[str, list[Any]]:
-    """Hallucination guards on top of faster-whisper's own (which already drop windows with a
-    high no-speech probability and a low log-probability): a segment still too repetitive after
-    every fallback temperature is not speech."""
-    kept = [
-        s
-        for s in segments
-        if not (
-            settings.COMPRESSION_RATIO_THRESHOLD
-            and s.compression_ratio > settings.COMPRESSION_RATIO_THRESHOLD
-            and s.temperature >= profiles.FALLBACK_TEMPERATURES[-1]
-        )
-    ]
-    return "".join(s.text for s in kept).strip(), kept

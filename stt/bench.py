@@ -363,6 +363,7 @@ def run(args: argparse.Namespace) -> int:
                 "DECODERS",
                 "FINAL_WINDOW_PAD_S",
                 "INTERIM_WINDOW_PAD_S",
+                "WINDOW_MIN_S",
             )
             if k in os.environ
         },

@@ -105,6 +105,8 @@ def test_encoder_windows_are_the_clip_and_its_pad_in_steps() -> None:
     assert window_frames(2.3, 4.0) == 800
     assert window_frames(0.0, 0.0) == 200
     assert window_frames(29.0, 4.0) == WINDOW_FRAMES
+    assert window_frames(2.3, 0.0, 10.0) == 1000  # a fixed length for short clips
+    assert window_frames(12.3, 0.0, 10.0) == 1400
 
 
 def test_a_cut_window_is_used_for_its_job_only(micro_model: Path, audios: list[np.ndarray]) -> None:

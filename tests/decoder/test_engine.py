@@ -49,7 +49,8 @@ def test_the_forced_context_is_taken_off_the_text_and_its_words() -> None:
     from types import SimpleNamespace
 
     from common.messages import Job
-    from decoder.engine import drop_context_words, forced_prefix, strip_context
+    from decoder.engine import forced_prefix
+    from decoder.text import drop_context_words, strip_context
 
     assert strip_context("The juice of lemons. See you tomorrow.", "The juice of lemons") == "See you tomorrow."
     assert strip_context("The juice of lemons makes", "The juice of lemons") == "makes"
@@ -68,3 +69,17 @@ def test_the_forced_context_is_taken_off_the_text_and_its_words() -> None:
     )
     assert forced_prefix(job, with_context=True) == "Before. the stable"
     assert forced_prefix(job, with_context=False) == "the stable"
+
+
+def test_cut_loop_keeps_one_turn_of_a_loop_and_leaves_speech_alone() -> None:
+    from decoder.text import cut_loop
+
+    assert cut_loop("Good morning. Good morning. Good morning. Good morning. Good") == "Good morning."
+    looped = "Ask what you can do for your country. " * 7 + "Ask"
+    assert cut_loop("And so. " + looped) == "And so. Ask what you can do for your country."
+    assert cut_loop("no no no") == "no no no"  # a word said thrice is speech
+    assert cut_loop("the the the the the the the") == "the"
+    speech = "ask not what your country can do for you, ask what you can do for your country"
+    assert cut_loop(speech) == speech
+    assert cut_loop("Bye. Bye.") == "Bye. Bye."
+    assert cut_loop("") == ""

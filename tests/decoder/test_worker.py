@@ -35,8 +35,9 @@ def engine(micro_model: Path) -> Engine:
 
 
 def direct_text(engine: Engine, job, audio: np.ndarray) -> str:  # type: ignore[no-untyped-def]
-    segments, _info = engine.model.transcribe(audio, **engine.options(job, len(audio) / 16000))
-    return "".join(s.text for s in segments).strip()
+    with engine.windowed(job, len(audio) / 16000) as lane:
+        segments, _info = lane.model.transcribe(audio, **engine.options(job, len(audio) / 16000))
+        return "".join(s.text for s in segments).strip()
 
 
 async def test_final_equals_direct_transcribe(

@@ -1,0 +1,81 @@
+"""What becomes of a decode's text: runaway segments dropped, loops cut, the forced context
+taken off again, and the word timings of the context skipped."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from common.settings import Settings
+from decoder import profiles
+
+logger = logging.getLogger(__name__)
+
+_NOT_WORD = re.compile(r"[^\w']+")
+# A phrase said this many times in a row up to the end of the text is the model looping, not
+# speech ("See you tomorrow. See you tomorrow. See you ..."); a single word needs more.
+LOOP_REPEATS = 3
+LOOP_REPEATS_ONE_WORD = 6
+
+
+def drop_runaway_segments(segments: list[Any], settings: Settings) -> tuple[str, list[Any]]:
+    """Hallucination guards on top of faster-whisper's own (which already drop windows with a
+    high no-speech probability and a low log-probability): a segment still too repetitive after
+    every fallback temperature is not speech."""
+    kept = [
+        s
+        for s in segments
+        if not (
+            settings.COMPRESSION_RATIO_THRESHOLD
+            and s.compression_ratio > settings.COMPRESSION_RATIO_THRESHOLD
+            and s.temperature >= profiles.FALLBACK_TEMPERATURES[-1]
+        )
+    ]
+    return "".join(s.text for s in kept).strip(), kept
+
+
+def loop_start(words: list[str]) -> int | None:
+    """How many words to keep when the text ends in a loop: the words before the loop and one
+    turn of it (a unit repeated to the end, the last turn possibly cut off by the token budget).
+    None when there is no loop."""
+    norm = [_NOT_WORD.sub("", w.lower()) for w in words]
+    n = len(norm)
+    for start in range(n):
+        rest = n - start
+        for period in range(1, rest // LOOP_REPEATS + 1):
+            if period == 1 and rest < LOOP_REPEATS_ONE_WORD:
+                continue
+            if all(norm[start + i] == norm[start + i % period] for i in range(period, rest)):
+                return start + period
+    return None
+
+
+def cut_loop(text: str) -> str:
+    """The text without the repeats of a loop at its end. A greedy decode in a short encoder
+    window sometimes never says end-of-text and repeats itself up to the token budget."""
+    words = text.split()
+    keep = loop_start(words)
+    if keep is None:
+        return text
+    logger.debug("cut a loop: %r", text[-80:])
+    return " ".join(words[:keep])
+
+
+def strip_context(text: str, context: str) -> str:
+    """The decoded text after the forced context text (which the model was made to repeat), less
+    the punctuation that closes the context's last sentence ("punch" + ". See you")."""
+    if not text.startswith(context):
+        logger.warning("decoded text does not start with its forced context %r: %r", context[-40:], text[:80])
+    return text[len(context) :].lstrip(" .,;:!?。，").strip()
+
+
+def drop_context_words(words: list[Any], context: str) -> list[Any]:
+    """Word timings cover the forced context too: skip the words that spell it."""
+    if not context:
+        return words
+    spelled, n = 0, 0
+    while n < len(words) and spelled + len(words[n].word.strip()) <= len(context.replace(" ", "")):
+        spelled += len(words[n].word.strip())
+        n += 1
+    return words[n:]
