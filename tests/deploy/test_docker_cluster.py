@@ -1,0 +1,359 @@
+"""deploy/: the compose cluster run for real under a Docker engine (slow).
+
+The images are built from deploy/Dockerfile; their public bases (python, redis, nginx,
+prometheus) are stand-ins made from Debian packages by scripts/offline-images, kept in the
+engine's data root between runs. Without DOCKER_HOST the tests start scripts/private-dockerd.
+Timings and the 1-vs-2 decoder capacity land in test-artifacts/docker-cluster.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client.speech import SENTENCES as ALL_SENTENCES
+from client.speech import Speech, conversation, recording
+from client.stream import ClientError, connect
+from client.wer import wer
+from common import keys
+from tests.conftest import JFK, JFK_TEXT, ROOT, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
+DEPLOY = ROOT / "deploy"
+ARTIFACTS = Path(os.environ.get("STT_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+# The three sentences the in-process speech tests hear (tests/gateway/test_speech.py).
+SENTENCES = list(ALL_SENTENCES[:3])
+timings: dict[str, Any] = {}
+
+
+def run(cmd: list[str], env: dict[str, str], timeout: float, cwd: Path = ROOT) -> str:
+    out = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, "%s failed (%d):\n%s\n%s" % (" ".join(cmd), out.returncode, out.stdout, out.stderr)
+    return out.stdout
+
+
+def free_port(preferred: int) -> int:
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise AssertionError("no free port")
+
+
+class Cluster:
+    """One compose project of deploy/docker-compose.yml, CPU profile."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.project = "stte2e%d" % os.getpid()
+        self.port = free_port(8000)
+        self.prom_port = free_port(9090)
+        self.password = secrets.token_hex(16)
+        self.env = {
+            **env,
+            "REDIS_PASSWORD": self.password,
+            "COMPOSE_PROFILES": "cpu",
+            "STT_PORT": str(self.port),
+            "PROMETHEUS_PORT": str(self.prom_port),
+        }
+        self.url = "ws://127.0.0.1:%d/v1/listen" % self.port
+
+    def compose(self, *args: str, timeout: float = 300) -> str:
+        return run(["docker-compose", "-p", self.project, *args], self.env, timeout, cwd=DEPLOY)
+
+    def docker(self, *args: str, timeout: float = 120) -> str:
+        return run(["docker", *args], self.env, timeout)
+
+    def containers(self, service: str) -> list[str]:
+        return self.compose("ps", "-q", service).split()
+
+    def logs(self, service: str) -> str:
+        return self.compose("logs", "--no-color", service)
+
+    def redis(self, *args: str) -> str:
+        [redis] = self.containers("redis")
+        return self.docker("exec", redis, "redis-cli", "--no-auth-warning", "-a", self.password, *args)
+
+    def prometheus(self, query: str) -> list[dict[str, Any]]:
+        url = "http://127.0.0.1:%d/api/v1/query?query=%s" % (self.prom_port, urllib.parse.quote(query))
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                body = json.load(r)
+        except OSError:
+            return []
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/ready" % self.port, timeout=3) as r:
+                return bool(json.load(r).get("ready"))
+        except OSError:
+            return False
+
+    def scale_decoders(self, n: int) -> None:
+        self.compose("up", "-d", "--no-build", "--scale", "decoder-cpu=%d" % n, timeout=300)
+        wait_for(lambda: len(self.live_decoders()) == n, 120, "%d live decoders" % n, interval=0.5)
+
+    def live_decoders(self) -> list[str]:
+        members = self.redis("ZRANGEBYSCORE", keys.node_index("decoder"), str(int(time.time() * 1000)), "+inf")
+        return members.split()
+
+    def decoder_addresses(self) -> set[str]:
+        fmt = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
+        return {self.docker("inspect", "-f", fmt, c).strip() for c in self.containers("decoder-cpu")}
+
+
+@pytest.fixture(scope="module")
+def docker_env() -> Iterator[dict[str, str]]:
+    if shutil.which("docker") is None or shutil.which("docker-compose") is None:
+        pytest.skip("docker and docker-compose are not installed (.ci/run installs docker.io and docker-compose)")
+    env = {**os.environ}
+    started = False
+    if not env.get("DOCKER_HOST"):
+        started = True
+        out = run(["bash", "scripts/private-dockerd", "start"], env, 120)
+        env["DOCKER_HOST"] = out.strip().split("=", 1)[1]
+    t0 = time.monotonic()
+    run(["bash", "scripts/offline-images"], {**env, "PYTHON": sys.executable}, 1500)
+    timings["images_s"] = round(time.monotonic() - t0, 1)
+    yield env
+    if started:
+        run(["bash", "scripts/private-dockerd", "stop"], env, 120)
+
+
+@pytest.fixture(scope="module")
+def cluster(docker_env: dict[str, str]) -> Iterator[Cluster]:
+    c = Cluster(docker_env)
+    t0 = time.monotonic()
+    try:
+        c.compose("up", "-d", "--no-build", "--scale", "decoder-cpu=2", timeout=600)
+        wait_for(lambda: "stt-cluster is up" in c.logs("nginx"), 180, "nginx's line", interval=1)
+        wait_for(c.ready, 60, "/ready through nginx", interval=0.5)
+        timings["up_s"] = round(time.monotonic() - t0, 1)
+        yield c
+    finally:
+        t0 = time.monotonic()
+        c.compose("down", "-v", "--remove-orphans", timeout=300)
+        timings["down_s"] = round(time.monotonic() - t0, 1)
+        left = c.docker("ps", "-aq", "--filter", "label=com.docker.compose.project=%s" % c.project).split()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / "docker-cluster.json").write_text(json.dumps(timings, indent=2))
+        assert not left, "containers left after down: %s" % left
+
+
+async def transcribe(url: str, speech: Speech, speed: float = 1.0) -> list[dict[str, Any]]:
+    """Every message of one session, `started` to `done`."""
+    async with connect(url, sample_rate=16000) as stream:
+        async for _ in stream.receive_while(stream.send_audio(speech.pcm16, speed=speed)):
+            pass
+        return stream.messages
+
+
+def finals_of(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in msgs if m["type"] == "final"]
+
+
+def test_up_prints_where_to_connect_and_serves_the_bundled_model(cluster: Cluster) -> None:
+    line = next(x for x in cluster.logs("nginx").splitlines() if "stt-cluster is up" in x)
+    assert "ws://localhost:%d/v1/listen" % cluster.port in line
+    assert "loading model tiny.en on cpu" in cluster.logs("decoder-cpu")
+    users = {cluster.docker("exec", c, "id", "-un").strip() for c in cluster.containers("gateway-1")}
+    assert users == {"stt"}, "the service runs as a non-root user"
+
+
+def test_speech_from_several_clients_through_nginx_reaches_both_gateways(cluster: Cluster) -> None:
+    speeches = [conversation(SENTENCES, pause_s=1.0, voice=v) for v in ("en-us", "en-gb", "en-us+f3")]
+    speeches.append(recording(str(JFK), JFK_TEXT))
+
+    async def all_at_once() -> list[list[dict[str, Any]]]:
+        return await asyncio.gather(*(transcribe(cluster.url, s) for s in speeches))
+
+    t0 = time.monotonic()
+    results = asyncio.run(all_at_once())
+    timings["four_clients_s"] = round(time.monotonic() - t0, 1)
+    for speech, msgs in zip(speeches, results):
+        text = " ".join(f["text"] for f in finals_of(msgs))
+        assert wer(speech.text, text) <= 0.3, (speech.text, text)
+        assert msgs[-1]["type"] == "done"
+
+    def audio_by_gateway() -> dict[str, float]:
+        rows = cluster.prometheus("stt_gateway_audio_seconds_total")
+        return {r["metric"]["instance"]: float(r["value"][1]) for r in rows}
+
+    # least_conn sends the four sessions to both gateways; Prometheus sees each one's share.
+    per_gateway = wait_for(
+        lambda: (lambda d: d if len(d) == 2 and all(v > 0 for v in d.values()) else None)(audio_by_gateway()),
+        60,
+        "audio counted on both gateways",
+        interval=1,
+    )
+    assert sum(per_gateway.values()) >= sum(s.duration for s in speeches) * 0.9
+
+
+def test_the_page_works_through_nginx(cluster: Cluster) -> None:
+    chromium = os.environ.get("STT_CHROMIUM", "/usr/bin/chromium")
+    if not os.access(chromium, os.X_OK):
+        pytest.skip("needs Debian's chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto("http://127.0.0.1:%d/" % cluster.port)
+            assert "tiny.en" in page.inner_text("#model")
+            page.set_input_files("#file", str(JFK))
+            page.wait_for_function("document.querySelectorAll('#transcript li.final').length >= 2", timeout=60_000)
+            page.wait_for_selector("#state[data-state=idle]", timeout=30_000)
+            got = page.eval_on_selector_all("#transcript li.final .text", "els => els.map(e => e.textContent)")
+        finally:
+            browser.close()
+    assert wer(JFK_TEXT, " ".join(got)) <= 0.15, got
+
+
+def test_prometheus_scrapes_every_decoder(cluster: Cluster) -> None:
+    want = cluster.decoder_addresses()
+    assert len(want) == 2
+
+    def scraped() -> set[str]:
+        return {r["metric"]["instance"].split(":")[0] for r in cluster.prometheus("stt_queue_depth")}
+
+    wait_for(lambda: scraped() == want, 60, "stt_queue_depth from both decoders", interval=1)
+
+
+def test_a_decoder_killed_with_a_final_queued_loses_nothing(cluster: Cluster) -> None:
+    speech = conversation(SENTENCES[:2], pause_s=1.0)
+    decoders = cluster.containers("decoder-cpu")
+
+    async def session() -> list[dict[str, Any]]:
+        async with connect(cluster.url, sample_rate=16000, interim=False) as stream:
+            # Both decoders frozen: the finals wait in the stream or in a frozen decoder's hands.
+            cluster.docker("pause", *decoders)
+            try:
+                await stream.send_audio(speech.pcm16, speed=4.0, stop=False)
+
+                def queued() -> bool:
+                    info = cluster.redis("XINFO", "GROUPS", keys.STREAM_FINAL).split("\n")
+                    group = dict(zip(info[::2], info[1::2]))
+                    return int(group.get("pending", 0)) + int(group.get("lag", 0)) >= len(speech.texts)
+
+                await asyncio.to_thread(wait_for, queued, 30, "both finals queued", 0.2)
+                pending = cluster.redis("XPENDING", keys.STREAM_FINAL, keys.GROUP)
+                holder = next((c for c in decoders if c[:12] in pending), decoders[0])
+                cluster.docker("kill", holder)
+                timings["decoder_killed"] = {"held_the_final": holder[:12] in pending}
+            finally:
+                cluster.docker("unpause", *[c for c in decoders if c != holder])
+            await stream.stop()
+            async for _ in stream:
+                pass
+            return stream.messages
+
+    t0 = time.monotonic()
+    msgs = asyncio.run(session())
+    timings["decoder_killed"]["finals_after_s"] = round(time.monotonic() - t0, 1)
+    got = finals_of(msgs)
+    assert [f["utterance"] for f in got] == [0, 1], "each final once, in order"
+    assert wer(speech.text, " ".join(f["text"] for f in got)) <= 0.3, got
+    # The killed decoder comes back (restart: unless-stopped) or the survivor serves alone.
+    cluster.scale_decoders(2)
+
+
+def test_a_stopped_gateway_closes_its_clients_who_reconnect_to_the_other(cluster: Cluster) -> None:
+    speech = conversation(SENTENCES, pause_s=1.0)
+    closed: list[int | None] = []
+
+    async def client(i: int, stop_gateway: asyncio.Event) -> list[dict[str, Any]]:
+        try:
+            async with connect(cluster.url, sample_rate=16000) as stream:
+                async for m in stream.receive_while(stream.send_audio(speech.pcm16, speed=1.0)):
+                    if m["type"] == "final" and m["utterance"] == 0:
+                        stop_gateway.set()
+                return stream.messages
+        except ClientError as exc:
+            closed.append(exc.close_code)
+            # What a client does with a restart close: connect again and go on.
+            return await transcribe(cluster.url, speech)
+
+    async def scenario() -> list[list[dict[str, Any]]]:
+        stop_gateway = asyncio.Event()
+        clients = [asyncio.create_task(client(i, stop_gateway)) for i in range(4)]
+        await stop_gateway.wait()
+        await asyncio.to_thread(cluster.compose, "stop", "gateway-1")
+        return await asyncio.gather(*clients)
+
+    t0 = time.monotonic()
+    results = asyncio.run(scenario())
+    timings["gateway_stopped_s"] = round(time.monotonic() - t0, 1)
+    assert closed and all(code in (1001, 1012) for code in closed), closed
+    assert len(closed) < 4, "the other gateway's sessions went on"
+    for msgs in results:
+        assert msgs[-1]["type"] == "done"
+        assert wer(speech.text, " ".join(f["text"] for f in finals_of(msgs))) <= 0.3
+    cluster.compose("start", "gateway-1")
+    wait_for(
+        lambda: (
+            "healthy" in cluster.docker("inspect", "-f", "{{.State.Health.Status}}", *cluster.containers("gateway-1"))
+        ),
+        90,
+        "gateway-1 healthy",
+        interval=1,
+    )
+
+
+def test_decoders_scale_from_one_to_two_and_the_capacity_is_measured(cluster: Cluster, tmp_path: Path) -> None:
+    capacity = {}
+    for n in (1, 2):
+        cluster.scale_decoders(n)
+        label = "compose-%d-decoder" % n
+        run(
+            [
+                sys.executable,
+                "-m",
+                "stt",
+                "bench",
+                "--url",
+                cluster.url,
+                "--streams",
+                "1,2,4,6",
+                "--slo-ms",
+                "2500",
+                "--sentences",
+                "3",
+                "--no-floor",
+                "--label",
+                label,
+                "--out",
+                str(tmp_path),
+            ],
+            cluster.env,
+            900,
+        )
+        report = json.loads((tmp_path / ("bench-%s.json" % label)).read_text())
+        capacity[n] = {
+            "capacity_at_slo": report["capacity_at_slo"],
+            "p95_ms": {r["streams"]: r["e2e_final_ms"]["p95"] for r in report["results"]},
+            "wer": {r["streams"]: r["wer"] for r in report["results"]},
+        }
+        for r in report["results"]:
+            assert r["finals_missing"] == 0 and r["finals_duplicated"] == 0 and r["sessions_failed"] == 0, r
+    # Capacity is measured and recorded, not asserted: it depends on the machine's cores.
+    timings["decoders_1_vs_2"] = capacity
