@@ -6,10 +6,12 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, Response, WebSocket
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
@@ -20,6 +22,8 @@ from gateway.state import GatewayState
 from gateway.ws import serve_session
 
 logger = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
 
 
 def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
@@ -116,4 +120,10 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
         state.metrics.sessions.set(len(state.router.sessions))
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    # The live transcription page and its scripts: files of this package, no build step.
+    @app.get("/", include_in_schema=False)
+    async def page() -> Response:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
