@@ -4,7 +4,9 @@ from __future__ import annotations
 
 STREAM_FINAL = "stt:jobs:final"
 STREAM_INTERIM = "stt:jobs:interim"
+STREAM_BATCH = "stt:jobs:batch"
 STREAM_DEAD = "stt:jobs:dead"
+STREAMS = (STREAM_FINAL, STREAM_INTERIM, STREAM_BATCH)
 # Interims are worth nothing once late: their stream is capped (approximately) at this length.
 INTERIM_MAXLEN = 10000
 DEAD_MAXLEN = 10000
@@ -13,7 +15,12 @@ JOB_FIELD = b"job"
 
 
 def stream_for(kind: str) -> str:
-    return STREAM_FINAL if kind == "final" else STREAM_INTERIM
+    return {"final": STREAM_FINAL, "interim": STREAM_INTERIM, "batch": STREAM_BATCH}[kind]
+
+
+def kind_of(stream: str) -> str:
+    """The job kind a stream holds."""
+    return {STREAM_FINAL: "final", STREAM_INTERIM: "interim", STREAM_BATCH: "batch"}[stream]
 
 
 def audio_key(session: str, utt: int) -> str:

@@ -19,7 +19,9 @@ from common.errors import SchemaError
 from common.languages import AUTO, WHISPER_LANGUAGES
 
 SCHEMA_VERSION = 1
-KINDS = ("final", "interim")
+KINDS = ("final", "interim")  # live work; each has its own decode lane
+BATCH = "batch"  # one utterance of an uploaded file (POST /v1/audio/transcriptions)
+JOB_KINDS = (*KINDS, BATCH)
 TASKS = ("transcribe", "translate")
 
 
@@ -167,8 +169,8 @@ def decode_job(data: bytes) -> Job:
     obj = _unpack_map(data, "job")
     kwargs = _checked_fields(obj, _JOB_FIELDS, _JOB_TYPES, "job")
     job = Job(**kwargs)
-    if job.kind not in KINDS:
-        raise SchemaError("job kind %r is not one of %s" % (job.kind, ", ".join(KINDS)))
+    if job.kind not in JOB_KINDS:
+        raise SchemaError("job kind %r is not one of %s" % (job.kind, ", ".join(JOB_KINDS)))
     if job.task not in TASKS:
         raise SchemaError("job task %r is not one of %s" % (job.task, ", ".join(TASKS)))
     if job.audio_end < 0 or job.context_end < 0:
@@ -183,8 +185,8 @@ def encode_result(result: Result) -> bytes:
 def decode_result(data: bytes) -> Result:
     obj = _unpack_map(data, "result")
     result = Result(**_checked_fields(obj, _RESULT_FIELDS, _RESULT_TYPES, "result"))
-    if result.kind not in KINDS:
-        raise SchemaError("result kind %r is not one of %s" % (result.kind, ", ".join(KINDS)))
+    if result.kind not in JOB_KINDS:
+        raise SchemaError("result kind %r is not one of %s" % (result.kind, ", ".join(JOB_KINDS)))
     if result.words is not None and not all(isinstance(w, dict) for w in result.words):
         raise SchemaError("result words must be maps")
     return result

@@ -64,6 +64,9 @@ class Settings:
         hi=30.0,
     )
     INTERIM_WINDOW_PAD_S: float = _setting(2.0, "the same for interims", lo=0.0, hi=30.0)
+    BATCH_SHARE: float = _setting(
+        0.25, "share of the background lane's runs file jobs get while interims wait too", lo=0.01, hi=1.0
+    )
     WINDOW_MIN_S: float = _setting(
         0.0, "a cut encoder window is never shorter than this (0: as short as audio + pad)", lo=0.0, hi=30.0
     )
@@ -91,6 +94,7 @@ class Settings:
     MAX_SESSION_S: float = _setting(3600.0, "close every session after this", lo=1.0)
     FINAL_TIMEOUT_S: float = _setting(20.0, "re-queue a final without result after this", lo=0.1)
     INTERIM_DEADLINE_MS: int = _setting(1500, "an interim not decoded by then is dropped", lo=50)
+    MAX_FILE_MB: int = _setting(200, "largest upload POST /v1/audio/transcriptions takes (MB)", lo=1)
     AUDIO_TTL_S: int = _setting(600, "TTL of an utterance's audio key", lo=10)
     MAX_SESSIONS: int = _setting(256, "connections per gateway before 1013 (counted from accept)", lo=1)
     MAX_FINAL_BACKLOG: int = _setting(500, "final queue depth before new sessions get 1013", lo=1)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import DecodeError, ModelLoadError
-from common.messages import KINDS, Job
+from common.messages import BATCH, KINDS, Job
 from common.settings import Settings
 from decoder import models, profiles
 from decoder.batching import WINDOW_FRAMES, BatchingModel, window_frames
@@ -165,7 +165,7 @@ class Engine:
     def windowed(self, job: Job, clip_s: float) -> Iterator[Lane]:
         """The lane of the job's kind, its encoder window cut for a clip of `clip_s` seconds
         (context included) in this thread while the block runs."""
-        pad = self.settings.FINAL_WINDOW_PAD_S if job.kind == "final" else self.settings.INTERIM_WINDOW_PAD_S
+        pad = self.settings.INTERIM_WINDOW_PAD_S if job.kind == "interim" else self.settings.FINAL_WINDOW_PAD_S
         lane = self.lane(job.kind)
         lane.batcher.window(window_frames(clip_s, pad, self.settings.WINDOW_MIN_S))
         try:
@@ -175,6 +175,8 @@ class Engine:
             lane.batcher.window(WINDOW_FRAMES)
 
     def lane(self, kind: str) -> Lane:
+        # File jobs take turns with interims in the background lane (decoder/worker.py).
+        kind = "interim" if kind == BATCH else kind
         return self._lanes.get(kind) or Lane(self.model, self.batcher, self._pool)
 
     def _decode(self, job: Job, audio: np.ndarray, context: np.ndarray | None) -> DecodeOutput:
@@ -249,7 +251,7 @@ class Engine:
             text = strip_context(text, context)
         text = cut_loop(text)
         words = None
-        if job.kind == "final" and job.word_timestamps:
+        if job.kind != "interim" and job.word_timestamps:
             words = [
                 {
                     "word": w.word,

@@ -29,7 +29,7 @@ OUTCOMES = ("done", "cached", "failed", "stale_dropped", "superseded", "reclaime
 def stream_depths(client: redis.Redis) -> dict[str, tuple[int, float]]:
     """{stream: (depth, age in seconds of its oldest entry)} read from Redis now."""
     pipe = client.pipeline(transaction=False)
-    streams = (keys.STREAM_FINAL, keys.STREAM_INTERIM)
+    streams = keys.STREAMS
     for stream in streams:
         pipe.xlen(stream)
         pipe.xrange(stream, count=1)

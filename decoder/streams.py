@@ -30,7 +30,7 @@ class Entry:
 
     @property
     def kind(self) -> str:
-        return "final" if self.stream == keys.STREAM_FINAL else "interim"
+        return keys.kind_of(self.stream)
 
     @property
     def label(self) -> str:
@@ -57,7 +57,7 @@ def parse_entry(stream: str, entry_id: Any, fields: dict[bytes, bytes] | None) -
     except SchemaError as exc:
         entry.problem = str(exc)
         return entry
-    expected = "final" if stream == keys.STREAM_FINAL else "interim"
+    expected = keys.kind_of(stream)
     if entry.job.kind != expected:
         entry.problem = "a %s job on %s" % (entry.job.kind, stream)
         entry.job = None
@@ -68,10 +68,10 @@ class JobStreams:
     def __init__(self, redis: aioredis.Redis, consumer: str) -> None:
         self.redis = redis
         self.consumer = consumer
-        self._claim_cursor = {keys.STREAM_FINAL: "0-0", keys.STREAM_INTERIM: "0-0"}
+        self._claim_cursor = {stream: "0-0" for stream in keys.STREAMS}
 
     async def ensure_groups(self) -> None:
-        for stream in (keys.STREAM_FINAL, keys.STREAM_INTERIM):
+        for stream in keys.STREAMS:
             try:
                 await self.redis.xgroup_create(stream, keys.GROUP, id="0", mkstream=True)
                 logger.info("created consumer group %s on %s", keys.GROUP, stream)
@@ -94,7 +94,7 @@ class JobStreams:
         its decoder every time reaches MAX_DELIVERIES like any other, even when the decoder
         comes back under the same name."""
         entries: list[Entry] = []
-        for stream in (keys.STREAM_FINAL, keys.STREAM_INTERIM):
+        for stream in keys.STREAMS:
             pending: Any = await self.redis.xpending_range(
                 stream, keys.GROUP, min="-", max="+", count=count, consumername=self.consumer
             )
@@ -145,7 +145,7 @@ class JobStreams:
         for `min_idle_ms` (a live one reads every second or so; one that returns is re-created by
         its next read)."""
         removed = []
-        for stream in (keys.STREAM_FINAL, keys.STREAM_INTERIM):
+        for stream in keys.STREAMS:
             consumers: Any = await self.redis.xinfo_consumers(stream, keys.GROUP)
             for consumer in consumers:
                 name = _to_str(consumer["name"])
@@ -248,7 +248,7 @@ class JobStreams:
         pipe = self.redis.pipeline(transaction=False)
         for entry, result in done:
             assert entry.job is not None
-            cache = cache_ttl if entry.kind == "final" and not (isinstance(result, Result) and result.error) else None
+            cache = cache_ttl if entry.kind != "interim" and not (isinstance(result, Result) and result.error) else None
             self._publish(pipe, entry.job, result, cache)
         await self.ack([e for e, _ in done], pipe)
         await pipe.execute()

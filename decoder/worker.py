@@ -1,8 +1,11 @@
-"""The decoder loop: finals before interims, a list of jobs as the unit of work, recovery.
+"""The decoder loop: finals before interims, then file jobs, a list of jobs as the unit of work,
+recovery.
 
-Each turn: claim finals left idle by a dead decoder (every so often), then take waiting finals
-without blocking; only when none waits, decode interims; only when neither waits, block on both
-streams. A Redis outage never ends the loop: it backs off and resumes, re-reading its own
+Each turn: claim entries left idle by a dead decoder (every so often), then take waiting finals
+without blocking. Interims and file jobs share a background lane, one run at a time, while the
+loop goes on taking finals; when both wait, file jobs get every n-th run (BATCH_SHARE), so a file
+never starves and live interims stay live. Only when nothing waits does it block on every
+stream. A Redis outage never ends the loop: it backs off and resumes, re-reading its own
 pending entries first.
 """
 
@@ -24,7 +27,7 @@ from common.backoff import Backoff
 from common.clock import now_ms
 from common.errors import AudioError, DecodeError
 from common.lifecycle import REDIS_TRANSIENT, StopFlag, Watchdog, heartbeat
-from common.messages import KINDS, Job, Result
+from common.messages import BATCH, KINDS, Job, Result
 from common.settings import Settings
 from decoder.engine import DecodeOutput, Engine
 from decoder.fairness import InterimQueue
@@ -51,9 +54,13 @@ class DecoderWorker:
         self.streams = JobStreams(self.redis, self.id)
         self.interims = InterimQueue()
         self.stop = StopFlag()
-        # One lane per kind (the engine's too): an interim decode in progress never delays a final.
+        # One lane per live kind (the engine's too): an interim decode in progress never delays a
+        # final. File jobs take turns with interims in the background lane.
         self._executors = {kind: ThreadPoolExecutor(max_workers=1, thread_name_prefix=kind) for kind in KINDS}
-        self._interim_run: asyncio.Task[None] | None = None
+        self._executors[BATCH] = self._executors["interim"]
+        self._background: asyncio.Task[None] | None = None
+        self.files: list[Entry] = []  # file jobs read (or reclaimed) and not yet started
+        self._runs_since_files = 0
         self._ready = False
         self._next_claim = 0.0
         self._next_prune = 0.0
@@ -66,10 +73,9 @@ class DecoderWorker:
     async def run(self) -> None:
         """Consume until `stop` is requested (a signal handler calls `stop.request()`)."""
         logger.info(
-            "decoder %s consuming %s and %s (batch %d)",
+            "decoder %s consuming %s (batch %d)",
             self.id,
-            keys.STREAM_FINAL,
-            keys.STREAM_INTERIM,
+            ", ".join(keys.STREAMS),
             self.settings.DECODE_BATCH,
         )
         self.watchdog.start(self._heartbeat(), "heartbeat")
@@ -77,9 +83,9 @@ class DecoderWorker:
         try:
             await self._loop()
         finally:
-            if self._interim_run is not None:
-                # Finish the interims in hand (their results are short work), like a final batch.
-                await asyncio.gather(self._interim_run, return_exceptions=True)
+            if self._background is not None:
+                # Finish the background run in hand (interims or file jobs), like a final batch.
+                await asyncio.gather(self._background, return_exceptions=True)
             await self.watchdog.finish(timeout=self.settings.HEARTBEAT_S + 5)
             await self._shutdown()
 
@@ -158,8 +164,9 @@ class DecoderWorker:
         batch = self.settings.DECODE_BATCH
         if time.monotonic() >= self._next_claim:
             self._next_claim = time.monotonic() + max(0.2, self.settings.CLAIM_IDLE_MS / 4000)
-            claimed = await self.streams.claim_idle(keys.STREAM_FINAL, self.settings.CLAIM_IDLE_MS, batch)
-            claimed += await self.streams.claim_idle(keys.STREAM_INTERIM, self.settings.CLAIM_IDLE_MS, batch)
+            claimed = []
+            for stream in keys.STREAMS:
+                claimed += await self.streams.claim_idle(stream, self.settings.CLAIM_IDLE_MS, batch)
             if claimed:
                 logger.info("claimed %d idle entries: %s", len(claimed), ", ".join(e.label for e in claimed))
                 await self._process_mixed(claimed, reclaimed=True)
@@ -169,9 +176,9 @@ class DecoderWorker:
                 gone = await self.streams.prune_consumers(max(DEAD_CONSUMER_IDLE_MS, 4 * self.settings.CLAIM_IDLE_MS))
                 if gone:
                     logger.info("removed the consumers of dead decoders: %s", ", ".join(gone))
-        self._reap_interims()
-        if self._interim_run is not None:
-            # Interims are being decoded in their lane: only finals are taken meanwhile, at once.
+        self._reap_background()
+        if self._background is not None:
+            # The background lane is busy: only finals are taken meanwhile, at once.
             finals = await self.streams.read({keys.STREAM_FINAL: ">"}, batch, INTERIM_POLL_MS)
             if finals:
                 await self._process(finals, "final")
@@ -181,17 +188,24 @@ class DecoderWorker:
             await self._process(finals, "final")
             return
         if not self.interims:
-            entries = await self.streams.read({keys.STREAM_FINAL: ">", keys.STREAM_INTERIM: ">"}, batch, BLOCK_MS)
-            finals = [e for e in entries if e.kind == "final"]
-            await self._admit_interims([e for e in entries if e.kind == "interim"])
-            if finals:
-                await self._process(finals, "final")
+            entries = await self.streams.read({keys.STREAM_FINAL: ">", keys.STREAM_INTERIM: ">"}, batch, None)
+            if await self._sort(entries):
                 return
             if self.interims and self.settings.BATCH_WAIT_MS and len(self.interims) < batch:
                 more = await self.streams.read(
                     {keys.STREAM_INTERIM: ">"}, batch - len(self.interims), self.settings.BATCH_WAIT_MS
                 )
                 await self._admit_interims(more)
+        if self._files_turn():
+            if len(self.files) < batch:
+                self.files += await self._reject_unreadable(
+                    await self.streams.read({keys.STREAM_BATCH: ">"}, batch - len(self.files), None)
+                )
+            if self.files:
+                chosen, self.files = self.files[:batch], self.files[batch:]
+                self._runs_since_files = 0
+                self._background = asyncio.create_task(self._process(chosen, BATCH), name="files")
+                return
         if self.interims:
             sel = self.interims.take(batch, now_ms())
             if sel.stale or sel.superseded:
@@ -199,13 +213,34 @@ class DecoderWorker:
                 self._count(sel.stale, "stale_dropped")
                 self._count(sel.superseded, "superseded")
             if sel.chosen:
-                self._interim_run = asyncio.create_task(self._process(sel.chosen, "interim"), name="interims")
+                self._runs_since_files += 1
+                self._background = asyncio.create_task(self._process(sel.chosen, "interim"), name="interims")
+            return
+        # Nothing waits anywhere: block on every stream.
+        streams = {stream: ">" for stream in keys.STREAMS}
+        await self._sort(await self.streams.read(streams, batch, BLOCK_MS))
 
-    def _reap_interims(self) -> None:
-        """The interim lane's last batch, if it has ended: its error (a Redis outage) is the loop's."""
-        run = self._interim_run
+    async def _sort(self, entries: list[Entry]) -> bool:
+        """Finals decoded now (True: some were), interims and file jobs held for the background lane."""
+        await self._admit_interims([e for e in entries if e.kind == "interim"])
+        self.files += await self._reject_unreadable([e for e in entries if e.kind == BATCH])
+        finals = [e for e in entries if e.kind == "final"]
+        if finals:
+            await self._process(finals, "final")
+        return bool(finals)
+
+    def _files_turn(self) -> bool:
+        """Whether the background lane's next run is file jobs': always when no interim waits;
+        else every n-th run, n = 1 / BATCH_SHARE."""
+        if not self.interims:
+            return True
+        return self._runs_since_files + 1 >= round(1 / self.settings.BATCH_SHARE)
+
+    def _reap_background(self) -> None:
+        """The background lane's last run, if it has ended: its error (a Redis outage) is the loop's."""
+        run = self._background
         if run is not None and run.done():
-            self._interim_run = None
+            self._background = None
             run.result()
 
     async def _admit_interims(self, entries: list[Entry]) -> None:
@@ -221,11 +256,7 @@ class DecoderWorker:
             logger.error("job %s delivered %d times (limit %d): dead-lettered", e.label, e.deliveries, limit)
             await self.streams.dead_letter(e, "delivered %d times" % e.deliveries, self.id)
             self._count([e], "dead")
-        rest = [e for e in entries if e.deliveries <= limit]
-        finals = [e for e in rest if e.kind == "final"]
-        if finals:
-            await self._process(finals, "final")
-        await self._admit_interims([e for e in rest if e.kind == "interim"])
+        await self._sort([e for e in entries if e.deliveries <= limit])
 
     async def _reject_unreadable(self, entries: list[Entry]) -> list[Entry]:
         good = []
@@ -246,7 +277,7 @@ class DecoderWorker:
         jobs = [e.job for e in entries if e.job is not None]
         done: list[tuple[Entry, Result | bytes]] = []
         todo: list[Entry] = []
-        cached = await self.streams.cached_results(jobs) if kind == "final" else [None] * len(jobs)
+        cached = await self.streams.cached_results(jobs) if kind != "interim" else [None] * len(jobs)
         for e, hit in zip(entries, cached):
             if hit is not None:
                 logger.info("job %s answered from the result cache", e.label)

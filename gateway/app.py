@@ -19,6 +19,7 @@ from common import keys
 from common.lifecycle import Watchdog
 from common.settings import Settings
 from gateway.state import GatewayState
+from gateway.transcriptions import transcribe_upload
 from gateway.ws import serve_session
 
 logger = logging.getLogger(__name__)
@@ -95,7 +96,8 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
         state = gateway()
         body: dict[str, Any] = {
             "gateway": state.id,
-            "sessions": len(state.router.sessions),
+            "sessions": len(state.router.sessions) - len(state.files),
+            "files": [f.progress() for f in state.files.values()],
             "connections": state.connections,
             "uptime_s": round(time.time() - state.started, 1),
             "decoders": [
@@ -106,18 +108,26 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
             pipe = state.redis.pipeline(transaction=False)
             pipe.xlen(keys.STREAM_FINAL)
             pipe.xlen(keys.STREAM_INTERIM)
-            final, interim = await pipe.execute()
-            body["queues"] = {"final": final, "interim": interim}
+            pipe.xlen(keys.STREAM_BATCH)
+            final, interim, batch = await pipe.execute()
+            body["queues"] = {"final": final, "interim": interim, "batch": batch}
         except (RedisError, OSError):
             body["queues"] = None
         return JSONResponse(body)
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcriptions(request: Request) -> Response:
+        if (refused := unauthorized(request)) is not None:
+            return refused
+        return await transcribe_upload(request, gateway())
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
         if (refused := unauthorized(request)) is not None:
             return refused
         state = gateway()
-        state.metrics.sessions.set(len(state.router.sessions))
+        state.metrics.sessions.set(len(state.router.sessions) - len(state.files))
+        state.metrics.file_parts_waiting.set(sum(len(f.parts) - len(f.results) for f in state.files.values()))
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # The live transcription page and its scripts: files of this package, no build step.

@@ -26,6 +26,13 @@ class GatewayMetrics:
         self.interims_dropped = Counter("stt_interims_dropped", "Interim results not sent", ["reason"], registry=r)
         self.errors = Counter("stt_gateway_errors", "Errors sent to clients", ["code"], registry=r)
         self.audio_seconds = Counter("stt_gateway_audio_seconds", "Audio received", registry=r)
+        self.files = Gauge("stt_gateway_files", "Uploaded files being transcribed", registry=r)
+        self.file_parts = Counter(
+            "stt_gateway_file_parts", "Parts of uploaded files transcribed (one job each)", registry=r
+        )
+        self.file_parts_waiting = Gauge(
+            "stt_gateway_file_parts_waiting", "Parts of files in progress not yet transcribed", registry=r
+        )
         self.throttled_seconds = Counter(
             "stt_gateway_throttled_seconds",
             "Time clients' sockets went unread: audio faster than real time "

@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from common.lifecycle import StopFlag, Watchdog, heartbeat, live_nodes
 from common.settings import Settings
 from gateway.auth import ApiKeys
+from gateway.files import FileTranscription
 from gateway.jobqueue import JobQueue
 from gateway.metrics import GatewayMetrics
 from gateway.router import ResultRouter
@@ -38,6 +39,7 @@ class GatewayState:
         self.decoders: list[dict[str, str]] = []
         self.redis_ok = False
         self.watchdog: Watchdog | None = None  # the lifespan's tasks, once started
+        self.files: dict[str, FileTranscription] = {}  # uploads being transcribed, for /status
 
     @property
     def english_only(self) -> bool:

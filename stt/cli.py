@@ -46,6 +46,12 @@ def cmd_client(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from client.transcribe import run
+
+    return run(args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from stt.bench import run
 
@@ -93,9 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("settings", cmd_settings, "list every setting with its default")
     p.add_argument("--markdown", action="store_true", help="as the README's Markdown table")
     from client.cli import add_arguments as client_args
+    from client.transcribe import add_arguments as transcribe_args
     from stt.bench import add_arguments as bench_args
 
     client_args(add("client", cmd_client, "stream a WAV/FLAC file or stdin PCM and print transcripts"))
+    transcribe_args(
+        add("transcribe", cmd_transcribe, "transcribe whole files through the cluster (text, SRT, VTT, JSON)")
+    )
     bench_args(add("bench", cmd_bench, "load benchmark: latency and capacity at an SLO"))
     return parser
 

@@ -314,3 +314,42 @@ async def test_a_decode_longer_than_claim_idle_is_not_taken_by_another_decoder(
     for outcome in ("reclaimed", "dead"):
         assert sum(w.metrics.jobs.labels("final", outcome)._value.get() for w in workers) == 0, outcome
     assert sum(w.metrics.jobs.labels("final", "done")._value.get() for w in workers) == 1
+
+
+async def test_file_jobs_come_after_finals_and_take_turns_with_interims(
+    settings: Settings, engine: Engine, aredis: aioredis.Redis, speech: list[np.ndarray]
+) -> None:
+    s = settings.replace(DECODE_BATCH=1, BATCH_SHARE=0.5, BATCH_WAIT_MS=0)
+    async with ResultCollector(aredis) as col:
+        for i in range(3):
+            await put_job(aredis, speech[1], kind="batch", session="file", utt=i)
+        for i in range(3):
+            await put_job(aredis, speech[0], kind="interim", session="s%d" % i)
+        for i in range(2):
+            await put_job(aredis, speech[2], kind="final", session="f%d" % i)
+        async with running_worker(s, engine):
+            results = await col.wait(8)
+    kinds = [r.kind for r in results]
+    # Finals first; then the background lane alternates (a share of one half) while both wait.
+    assert kinds == ["final", "final", "interim", "batch", "interim", "batch", "interim", "batch"], kinds
+    assert [r.utt for r in results if r.kind == "batch"] == [0, 1, 2]
+    assert all(r.error is None for r in results)
+    assert await stream_state(aredis) == {keys.STREAM_FINAL: (0, 0), keys.STREAM_INTERIM: (0, 0)}
+    assert await aredis.xlen(keys.STREAM_BATCH) == 0
+
+
+async def test_a_file_job_held_by_a_dead_decoder_is_claimed(
+    settings: Settings, engine: Engine, aredis: aioredis.Redis, speech: list[np.ndarray]
+) -> None:
+    s = settings.replace(CLAIM_IDLE_MS=200)
+    async with ResultCollector(aredis) as col:
+        job = await put_job(aredis, speech[1], kind="batch", session="file", utt=0)
+        await aredis.xgroup_create(keys.STREAM_BATCH, keys.GROUP, id="0", mkstream=True)
+        # A decoder that read the part and died before answering: it stays in its pending list.
+        taken: Any = await aredis.xreadgroup(keys.GROUP, "dead-decoder", {keys.STREAM_BATCH: ">"}, count=1)
+        assert taken and taken[0][1]
+        async with running_worker(s, engine) as worker:
+            [result] = await col.wait(1)
+            assert worker.metrics.jobs.labels("batch", "reclaimed")._value.get() == 1
+    assert result.id == job.id and result.error is None and result.text
+    assert await aredis.xlen(keys.STREAM_BATCH) == 0

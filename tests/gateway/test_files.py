@@ -1,0 +1,168 @@
+"""POST /v1/audio/transcriptions through a real gateway and decoder, with the official OpenAI
+client pointed at it (base_url), on the real tiny.en."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openai
+import pytest
+import soundfile as sf
+
+from client.speech import SENTENCES, conversation
+from client.wer import wer
+from common import keys
+from tests.conftest import JFK, JFK_TEXT, REAL_MODEL, async_wait_for
+from tests.gateway.conftest import Gateway
+
+REAL = {"MODEL_NAME": REAL_MODEL}
+
+
+def client(gw: Gateway) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=gw.http + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.mark.parametrize("gateway", [REAL], indirect=True)
+async def test_the_openai_client_gets_every_format(gateway: Gateway) -> None:
+    async with client(gateway) as oa:
+        await every_format(oa)
+
+
+async def every_format(oa: openai.AsyncOpenAI) -> None:
+    with JFK.open("rb") as f:
+        plain = await oa.audio.transcriptions.create(model="whisper-1", file=f)
+    assert wer(JFK_TEXT, plain.text) <= 0.15, plain.text
+    with JFK.open("rb") as f:
+        verbose = await oa.audio.transcriptions.create(
+            model="whisper-1", file=f, response_format="verbose_json", timestamp_granularities=["word", "segment"]
+        )
+    assert wer(JFK_TEXT, verbose.text) <= 0.15
+    assert verbose.language == "en" and 10.5 < verbose.duration < 11.5
+    assert verbose.segments and verbose.segments[0].start < 1.0 and verbose.segments[-1].end <= verbose.duration
+    assert verbose.words is not None and len(verbose.words) >= 20
+    assert all(0 <= w.start <= w.end <= verbose.duration + 0.5 for w in verbose.words)
+    assert [w.start for w in verbose.words] == sorted(w.start for w in verbose.words)
+    for fmt in ("text", "srt", "vtt"):
+        with JFK.open("rb") as f:
+            out = await oa.audio.transcriptions.create(model="whisper-1", file=f, response_format=fmt)
+        body = out if isinstance(out, str) else str(out)
+        assert wer(JFK_TEXT, re.sub(r"^(WEBVTT|\d+|[\d:,.]+ --> [\d:,.]+)$", "", body, flags=re.M)) <= 0.15, body
+        if fmt == "srt":
+            assert body.startswith("1\n00:00:0") and " --> " in body
+        if fmt == "vtt":
+            assert body.startswith("WEBVTT\n\n00:00:0")
+
+
+@pytest.mark.parametrize("gateway", [REAL], indirect=True)
+async def test_any_rate_and_channels_and_the_parts_come_back_in_order(gateway: Gateway, tmp_path: Path) -> None:
+    texts = list(SENTENCES[:6])
+    speech = conversation(texts, pause_s=[0.8, 2.5, 0.8, 2.5, 0.8])
+    stereo = np.stack([speech.audio, speech.audio * 0.5], axis=1)
+    path = tmp_path / "talk.ogg"
+    import soxr
+
+    sf.write(path, soxr.resample(stereo, 16000, 44100), 44100, format="OGG", subtype="VORBIS")
+    async with client(gateway) as oa:
+        with path.open("rb") as f:
+            out = await oa.audio.transcriptions.create(model="whisper-1", file=f, response_format="verbose_json")
+    assert wer(speech.text, out.text) <= 0.25, out.text
+    starts = [s.start for s in out.segments or []]
+    assert starts == sorted(starts) and len(starts) >= 2
+    status = await asyncio.to_thread(lambda: __import__("httpx").get(gateway.http + "/status").json())
+    assert status["files"] == [] and status["queues"]["batch"] == 0
+
+
+@pytest.mark.parametrize("gateway", [{**REAL, "MAX_FILE_MB": 2}], indirect=True)
+async def test_bad_uploads_get_clear_errors(gateway: Gateway, tmp_path: Path) -> None:
+    async with client(gateway) as oa:
+        await bad_uploads(oa)
+
+
+async def bad_uploads(oa: openai.AsyncOpenAI) -> None:
+    cases: list[tuple[Any, dict[str, Any], type[Exception], str]] = [
+        (("empty.wav", b""), {}, openai.BadRequestError, "empty"),
+        (("notes.txt", b"this is not audio at all " * 40), {}, openai.BadRequestError, "could not be read as audio"),
+        (("big.wav", b"\0" * (3 << 20)), {}, openai.APIStatusError, "larger than 2 MB"),
+        (("jfk.flac", JFK.read_bytes()), {"response_format": "docx"}, openai.BadRequestError, "response_format"),
+        (("jfk.flac", JFK.read_bytes()), {"language": "klingon"}, openai.BadRequestError, "language"),
+        (("jfk.flac", JFK.read_bytes()), {"temperature": 7}, openai.BadRequestError, "temperature"),
+    ]
+    for file, extra, error, words in cases:
+        with pytest.raises(error) as info:
+            await oa.audio.transcriptions.create(model="whisper-1", file=file, **extra)
+        assert words in str(info.value), (extra, info.value)
+        if words.startswith("larger"):
+            assert info.value.status_code == 413  # type: ignore[attr-defined]
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(16000, np.float32), 16000, format="WAV")
+    silent = await oa.audio.transcriptions.create(model="whisper-1", file=("silence.wav", buf.getvalue()))
+    assert silent.text == ""
+
+
+@pytest.mark.parametrize("gateway", [REAL], indirect=True)
+async def test_a_client_that_leaves_cancels_its_file(gateway: Gateway, tmp_path: Path) -> None:
+    import httpx
+
+    speech = conversation(list(SENTENCES) * 3, pause_s=2.0)  # many parts
+    path = tmp_path / "long.wav"
+    sf.write(path, speech.audio, 16000, subtype="PCM_16")
+    redis = gateway.state.redis
+    async with httpx.AsyncClient(timeout=120) as http:
+        post = asyncio.create_task(
+            http.post(gateway.http + "/v1/audio/transcriptions", files={"file": path.read_bytes()})
+        )
+        await async_wait_for(lambda: gateway.state.files, 30, "the file in progress")
+        [job] = list(gateway.state.files.values())
+        await async_wait_for(lambda: len(job.entry_ids) == len(job.parts), 30, "every part queued")
+        post.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await post
+    await async_wait_for(lambda: not gateway.state.files, 10, "the file given up")
+    assert len(job.results) < len(job.parts)
+
+    async def nothing_left() -> bool:
+        left = await redis.xlen(keys.STREAM_BATCH)
+        audio = [await redis.exists(keys.audio_key(job.id, n)) for n in range(len(job.parts))]
+        return left == 0 and not any(audio)
+
+    await async_wait_for(nothing_left, 30, "its parts and audio deleted")
+
+
+@pytest.mark.parametrize("gateway", [REAL], indirect=True)
+async def test_stt_transcribe_prints_text_writes_subtitles_and_reports_bad_files(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    import sys
+
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not audio " * 50)
+
+    async def stt(*args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "stt",
+            "transcribe",
+            "--url",
+            gateway.http,
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        return proc.returncode or 0, out.decode(), err.decode()
+
+    code, out, err = await stt(str(JFK))
+    assert code == 0, err
+    assert wer(JFK_TEXT, out) <= 0.15, out
+    assert "jfk.flac: uploading" in err and "done in" in err
+    code, out, err = await stt("--format", "srt", "--output-dir", str(tmp_path / "subs"), str(JFK), str(bad))
+    assert code == 1
+    srt = (tmp_path / "subs" / "jfk.srt").read_text()
+    assert srt.startswith("1\n00:00:0") and " --> " in srt
+    assert "notes.txt: HTTP 400: the file could not be read as audio" in err
