@@ -198,14 +198,15 @@ def test_speech_from_several_clients_through_nginx_reaches_both_gateways(cluster
         rows = cluster.prometheus("stt_gateway_audio_seconds_total")
         return {r["metric"]["instance"]: float(r["value"][1]) for r in rows}
 
-    # least_conn sends the four sessions to both gateways; Prometheus sees each one's share.
-    per_gateway = wait_for(
-        lambda: (lambda d: d if len(d) == 2 and all(v > 0 for v in d.values()) else None)(audio_by_gateway()),
-        60,
-        "audio counted on both gateways",
-        interval=1,
-    )
-    assert sum(per_gateway.values()) >= sum(s.duration for s in speeches) * 0.9
+    # least_conn sends the four sessions to both gateways; Prometheus (scraping every 5 s) sees
+    # each one's share, and soon all of the audio.
+    sent = sum(s.duration for s in speeches)
+
+    def counted() -> dict[str, float] | None:
+        d = audio_by_gateway()
+        return d if len(d) == 2 and all(v > 0 for v in d.values()) and sum(d.values()) >= sent * 0.95 else None
+
+    wait_for(counted, 60, "all the audio counted, on both gateways", interval=1)
 
 
 def test_the_page_works_through_nginx(cluster: Cluster) -> None:
