@@ -262,7 +262,7 @@ async def test_health_status_and_metrics(gateway: Gateway) -> None:
     async with httpx.AsyncClient(base_url=gateway.http) as http:
         assert (await http.get("/ready")).json()["ready"] is True
         status = (await http.get("/status")).json()
-        assert status["queues"] == {"final": 0, "interim": 0}
+        assert status["queues"] == {"final": 0, "interim": 0, "batch": 0}
         assert status["decoders"][0]["model"] == gateway.settings.MODEL_NAME
         body = (await http.get("/metrics")).text
     assert "stt_final_latency_seconds_count 1.0" in body
