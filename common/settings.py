@@ -31,7 +31,15 @@ class Settings:
     DEVICE: str = _setting("auto", "auto | cuda | cpu", choices=("auto", "cuda", "cpu"))
     COMPUTE_TYPE: str = _setting("float16", "CTranslate2 compute type; on a CPU, float16 variants fall back to int8")
     DEVICE_INDEX: int = _setting(0, "GPU index of this decoder", lo=0)
-    CPU_THREADS: int = _setting(0, "CTranslate2 intra-op threads (0: its default)", lo=0)
+    CPU_THREADS: int = _setting(
+        0, "CTranslate2 threads per lane (0: half the cores the process may use, at most 4)", lo=0
+    )
+    BACKGROUND_NICE: int = _setting(
+        19,
+        "CPU: nice of the interim/file lane, which then has a model copy of its own (0: shares the final lane's)",
+        lo=0,
+        hi=19,
+    )
     # --- endpointing and interims (seed names and defaults) ---
     INTERIM_MIN_MS: int = _setting(350, "new speech needed before the next interim", lo=0)
     FINAL_SILENCE_MS_MIN: int = _setting(400, "shortest trailing silence that ends an utterance", lo=30)
@@ -94,6 +102,12 @@ class Settings:
     MAX_SESSION_S: float = _setting(3600.0, "close every session after this", lo=1.0)
     FINAL_TIMEOUT_S: float = _setting(20.0, "re-queue a final without result after this", lo=0.1)
     INTERIM_DEADLINE_MS: int = _setting(1500, "an interim not decoded by then is dropped", lo=50)
+    FILE_PART_S: float = _setting(
+        20.0,
+        "an uploaded file's spans of speech are joined into parts of at most this (up to MAX_UTTERANCE_S)",
+        lo=1.0,
+        hi=29.0,
+    )
     MAX_FILE_MB: int = _setting(200, "largest upload POST /v1/audio/transcriptions takes (MB)", lo=1)
     AUDIO_TTL_S: int = _setting(600, "TTL of an utterance's audio key", lo=10)
     MAX_SESSIONS: int = _setting(256, "connections per gateway before 1013 (counted from accept)", lo=1)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -24,6 +25,8 @@ from decoder.text import cut_loop, drop_context_words, drop_runaway_segments, st
 logger = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 5.0  # how often a slow model load says it is still going
+
+T = TypeVar("T")
 
 _CPU_FALLBACK = {"float16": "int8", "int8_float16": "int8", "bfloat16": "int8", "int8_bfloat16": "int8"}
 
@@ -87,16 +90,7 @@ class Engine:
                 self.settings.DEVICE_INDEX,
                 self.compute_type,
             )
-            self.model = WhisperModel(
-                choice.path,
-                device=self.device,
-                device_index=self.settings.DEVICE_INDEX,
-                compute_type=self.compute_type,
-                cpu_threads=self.settings.CPU_THREADS,
-                # Two CTranslate2 workers (sharing the weights): a final never queues behind an
-                # interim decode already running; each kind has its own lane.
-                num_workers=len(KINDS),
-            )
+            whispers = self._load_lanes(WhisperModel, choice.path)
         except ModelLoadError:
             raise
         except Exception as exc:  # any loader failure means this process cannot serve
@@ -105,17 +99,40 @@ class Engine:
             loaded.set()
             ticker.join()
         logger.info("model %s loaded in %.1fs", self.model_name, time.monotonic() - started)
-        sot = self.model.hf_tokenizer.token_to_id("<|startoftranscript|>")
-        ct2 = self.model.model
+        sot = whispers["final"].hf_tokenizer.token_to_id("<|startoftranscript|>")
         for kind in KINDS:
-            # A shallow copy per lane: the same tokenizer, feature extractor and weights, its own
-            # batcher (a batch is gathered per lane) and its own decode threads.
-            whisper = copy.copy(self.model)
-            whisper.model = BatchingModel(ct2, sot)
+            # A shallow copy per lane: the same tokenizer and feature extractor, its own batcher
+            # (a batch is gathered per lane) and its own decode threads.
+            whisper = copy.copy(whispers[kind])
+            whisper.model = BatchingModel(whispers[kind].model, sot)
             pool = ThreadPoolExecutor(max_workers=self.settings.DECODE_BATCH, thread_name_prefix="decode-" + kind)
             self._lanes[kind] = Lane(whisper, whisper.model, pool)
         final = self._lanes["final"]
         self.model, self.batcher, self._pool = final.model, final.batcher, final.pool
+
+    def _load_lanes(self, factory: Any, path: str) -> dict[str, Any]:
+        """The WhisperModel each lane decodes with. Both lanes have a CTranslate2 worker of their
+        own, so a final never queues behind a running interim or file part. On a GPU they share
+        one copy of the weights. On a CPU the background lane (interims, file parts) gets a copy
+        built in a thread at BACKGROUND_NICE: CTranslate2's worker and its OpenMP threads inherit
+        that priority, so a final decoding beside it keeps the cores (two lanes of equal priority
+        halve a final's speed whenever a file part or an interim runs beside it)."""
+        nice = self.settings.BACKGROUND_NICE if self.device == "cpu" else 0
+
+        def load(workers: int) -> Any:
+            return factory(
+                path,
+                device=self.device,
+                device_index=self.settings.DEVICE_INDEX,
+                compute_type=self.compute_type,
+                cpu_threads=cpu_threads(self.settings),
+                num_workers=workers,
+            )
+
+        if not nice:
+            shared = load(len(KINDS))
+            return {kind: shared for kind in KINDS}
+        return {"final": load(1), "interim": at_nice(nice, lambda: load(1))}
 
     @property
     def multilingual(self) -> bool:
@@ -264,6 +281,45 @@ class Engine:
         return DecodeOutput(
             text=text, language=language, words=words, no_speech=not text, audio_s=audio_s, decode_ms=decode_ms
         )
+
+
+def cpu_threads(settings: Settings) -> int:
+    """CTranslate2 threads per lane: CPU_THREADS, or for 0 half the cores this process may run on
+    (a lane each), at most 4. CTranslate2's own default is 4 whatever the machine: on 2 cores
+    (measured with tiny.en) two lanes of 4 threads decode a final ~25% slower than two of 1,
+    and a lane of 2 threads is no faster than one of 1 (`benchmarks/README.md`)."""
+    if settings.CPU_THREADS:
+        return settings.CPU_THREADS
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores // len(KINDS)))
+
+
+def at_nice(nice: int, build: Callable[[], T]) -> T:
+    """`build()` run in a thread of its own at `nice` (Linux nice is per thread, and threads
+    inherit it from the thread that starts them); at the current priority where that is refused."""
+    out: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            tid = threading.get_native_id()
+            try:
+                os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
+            except OSError as exc:
+                logger.warning("cannot lower the background lane's priority (%s); it runs at the final lane's", exc)
+            out.append(build())
+        except BaseException as exc:  # handed to the caller's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="load-background-lane")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return out[0]
 
 
 @dataclass

@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 BLOCK_MS = 500
 INTERIM_POLL_MS = 50  # how often the loop looks whether the interim lane is free again
+LIVE_QUIET_S = 5.0  # live jobs this recent mean live sessions: file runs are one part at a time
 PRUNE_EVERY_S = 30.0
 DEAD_CONSUMER_IDLE_MS = 60_000  # a live decoder reads far more often than this
 
@@ -61,6 +62,7 @@ class DecoderWorker:
         self._background: asyncio.Task[None] | None = None
         self.files: list[Entry] = []  # file jobs read (or reclaimed) and not yet started
         self._runs_since_files = 0
+        self._last_live = 0.0  # monotonic time the loop last took live (final or interim) jobs
         self._ready = False
         self._next_claim = 0.0
         self._next_prune = 0.0
@@ -202,7 +204,11 @@ class DecoderWorker:
                     await self.streams.read({keys.STREAM_BATCH: ">"}, batch - len(self.files), None)
                 )
             if self.files:
-                chosen, self.files = self.files[:batch], self.files[batch:]
+                # While live sessions run, a file run is one part: the interims behind it wait
+                # for one part's decode, not for a whole batch of them.
+                live = time.monotonic() - self._last_live < LIVE_QUIET_S
+                size = 1 if live else batch
+                chosen, self.files = self.files[:size], self.files[size:]
                 self._runs_since_files = 0
                 self._background = asyncio.create_task(self._process(chosen, BATCH), name="files")
                 return
@@ -271,6 +277,8 @@ class DecoderWorker:
 
     async def _process(self, entries: list[Entry], kind: str) -> None:
         """Decode a list of jobs of one kind and deliver every result. Each job fails alone."""
+        if kind != BATCH:
+            self._last_live = time.monotonic()
         entries = await self._reject_unreadable(entries)
         if not entries:
             return

@@ -2,8 +2,8 @@
 
 The upload is spooled to disk by the multipart parser (never held whole in memory), decoded by
 PyAV to 16 kHz mono, and cut by the gateway's own endpointer (WebRTC VAD) into spans of speech,
-which are joined into parts of at most MAX_UTTERANCE_S (pauses inside a part stay: the model
-hears sentences in their context, as in a whole-file decode). Each part's audio is stored like
+which are joined into parts of at most FILE_PART_S (pauses inside a part stay: the model hears
+sentences in their context, as in a whole-file decode). Each part's audio is stored like
 an utterance's and one job per part goes on `stt:jobs:batch`; decoders take those after live
 finals, sharing their background lane with interims (decoder/worker.py). Results come back on
 this gateway's channel and are put in order; times are relative to the file.
@@ -72,8 +72,8 @@ def decode_file(fileobj: BinaryIO) -> bytes:
 
 
 def speech_parts(pcm: bytes, settings: Settings) -> list[tuple[int, int]]:
-    """(start, end) byte offsets of the parts to decode: the endpointer's spans of speech, joined
-    while a part stays within MAX_UTTERANCE_S."""
+    """(start, end) byte offsets of the parts to decode: the endpointer's spans of speech (each at
+    most MAX_UTTERANCE_S), joined while a part stays within FILE_PART_S."""
     ep = Endpointer(
         settings.VAD_MODE,
         settings.PRE_ROLL_MS,
@@ -90,10 +90,11 @@ def speech_parts(pcm: bytes, settings: Settings) -> list[tuple[int, int]]:
             spans.append([ev.sample * 2, len(pcm)])
         elif ev.kind == "end" and spans:
             spans[-1][1] = min(len(pcm), (ev.sample + int(SPAN_PAD_S * RATE)) * 2)
+    join = int(min(settings.FILE_PART_S, settings.MAX_UTTERANCE_S) * BYTES_PER_S)
     limit = int(settings.MAX_UTTERANCE_S * BYTES_PER_S)
     parts: list[tuple[int, int]] = []
     for start, end in spans:
-        if parts and end - parts[-1][0] <= limit:
+        if parts and end - parts[-1][0] <= join:
             parts[-1] = (parts[-1][0], end)
         else:
             parts.append((start, min(end, start + limit)))
@@ -170,13 +171,14 @@ class FileTranscription:
         self.failed = why
         self.done.set()
 
-    async def cancel(self) -> None:
-        """The client left: its parts not yet taken are deleted, with all the audio."""
+    async def cancel(self, why: str) -> None:
+        """Given up (its client left, the gateway stops): its parts not yet taken are deleted,
+        with all the audio."""
         waiting = [self.entry_ids[n] for n in self.entry_ids if n not in self.results]
         if waiting:
             await self.queue.redis.xdel(keys.STREAM_BATCH, *waiting)
         await self.cleanup()
-        logger.info("file %s cancelled: its client left (%d parts undone)", self.id, len(waiting))
+        logger.info("file %s cancelled: %s (%d parts undone)", self.id, why, len(waiting))
 
     async def cleanup(self) -> None:
         await self.queue.drop_audio(self.id, *range(len(self.parts)))

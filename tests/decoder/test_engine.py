@@ -1,18 +1,23 @@
-"""Engine loading: progress while a model loads, clear errors for models that cannot."""
+"""Engine loading: progress while a model loads, clear errors for models that cannot, lanes and
+their priorities."""
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import faster_whisper
+import numpy as np
 import pytest
 
+from client.speech import SENTENCES, conversation
 from common.errors import ModelLoadError
+from common.messages import Job
 from decoder import engine as engine_module
-from decoder.engine import Engine
+from decoder.engine import DecodeOutput, Engine
 from tests.conftest import make_settings
 
 
@@ -83,3 +88,49 @@ def test_cut_loop_keeps_one_turn_of_a_loop_and_leaves_speech_alone() -> None:
     assert cut_loop(speech) == speech
     assert cut_loop("Bye. Bye.") == "Bye. Bye."
     assert cut_loop("") == ""
+
+
+def thread_nices() -> dict[int, int]:
+    """This process's threads and their nice values (field 19 of /proc/self/task/TID/stat)."""
+    nices = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+        nices[int(task.name)] = int(fields[16])
+    return nices
+
+
+def decode_on_both_lanes(engine: Engine) -> None:
+    audio = conversation([SENTENCES[0]], lead_s=0.3, tail_s=0.5).audio
+    for kind in ("final", "interim", "batch"):
+        job = Job(id=kind, kind=kind, session="s", gateway="g", utt=0, audio_key="", audio_end=len(audio) * 2)
+        [out] = engine.decode_many([(job, audio.astype(np.float32))])
+        assert isinstance(out, DecodeOutput), out
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread priorities from /proc")
+def test_on_a_cpu_the_background_lane_decodes_at_a_lower_priority(micro_model: Path) -> None:
+    before = thread_nices()
+    engine = Engine(make_settings(micro_model, "redis://127.0.0.1:1/0", BACKGROUND_NICE=19, CPU_THREADS=2))
+    engine.load()
+    decode_on_both_lanes(engine)
+    final, background = engine.lane("final"), engine.lane("interim")
+    assert engine.lane("batch") is background, "file parts take turns with interims"
+    assert final.batcher._model is not background.batcher._model, "the background lane has a model of its own"
+    new = {tid: nice for tid, nice in thread_nices().items() if tid not in before}
+    assert 19 in new.values(), "CTranslate2's background threads run at nice 19: %s" % new
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert base in new.values(), "the final lane's threads keep the process's priority: %s" % new
+    assert set(thread_nices().values()) <= {base, 19}
+
+
+def test_background_nice_0_shares_one_model_at_one_priority(micro_model: Path) -> None:
+    before = thread_nices()
+    engine = Engine(make_settings(micro_model, "redis://127.0.0.1:1/0", BACKGROUND_NICE=0))
+    engine.load()
+    decode_on_both_lanes(engine)
+    assert engine.lane("final").batcher._model is engine.lane("interim").batcher._model
+    new = {tid: nice for tid, nice in thread_nices().items() if tid not in before}
+    assert new and set(new.values()) == {os.getpriority(os.PRIO_PROCESS, 0)}, new
