@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -86,6 +87,14 @@ class GatewayServer(uvicorn.Server):
     def fail(self, reason: str) -> None:
         self.failed = reason
         self.should_exit = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Before uvicorn waits for the requests in flight: a file upload learns that it has
+        # SHUTDOWN_TIMEOUT_S to finish or must answer 503 (gateway/transcriptions.py).
+        state = getattr(getattr(self.config.app, "state", None), "gw", None)
+        if state is not None:
+            state.draining.request()
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

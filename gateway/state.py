@@ -32,6 +32,7 @@ class GatewayState:
         self.metrics = GatewayMetrics()
         self.keys = ApiKeys(settings.API_KEY)
         self.stop = StopFlag()
+        self.draining = StopFlag()  # the server stopped taking connections; it will stop soon
         self.started = time.time()
         self.connections = 0  # accepted WebSockets, started or not
         # The live decoders as last read (every HEARTBEAT_S), so that admission, /ready and

@@ -23,10 +23,11 @@ logger = logging.getLogger(__name__)
 REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 MB = 1 << 20
+DRAIN_MARGIN_S = 2.0  # a draining gateway answers a file this long before its shutdown bound
 
 
-def refusal(err: FileError) -> Response:
-    return JSONResponse(err.body(), status_code=err.status)
+def refusal(err: FileError, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(err.body(), status_code=err.status, headers=headers)
 
 
 async def transcribe_upload(request: Request, state: GatewayState) -> Response:
@@ -76,15 +77,30 @@ async def transcribe_upload(request: Request, state: GatewayState) -> Response:
     state.router.add(job)  # type: ignore[arg-type]  # a result sink like a session
     state.files[job.id] = job
     state.metrics.files.inc()
+    loop = asyncio.get_running_loop()
+    give_up_at: float | None = None  # once the gateway drains: when the file must be answered
     try:
         await job.submit(pcm)
         del pcm
         while not job.done.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(job.done.wait(), POLL_S)
-            if not job.done.is_set() and await request.is_disconnected():
-                await job.cancel()
+            if job.done.is_set():
+                break
+            if await request.is_disconnected():
+                await job.cancel("its client left")
                 return Response(status_code=499)
+            if state.draining.requested and settings.SHUTDOWN_TIMEOUT_S > 0:
+                # Answered while uvicorn still waits for it, rather than cut off with a 500.
+                if give_up_at is None:
+                    give_up_at = loop.time() + max(0.0, settings.SHUTDOWN_TIMEOUT_S - DRAIN_MARGIN_S)
+                if loop.time() >= give_up_at:
+                    await job.cancel("the gateway is stopping")
+                    state.metrics.errors.labels("shutting_down").inc()
+                    return refusal(
+                        FileError(503, "the gateway is shutting down; send the file again", None, "shutting_down"),
+                        {"Retry-After": "5"},
+                    )
     except RedisError as exc:
         logger.error("file %s: Redis failed: %s", job.id, exc)
         return refusal(FileError(503, "the service lost its queue; try again", None, "unavailable"))

@@ -166,3 +166,34 @@ async def test_stt_transcribe_prints_text_writes_subtitles_and_reports_bad_files
     srt = (tmp_path / "subs" / "jfk.srt").read_text()
     assert srt.startswith("1\n00:00:0") and " --> " in srt
     assert "notes.txt: HTTP 400: the file could not be read as audio" in err
+
+
+@pytest.mark.parametrize("gateway", [{"decoder": False, "SHUTDOWN_TIMEOUT_S": 4.0}], indirect=True)
+async def test_a_stopping_gateway_answers_a_file_it_cannot_finish_with_503(
+    gateway: Gateway, aredis: Any, tmp_path: Path
+) -> None:
+    import httpx
+
+    speech = conversation(list(SENTENCES[:4]), pause_s=2.0)
+    path = tmp_path / "talk.wav"
+    sf.write(path, speech.audio, 16000, subtype="PCM_16")
+    async with httpx.AsyncClient(timeout=60) as http:
+        post = asyncio.create_task(
+            http.post(gateway.http + "/v1/audio/transcriptions", files={"file": path.read_bytes()})
+        )
+        await async_wait_for(lambda: gateway.state.files, 30, "the file in progress")
+        [job] = list(gateway.state.files.values())
+        await async_wait_for(lambda: len(job.entry_ids) == len(job.parts), 30, "every part queued")
+        # Nobody decodes (a silent decoder): the file cannot finish before the shutdown bound.
+        loop = asyncio.get_running_loop()
+        stopped_at = loop.time()
+        gateway.server.should_exit = True
+        response = await post
+        answered_after = loop.time() - stopped_at
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "shutting_down"
+    assert "shutting down; send the file again" in response.json()["error"]["message"]
+    assert response.headers["retry-after"] == "5"
+    assert answered_after < gateway.settings.SHUTDOWN_TIMEOUT_S, "answered before uvicorn would cut it off"
+    assert await aredis.xlen(keys.STREAM_BATCH) == 0, "its parts are taken off the queue"
+    assert not any([await aredis.exists(keys.audio_key(job.id, n)) for n in range(len(job.parts))])
