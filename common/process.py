@@ -1,5 +1,5 @@
-"""Child processes: ones that cannot outlive the process that started them, and what runs below
-a process (from /proc, for `stt bench` and the benchmarks)."""
+"""Child processes: ones that cannot outlive the process that started them, what runs below a
+process (from /proc, for `stt bench` and the benchmarks), and the cores a process may use."""
 
 from __future__ import annotations
 
@@ -10,6 +10,14 @@ import sys
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, which a container's cpuset limits)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def die_with_parent() -> None:

@@ -17,6 +17,7 @@ import numpy as np
 
 from common.errors import DecodeError, ModelLoadError
 from common.messages import BATCH, KINDS, Job
+from common.process import usable_cores
 from common.settings import Settings
 from decoder import models, profiles
 from decoder.batching import WINDOW_FRAMES, BatchingModel, window_frames
@@ -290,11 +291,7 @@ def cpu_threads(settings: Settings) -> int:
     and a lane of 2 threads is no faster than one of 1 (`benchmarks/README.md`)."""
     if settings.CPU_THREADS:
         return settings.CPU_THREADS
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores // len(KINDS)))
+    return max(1, min(4, usable_cores() // len(KINDS)))
 
 
 def at_nice(nice: int, build: Callable[[], T]) -> T:

@@ -2,7 +2,7 @@
 
 Redis from REDIS_URL, else a private redis-server on a unix socket in its own 0700 directory,
 with a random password and an append-only file; DECODERS decoder processes (0: one per visible
-GPU, else one on the CPU) and one gateway on PORT, bound to loopback unless HOST says otherwise.
+GPU, else CPU_DECODERS on the CPU) and one gateway on PORT, bound to loopback unless HOST says otherwise.
 A child that dies (Redis too) is restarted with backoff. SIGINT/SIGTERM stop the
 gateway (it drains its sessions), then the decoders (each finishes its batch), then Redis, and
 leave no process behind; children are in their own process group (so a terminal's Ctrl-C
@@ -26,7 +26,7 @@ from common.backoff import Backoff
 from common.errors import ExitCode, SttError
 from common.lifecycle import StopFlag
 from common.logs import setup_logging
-from common.process import die_with_parent
+from common.process import die_with_parent, usable_cores
 from common.redis_server import RedisServer
 from common.settings import Settings
 from decoder.models import BUNDLED_NAME
@@ -40,6 +40,7 @@ HOPELESS: dict[int, str] = {
     ExitCode.UNAVAILABLE: "a model or service it needs is unavailable",
 }
 STABLE_S = 60.0  # a child up this long has its backoff reset
+CPU_DECODERS = 2  # decoders without a GPU when DECODERS is 0
 
 
 @dataclass
@@ -74,15 +75,31 @@ class Child:
 
 
 def decoder_count(settings: Settings) -> tuple[int, bool]:
-    """(decoders, whether each gets its own GPU)."""
+    """(decoders, whether each gets its own GPU). Without a GPU: CPU_DECODERS, because on a CPU
+    two decoders (two finals decoded at once) hold a 1.5 s p95 for 6 streams where one holds 1
+    (benchmarks/README.md)."""
     if settings.DEVICE == "cpu":
-        return settings.DECODERS or 1, False
+        return settings.DECODERS or CPU_DECODERS, False
     import ctranslate2
 
     gpus = ctranslate2.get_cuda_device_count()
     if settings.DECODERS:
         return settings.DECODERS, gpus > 0
-    return (gpus, True) if gpus else (1, False)
+    return (gpus, True) if gpus else (CPU_DECODERS, False)
+
+
+def decoder_env(settings: Settings, i: int, n: int, gpu: bool) -> dict[str, str]:
+    """What decoder i of n gets beside the common environment: its GPU, id, metrics port and,
+    on a CPU, its share of the cores (a thread per lane per two cores it has) unless CPU_THREADS
+    says otherwise."""
+    env = {
+        "DEVICE_INDEX": str(i if gpu else settings.DEVICE_INDEX),
+        "DECODER_ID": "%s-%d" % (settings.decoder_id, i),
+        "METRICS_PORT": str(settings.METRICS_PORT + i if settings.METRICS_PORT else 0),
+    }
+    if not gpu and not settings.CPU_THREADS:
+        env["CPU_THREADS"] = str(max(1, min(4, usable_cores() // (2 * n))))
+    return env
 
 
 def gateway_status(host: str, port: int) -> dict[str, Any] | None:
@@ -138,18 +155,7 @@ class Supervisor:
         env = {**os.environ, **s.to_env(), "REDIS_URL": url}
         n, gpu = decoder_count(s)
         for i in range(n):
-            self.children.append(
-                Child(
-                    "decoder-%d" % i,
-                    ["decoder"],
-                    {
-                        **env,
-                        "DEVICE_INDEX": str(i if gpu else s.DEVICE_INDEX),
-                        "DECODER_ID": "%s-%d" % (s.decoder_id, i),
-                        "METRICS_PORT": str(s.METRICS_PORT + i if s.METRICS_PORT else 0),
-                    },
-                )
-            )
+            self.children.append(Child("decoder-%d" % i, ["decoder"], {**env, **decoder_env(s, i, n, gpu)}))
         self.gateway = Child("gateway", ["gateway"], env)
         self.children.append(self.gateway)
         model = (

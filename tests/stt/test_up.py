@@ -31,6 +31,7 @@ STT_UP_ENV = {
     "DEVICE": "cpu",
     "COMPUTE_TYPE": "int8",
     "CPU_THREADS": "1",
+    "DECODERS": "1",
     "METRICS_PORT": "0",
     "HEARTBEAT_S": "0.5",
     "REDIS_URL": "",
@@ -271,7 +272,7 @@ def test_stt_up_gives_up_on_a_model_that_cannot_load(spawn: Callable[..., Proc],
 
 def test_offline_without_model_name_serves_the_bundled_model(spawn: Callable[..., Proc], tmp_path: Path) -> None:
     """What a new user on a machine with no model hub gets from `bash scripts/up`: the default
-    `base` cannot be had, so the bundled tiny.en serves, said once; it hears the words."""
+    `base` cannot be had, so the bundled tiny.en serves, said once by each decoder; it hears the words."""
     port, metrics = free_port(), free_port()
     env: dict[str, str | None] = {
         **STT_UP_ENV,
@@ -280,14 +281,23 @@ def test_offline_without_model_name_serves_the_bundled_model(spawn: Callable[...
         "HF_HUB_OFFLINE": "1",
         "HF_HOME": str(tmp_path / "hf"),
     }
-    up = spawn(["up"], {**env, "MODEL_NAME": None}, name="stt-up")
+    # Nor does a new user set DECODERS or CPU_THREADS: on a CPU, two decoders of a thread per lane.
+    up = spawn(["up"], {**env, "MODEL_NAME": None, "DECODERS": None, "CPU_THREADS": None}, name="stt-up")
     wait_for(lambda: "stt up: ready" in up.output() or up.popen.poll() is not None, 90, "stt up ready")
     out = up.output()
-    assert "loading model base (the default; the bundled tiny.en if base cannot be had)" in out
-    assert out.count("serving the bundled tiny.en instead") == 1, out
+    assert "2 decoder(s) loading model base (the default; the bundled tiny.en if base cannot be had)" in out
+    assert out.count("serving the bundled tiny.en instead") == 2, out
     assert "stt up: ready; model tiny.en on cpu:0 (int8)" in out
+    wait_for(
+        lambda: (
+            len(json.loads(urllib.request.urlopen("http://127.0.0.1:%d/status" % port, timeout=5).read())["decoders"])
+            == 2
+        ),
+        30,
+        "both decoders live",
+    )
     status = json.loads(urllib.request.urlopen("http://127.0.0.1:%d/status" % port, timeout=5).read())
-    assert [d["model"] for d in status["decoders"]] == ["tiny.en"]
+    assert [d["model"] for d in status["decoders"]] == ["tiny.en", "tiny.en"]
     scrape = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % metrics, timeout=5).read().decode()
     assert re.search(r'stt_decoder_info\{[^}]*model="tiny.en"', scrape), scrape
     heard = stt_client(str(JFK), "--url", "ws://127.0.0.1:%d/v1/listen" % port, "--speed", "4")
