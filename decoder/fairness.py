@@ -3,7 +3,9 @@
 Rules (DESIGN.md, Decoder): an interim past its deadline is dropped undecoded; of several
 waiting interims of one session only the newest is worth decoding (the gateway keeps one in
 flight, so this is rare); and no session gets a second decode before every waiting session got
-one: sessions are served least-recently-served first.
+one: sessions are served least-recently-served first. The first interim of an utterance (rev 0)
+goes before later revisions of others: under load it is what tells a speaker they are heard,
+while a later revision only refines words already shown.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class InterimQueue:
         order = sorted(
             newest.values(),
             key=lambda e: (
+                e.job.rev > 0,  # type: ignore[union-attr]
                 self._last_served.get(e.job.session, 0),  # type: ignore[union-attr]
                 e.entry_id,
             ),

@@ -37,3 +37,12 @@ def test_no_session_served_twice_before_others() -> None:
     # b waited while a was served: b goes next even though a's new interim is there too.
     assert [e.job.session for e in q.take(1, 0).chosen] == ["b"]  # type: ignore[union-attr]
     assert [e.job.session for e in q.take(1, 0).chosen] == ["a"]  # type: ignore[union-attr]
+
+
+def test_an_utterances_first_interim_goes_before_later_revisions() -> None:
+    q = InterimQueue()
+    q.add([entry("a", n=1), entry("b", n=2)])
+    q.take(2, 0)  # both served once: a before b
+    q.add([entry("a", rev=4, n=3), entry("b", utt=1, rev=0, n=4), entry("c", rev=2, n=5)])
+    # b's new utterance has no interim yet: it goes first, then least recently served first.
+    assert [e.job.session for e in q.take(3, 0).chosen] == ["b", "c", "a"]  # type: ignore[union-attr]
