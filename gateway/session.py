@@ -200,6 +200,11 @@ class Session:
             job=job, start=utt.start, end=end, queued_at=now, ended_at=now, endpoint_ms=waited_s * 1000.0
         )
         self.finals_done.clear()
+        if self.interim_in_flight and self.interim_in_flight[0] == utt.n:
+            # Its utterance is over, so is its interim (dropped as stale whenever it comes): the
+            # next utterance's first interim does not wait for it (of two waiting at a decoder,
+            # the newer is decoded).
+            self.interim_in_flight = None
         if len(self.pending) >= self.settings.MAX_PENDING_FINALS:
             self.room.clear()
         await self.queue.enqueue(job)

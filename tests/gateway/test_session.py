@@ -119,6 +119,21 @@ async def test_interims_too_late_out_of_turn_or_off_their_stable_prefix_are_drop
     assert len(interims) == 2 and all(m["utterance"] == 0 for m in interims)
 
 
+async def test_the_next_utterances_first_interim_does_not_wait_for_the_last_ones() -> None:
+    h = Harness(INTERIM_MIN_MS=300)
+    await h.feed(conversation([SENTENCES[0]], tail_s=0.0))
+    last = h.jobs("interim")[-1]
+    assert h.session.interim_in_flight is not None  # nobody answers: it is still in flight
+    await h.feed(conversation([SENTENCES[4]], lead_s=1.2, tail_s=0.0))
+    assert [j.utt for j in h.jobs("final")] == [0]
+    following = [j for j in h.jobs("interim") if j.utt == 1]
+    assert following and following[0].rev == 0, "utterance 1 has its interim while utterance 0's is unanswered"
+    h.answer(last, text="The quick brown fox")  # the old one, late: never shown
+    assert h.dropped("stale") == 1 and h.of_type("interim") == []
+    h.answer(following[0], text="The birch")
+    assert [(m["utterance"], m["text"]) for m in h.of_type("interim")] == [(1, "The birch")]
+
+
 async def test_interims_show_words_not_the_marks_of_a_cut() -> None:
     h = Harness(INTERIM_MIN_MS=300)
     pcm = conversation([SENTENCES[1]], tail_s=0.0).pcm16
