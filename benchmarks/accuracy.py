@@ -324,7 +324,7 @@ def print_report(r: dict[str, Any]) -> None:
 def run_streamed(convs: list[Conversation], env: dict[str, str], concurrency: int, speed: float) -> list[Session]:
     from stt.bench import Service
 
-    with Service(env) as url:
+    with Service(env) as (url, _pid):
         return asyncio.run(stream_all(url, convs, concurrency, speed))
 
 

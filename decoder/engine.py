@@ -287,7 +287,7 @@ class Engine:
 def cpu_threads(settings: Settings) -> int:
     """CTranslate2 threads per lane: CPU_THREADS, or for 0 half the cores this process may run on
     (a lane each), at most 4. CTranslate2's own default is 4 whatever the machine: on 2 cores
-    (measured with tiny.en) two lanes of 4 threads decode a final ~25% slower than two of 1,
+    (measured with tiny.en) two lanes of 4 threads decode a final 15-25% slower than two of 1,
     and a lane of 2 threads is no faster than one of 1 (`benchmarks/README.md`)."""
     if settings.CPU_THREADS:
         return settings.CPU_THREADS
