@@ -14,7 +14,7 @@ import openai
 import pytest
 import soundfile as sf
 
-from client.speech import SENTENCES, conversation
+from client.speech import SENTENCES, Speech, conversation
 from client.wer import wer
 from common import keys
 from tests.conftest import JFK, JFK_TEXT, REAL_MODEL, async_wait_for
@@ -104,21 +104,26 @@ async def bad_uploads(oa: openai.AsyncOpenAI) -> None:
     assert silent.text == ""
 
 
+async def file_in_flight(gateway: Gateway, http: Any, speech: Speech, tmp_path: Path) -> tuple[Any, Any]:
+    """`speech` POSTed as a WAV (the request a task), once every part of it is queued; and its
+    FileTranscription."""
+    path = tmp_path / "talk.wav"
+    sf.write(path, speech.audio, 16000, subtype="PCM_16")
+    post = asyncio.create_task(http.post(gateway.http + "/v1/audio/transcriptions", files={"file": path.read_bytes()}))
+    await async_wait_for(lambda: gateway.state.files, 30, "the file in progress")
+    [job] = list(gateway.state.files.values())
+    await async_wait_for(lambda: len(job.entry_ids) == len(job.parts), 30, "every part queued")
+    return post, job
+
+
 @pytest.mark.parametrize("gateway", [REAL], indirect=True)
 async def test_a_client_that_leaves_cancels_its_file(gateway: Gateway, tmp_path: Path) -> None:
     import httpx
 
-    speech = conversation(list(SENTENCES) * 3, pause_s=2.0)  # many parts
-    path = tmp_path / "long.wav"
-    sf.write(path, speech.audio, 16000, subtype="PCM_16")
     redis = gateway.state.redis
     async with httpx.AsyncClient(timeout=120) as http:
-        post = asyncio.create_task(
-            http.post(gateway.http + "/v1/audio/transcriptions", files={"file": path.read_bytes()})
-        )
-        await async_wait_for(lambda: gateway.state.files, 30, "the file in progress")
-        [job] = list(gateway.state.files.values())
-        await async_wait_for(lambda: len(job.entry_ids) == len(job.parts), 30, "every part queued")
+        speech = conversation(list(SENTENCES) * 3, pause_s=2.0)  # many parts
+        post, job = await file_in_flight(gateway, http, speech, tmp_path)
         post.cancel()
         with pytest.raises(asyncio.CancelledError):
             await post
@@ -174,16 +179,8 @@ async def test_a_stopping_gateway_answers_a_file_it_cannot_finish_with_503(
 ) -> None:
     import httpx
 
-    speech = conversation(list(SENTENCES[:4]), pause_s=2.0)
-    path = tmp_path / "talk.wav"
-    sf.write(path, speech.audio, 16000, subtype="PCM_16")
     async with httpx.AsyncClient(timeout=60) as http:
-        post = asyncio.create_task(
-            http.post(gateway.http + "/v1/audio/transcriptions", files={"file": path.read_bytes()})
-        )
-        await async_wait_for(lambda: gateway.state.files, 30, "the file in progress")
-        [job] = list(gateway.state.files.values())
-        await async_wait_for(lambda: len(job.entry_ids) == len(job.parts), 30, "every part queued")
+        post, job = await file_in_flight(gateway, http, conversation(list(SENTENCES[:4]), pause_s=2.0), tmp_path)
         # Nobody decodes (a silent decoder): the file cannot finish before the shutdown bound.
         loop = asyncio.get_running_loop()
         stopped_at = loop.time()
@@ -197,3 +194,24 @@ async def test_a_stopping_gateway_answers_a_file_it_cannot_finish_with_503(
     assert answered_after < gateway.settings.SHUTDOWN_TIMEOUT_S, "answered before uvicorn would cut it off"
     assert await aredis.xlen(keys.STREAM_BATCH) == 0, "its parts are taken off the queue"
     assert not any([await aredis.exists(keys.audio_key(job.id, n)) for n in range(len(job.parts))])
+
+
+@pytest.mark.parametrize("gateway", [{"FILE_PART_S": 5.0}], indirect=True)
+async def test_a_files_parts_spread_over_every_decoder(gateway: Gateway, tmp_path: Path) -> None:
+    import httpx
+
+    from decoder.engine import Engine
+    from tests.jobs import running_worker
+
+    settings = gateway.settings.replace(DECODER_ID="dec-2")
+    second = Engine(settings)  # a decoder of its own: lanes are not shared between decoders
+    second.load()
+    async with running_worker(settings, second):
+        await async_wait_for(lambda: len(gateway.state.decoders) == 2, 10, "both decoders' heartbeats")
+        async with httpx.AsyncClient(timeout=120) as http:
+            post, job = await file_in_flight(gateway, http, conversation(list(SENTENCES) * 2, pause_s=1.5), tmp_path)
+            response = await post
+    assert response.status_code == 200, response.text
+    assert len(job.parts) >= 8
+    by = [job.results[n].decoder for n in range(len(job.parts))]
+    assert set(by) == {"dec-local", "dec-2"}, by
