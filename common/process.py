@@ -20,6 +20,12 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def threads_per_lane(cores: int, lanes: int = 2) -> int:
+    """CTranslate2 threads for each of a decoder's lanes (final, background) on `cores` cores: a
+    share each, at most 4 (more only cost on small models)."""
+    return max(1, min(4, cores // lanes))
+
+
 def die_with_parent() -> None:
     """`preexec_fn` for children: own process group (a terminal's Ctrl-C reaches only the
     parent, which stops them in order) and, on Linux, SIGTERM if the parent dies first."""

@@ -17,7 +17,7 @@ import numpy as np
 
 from common.errors import DecodeError, ModelLoadError
 from common.messages import BATCH, KINDS, Job
-from common.process import usable_cores
+from common.process import threads_per_lane, usable_cores
 from common.settings import Settings
 from decoder import models, profiles
 from decoder.batching import WINDOW_FRAMES, BatchingModel, window_frames
@@ -289,9 +289,7 @@ def cpu_threads(settings: Settings) -> int:
     (a lane each), at most 4. CTranslate2's own default is 4 whatever the machine: on 2 cores
     (measured with tiny.en) two lanes of 4 threads decode a final 15-25% slower than two of 1,
     and a lane of 2 threads is no faster than one of 1 (`benchmarks/README.md`)."""
-    if settings.CPU_THREADS:
-        return settings.CPU_THREADS
-    return max(1, min(4, usable_cores() // len(KINDS)))
+    return settings.CPU_THREADS or threads_per_lane(usable_cores(), len(KINDS))
 
 
 def at_nice(nice: int, build: Callable[[], T]) -> T:

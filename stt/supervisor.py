@@ -26,7 +26,7 @@ from common.backoff import Backoff
 from common.errors import ExitCode, SttError
 from common.lifecycle import StopFlag
 from common.logs import setup_logging
-from common.process import die_with_parent, usable_cores
+from common.process import die_with_parent, threads_per_lane, usable_cores
 from common.redis_server import RedisServer
 from common.settings import Settings
 from decoder.models import BUNDLED_NAME
@@ -98,7 +98,7 @@ def decoder_env(settings: Settings, i: int, n: int, gpu: bool) -> dict[str, str]
         "METRICS_PORT": str(settings.METRICS_PORT + i if settings.METRICS_PORT else 0),
     }
     if not gpu and not settings.CPU_THREADS:
-        env["CPU_THREADS"] = str(max(1, min(4, usable_cores() // (2 * n))))
+        env["CPU_THREADS"] = str(threads_per_lane(usable_cores() // n))
     return env
 
 
