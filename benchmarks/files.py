@@ -13,7 +13,7 @@ factor (wall / audio) and WER against the known text, all with the bundled tiny.
   (beam 5, 2 threads) on the same file, in this process, on both cores.
 
 Live: four real-time clients (stt bench's) stream a 4-sentence conversation through one `stt up`
-(one decoder), alone and while two uploads of the file are being transcribed, in alternating
+(its defaults: two decoders on a CPU), alone and while two uploads of the file are being transcribed, in alternating
 rounds (--rounds): p95 end of speech to final of each condition's pooled finals.
 Writes benchmarks/results/files-LABEL.json.
 """
@@ -58,12 +58,17 @@ def recording(minutes: float, path: Path) -> str:
     return " ".join(texts)
 
 
+def http_base(url: str) -> str:
+    """The gateway's HTTP address from `stt up`'s WebSocket URL."""
+    return url.replace("ws://", "http://").rsplit("/v1/", 1)[0]
+
+
 def through_cluster(path: Path, env: dict[str, str]) -> tuple[float, str]:
     from client.transcribe import transcribe_file
     from stt.bench import Service
 
     with Service({"MODEL_NAME": MODEL, "DEVICE": "cpu", "COMPUTE_TYPE": "int8", **env}) as (url, _pid):
-        http = url.replace("ws://", "http://").rsplit("/v1/", 1)[0]
+        http = http_base(url)
         args = argparse.Namespace(url=http, format="json", language="en", prompt="", words=False, api_key="")
         t0 = time.monotonic()
         text = json.loads(transcribe_file(path, args))["text"]
@@ -96,7 +101,7 @@ def live(path: Path, rounds: int) -> dict[str, Any]:
     pooled: dict[str, list[ClientRun]] = {"alone": [], "with_file": []}
     in_flight: list[bool] = []
     with Service({"MODEL_NAME": MODEL, "DEVICE": "cpu", "COMPUTE_TYPE": "int8"}) as (url, _pid):
-        http = url.replace("ws://", "http://").rsplit("/v1/", 1)[0]
+        http = http_base(url)
 
         async def clients() -> list[ClientRun]:
             return list(await asyncio.gather(*(run_client(url, speech, 1.0, d) for d in (0.0, 0.7, 1.4, 2.1))))
