@@ -28,11 +28,11 @@ sys.path.insert(0, str(ROOT))
 import redis.asyncio as aioredis
 
 from client.speech import SENTENCES, conversation
-from common.messages import StartRequest
 from common.redis_server import RedisServer
 from common.settings import Settings
 from gateway.jobqueue import JobQueue
 from gateway.metrics import GatewayMetrics
+from gateway.options import SessionOptions
 from gateway.session import Session
 
 
@@ -53,7 +53,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         metrics = GatewayMetrics()
         queue = JobQueue(r, 60)  # one per process, as in the gateway
         sessions = [
-            Session(settings, StartRequest(sample_rate=args.rate, lang="en"), queue, "bench", lambda m: None, metrics)
+            Session(settings, SessionOptions(sample_rate=args.rate, lang="en"), queue, "bench", lambda m: None, metrics)
             for _ in range(args.streams)
         ]
         audio_s = len(pcm) / 2 / args.rate * args.streams

@@ -25,11 +25,14 @@ def simulate(convs: list[Conversation], model_name: str, env: dict[str, str]) ->
     gateway's own Session (endpointing, interims, prompts, context) feeds the decoder's engine in
     this process, every job decoded as soon as it is queued."""
     from common.audio import pcm16_to_float32
-    from common.messages import Result, StartRequest
+    from common.messages import Result
     from common.settings import Settings
     from decoder.engine import Engine
+    from gateway.events import Event, Final, Interim
     from gateway.jobqueue import MemoryQueue
     from gateway.metrics import GatewayMetrics
+    from gateway.options import SessionOptions
+    from gateway.protocols.native import server_final, server_interim
     from gateway.session import Session as GatewaySession
 
     settings = Settings.from_env({**env, "MODEL_NAME": model_name, "DECODE_BATCH": "1"})
@@ -40,12 +43,15 @@ def simulate(convs: list[Conversation], model_name: str, env: dict[str, str]) ->
         out = Session()
         queue = MemoryQueue()
 
-        def send(msg: dict[str, Any]) -> None:
-            (out.finals if msg["type"] == "final" else out.interims if msg["type"] == "interim" else []).append(msg)
+        def send(event: Event) -> None:
+            if isinstance(event, Final):
+                out.finals.append(server_final(event, False))
+            elif isinstance(event, Interim):
+                out.interims.append(server_interim(event))
 
         session = GatewaySession(
             settings,
-            StartRequest(sample_rate=16000, lang="en"),
+            SessionOptions(sample_rate=16000, lang="en"),
             queue,
             "sim",
             send,

@@ -1,4 +1,5 @@
-"""Every wire schema: decode jobs and results (msgpack, version 1) and the client protocol.
+"""The schema between gateways and decoders: decode jobs and results (msgpack, version 1).
+(What clients speak is the gateway's business: gateway/protocols/.)
 
 A job or result whose version is missing, wrong or unknown is a `SchemaError` naming what is
 wrong; it never reaches the model or a client half-read.
@@ -6,17 +7,13 @@ wrong; it never reaches the model or a client half-read.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
 from common.errors import SchemaError
-from common.languages import AUTO, WHISPER_LANGUAGES
 
 SCHEMA_VERSION = 1
 KINDS = ("final", "interim")  # live work; each has its own decode lane
@@ -49,6 +46,8 @@ class Job:
     context_key: str = ""
     context_end: int = 0
     context_text: str = ""
+    # Key terms the client expects (names, jargon), comma-separated: put in the decoder's prompt.
+    hotwords: str = ""
     v: int = SCHEMA_VERSION
 
 
@@ -68,6 +67,7 @@ class Result:
     decoder: str = ""
     no_speech: bool = False
     error: str | None = None
+    confidence: float = 0.0  # exp(average token log-probability) of the decoded text
     v: int = SCHEMA_VERSION
 
     @classmethod
@@ -102,6 +102,7 @@ _JOB_TYPES: dict[str, tuple[type, ...]] = {
     "context_key": (str,),
     "context_end": (int,),
     "context_text": (str,),
+    "hotwords": (str,),
     "v": (int,),
 }
 
@@ -121,6 +122,7 @@ _RESULT_TYPES: dict[str, tuple[type, ...]] = {
     "decoder": (str,),
     "no_speech": (bool,),
     "error": (str, type(None)),
+    "confidence": (float, int),
     "v": (int,),
 }
 
@@ -190,159 +192,3 @@ def decode_result(data: bytes) -> Result:
     if result.words is not None and not all(isinstance(w, dict) for w in result.words):
         raise SchemaError("result words must be maps")
     return result
-
-
-# --------------------------------------------------------------------------------------------
-# Client protocol (WebSocket /v1/listen). Server messages get their `seq` from the session.
-
-ENCODINGS = ("pcm_s16le",)
-CLIENT_OPS = ("start", "audio", "finalize", "keepalive", "stop")
-PROMPT_MAX_CHARS = 1000  # a longer prompt is refused, not cut: the client should know
-EXCERPT_CHARS = 32  # an error quotes at most this much of what it refuses
-
-
-def excerpt(value: Any) -> str:
-    """A short quote of a client's value for an error message (never the whole of it)."""
-    text = repr(value)
-    return text if len(text) <= EXCERPT_CHARS else "%s… (%d characters)" % (text[:EXCERPT_CHARS], len(text))
-
-
-class ProtocolError(SchemaError):
-    """A client message the gateway cannot act on; `code` is the error code sent back."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-@dataclass
-class StartRequest:
-    sample_rate: int
-    lang: str | None  # None: detect on the first utterance ("auto")
-    encoding: str = "pcm_s16le"
-    interim: bool = True
-    word_timestamps: bool = False
-    task: str = "transcribe"
-    prompt: str = ""
-
-
-@dataclass
-class ClientMessage:
-    op: str
-    start: StartRequest | None = None
-    audio: bytes = b""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def parse_client_text(text: str) -> ClientMessage:
-    try:
-        obj = json.loads(text)
-    except (ValueError, RecursionError):
-        raise ProtocolError("bad_json", "message is not valid JSON") from None
-    if not isinstance(obj, dict):
-        raise ProtocolError("bad_message", "message must be a JSON object")
-    op = obj.get("op")
-    if op not in CLIENT_OPS:
-        raise ProtocolError("unknown_op", "unknown op %s (expected one of %s)" % (excerpt(op), ", ".join(CLIENT_OPS)))
-    if op == "start":
-        return ClientMessage(op="start", start=_parse_start(obj))
-    if op == "audio":
-        payload = obj.get("payload")
-        if not isinstance(payload, str):
-            raise ProtocolError("bad_audio", "audio op needs a base64 string 'payload'")
-        try:
-            data = base64.b64decode(payload, validate=True)
-        except (binascii.Error, ValueError):
-            raise ProtocolError("bad_audio", "audio payload is not valid base64") from None
-        return ClientMessage(op="audio", audio=data)
-    return ClientMessage(op=op)
-
-
-def _parse_start(obj: dict[str, Any]) -> StartRequest:
-    rate = obj.get("sample_rate", 16000)
-    if not isinstance(rate, int) or isinstance(rate, bool):
-        raise ProtocolError("bad_sample_rate", "sample_rate must be an integer")
-    lang = obj.get("lang", AUTO)
-    if lang is not None and not isinstance(lang, str):
-        raise ProtocolError("bad_start", "lang must be a string")
-    lang = (lang or AUTO).lower()
-    if lang != AUTO and lang not in WHISPER_LANGUAGES:
-        raise ProtocolError("unknown_language", "lang %s is not a Whisper language code (or auto)" % excerpt(lang))
-    encoding = obj.get("encoding", "pcm_s16le")
-    if encoding not in ENCODINGS:
-        raise ProtocolError(
-            "unsupported_encoding", "encoding %s is not supported (use %s)" % (excerpt(encoding), ", ".join(ENCODINGS))
-        )
-    task = obj.get("task", "transcribe")
-    if task not in TASKS:
-        raise ProtocolError("bad_start", "task must be one of %s" % ", ".join(TASKS))
-    prompt = obj.get("prompt") or ""
-    if not isinstance(prompt, str):
-        raise ProtocolError("bad_start", "prompt must be a string")
-    if len(prompt) > PROMPT_MAX_CHARS:
-        raise ProtocolError(
-            "field_too_long", "prompt is %d characters; at most %d are taken" % (len(prompt), PROMPT_MAX_CHARS)
-        )
-    for flag in ("interim", "word_timestamps"):
-        if flag in obj and not isinstance(obj[flag], bool):
-            raise ProtocolError("bad_start", "%s must be true or false" % flag)
-    return StartRequest(
-        sample_rate=rate,
-        lang=None if lang == AUTO else lang,
-        encoding=encoding,
-        interim=obj.get("interim", True),
-        word_timestamps=obj.get("word_timestamps", False),
-        task=task,
-        prompt=prompt,
-    )
-
-
-def server_started(session_id: str, sample_rate: int, lang: str | None) -> dict[str, Any]:
-    return {"type": "started", "session_id": session_id, "sample_rate": sample_rate, "lang": lang or "auto"}
-
-
-def server_interim(utt: int, rev: int, text: str, stable_chars: int, start: float, end: float) -> dict[str, Any]:
-    return {
-        "type": "interim",
-        "utterance": utt,
-        "rev": rev,
-        "text": text,
-        "stable_chars": stable_chars,
-        "start": round(start, 3),
-        "end": round(end, 3),
-    }
-
-
-def server_final(
-    result: Result, start: float, end: float, want_words: bool, endpoint_ms: float = 0.0
-) -> dict[str, Any]:
-    """`endpoint_ms`, `queue_ms` and `decode_ms` say where the final's latency went: silence
-    waited before the end was decided, time queued, model time."""
-    msg: dict[str, Any] = {
-        "type": "final",
-        "utterance": result.utt,
-        "text": result.text,
-        "start": round(start, 3),
-        "end": round(end, 3),
-        "language": result.language,
-        "endpoint_ms": round(endpoint_ms, 1),
-        "queue_ms": round(result.queue_ms, 1),
-        "decode_ms": round(result.decode_ms, 1),
-    }
-    if result.no_speech:
-        msg["no_speech"] = True
-    if want_words:
-        msg["words"] = result.words or []
-    return msg
-
-
-def server_error(code: str, message: str, utt: int | None = None) -> dict[str, Any]:
-    msg: dict[str, Any] = {"type": "error", "code": code, "message": message}
-    if utt is not None:
-        msg["utterance"] = utt
-    return msg
-
-
-def server_done() -> dict[str, Any]:
-    return {"type": "done"}

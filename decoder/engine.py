@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import os
 import threading
 import time
@@ -21,7 +22,7 @@ from common.process import threads_per_lane, usable_cores
 from common.settings import Settings
 from decoder import models, profiles
 from decoder.batching import WINDOW_FRAMES, BatchingModel, window_frames
-from decoder.text import cut_loop, drop_context_words, drop_runaway_segments, strip_context
+from decoder.text import cut_loop, drop_context_words, drop_runaway_segments, first_words, strip_context
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class DecodeOutput:
     no_speech: bool
     audio_s: float
     decode_ms: float
+    confidence: float = 0.0  # exp(average token log-probability)
 
 
 class Engine:
@@ -155,6 +157,11 @@ class Engine:
         from faster_whisper.tokenizer import Tokenizer
 
         previous = self._tokens(job.prompt)[-profiles.PROMPT_TOKENS :]
+        if job.hotwords:
+            # Where faster-whisper's own `hotwords` go (after <|startofprev|>, before the previous
+            # text), but also when a prefix is forced: faster-whisper drops its hotwords then, and
+            # a final decoded after its context always has one.
+            previous = self._tokens(job.hotwords)[: profiles.HOTWORD_TOKENS] + previous
         tokenizer = Tokenizer(
             self.model.hf_tokenizer, self.model.model.is_multilingual, task=job.task, language=job.lang or "en"
         )
@@ -277,10 +284,19 @@ class Engine:
                     "end": round(job.t0 + max(0.0, w.end - context_s), 3),
                     "prob": round(float(w.probability), 3),
                 }
-                for w in drop_context_words([w for s in kept for w in (s.words or [])], context)
-            ][: len(text.split())]
+                for w in first_words(
+                    drop_context_words([w for s in kept for w in (s.words or [])], context), len(text.split())
+                )
+            ]
+        logprobs = [s.avg_logprob for s in kept]
         return DecodeOutput(
-            text=text, language=language, words=words, no_speech=not text, audio_s=audio_s, decode_ms=decode_ms
+            text=text,
+            language=language,
+            words=words,
+            no_speech=not text,
+            audio_s=audio_s,
+            decode_ms=decode_ms,
+            confidence=round(math.exp(sum(logprobs) / len(logprobs)), 4) if logprobs and text else 0.0,
         )
 
 

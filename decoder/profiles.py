@@ -21,6 +21,8 @@ MAX_CONTEXT = 448
 # Previous-text tokens kept as the prompt: enough context, and a common length (jobs whose
 # <|startoftranscript|> sits at the same index can share one batched generate).
 PROMPT_TOKENS = 48
+# Key terms (a session's hotwords) put before that prompt: at most this many tokens.
+HOTWORD_TOKENS = 96
 # The decode length limit is rounded up to one of these, so jobs of similar length share it and
 # can be batched (CTranslate2 takes one max_length per call).
 LENGTH_STEPS = (64, 96, 128, 160, 192, 224, 256, 320, 384, 448)

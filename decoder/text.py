@@ -79,3 +79,18 @@ def drop_context_words(words: list[Any], context: str) -> list[Any]:
         spelled += len(words[n].word.strip())
         n += 1
     return words[n:]
+
+
+def first_words(words: list[Any], n: int) -> list[Any]:
+    """The word timings of the text's first `n` space-separated words (a loop cut from the text
+    is cut from its words too). Whisper times pieces of a word apart ("round", "-fox"): a piece
+    without a leading space is part of the word before it."""
+    out: list[Any] = []
+    count = 0
+    for w in words:
+        if not out or w.word[:1].isspace():
+            count += 1
+        if count > n:
+            break
+        out.append(w)
+    return out

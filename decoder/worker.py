@@ -354,6 +354,7 @@ class DecoderWorker:
                         decode_ms=round(output.decode_ms, 1),
                         decoder=self.id,
                         no_speech=output.no_speech,
+                        confidence=output.confidence,
                     ),
                 )
             )

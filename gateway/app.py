@@ -18,9 +18,13 @@ from redis.exceptions import RedisError
 from common import keys
 from common.lifecycle import Watchdog
 from common.settings import Settings
+from gateway.auth import offered_subprotocol
+from gateway.protocols.deepgram import DeepgramAdapter, speaks_deepgram
+from gateway.protocols.native import NativeAdapter
+from gateway.protocols.openai import OpenAIAdapter
 from gateway.state import GatewayState
 from gateway.transcriptions import transcribe_upload
-from gateway.ws import serve_session
+from gateway.ws import serve
 
 logger = logging.getLogger(__name__)
 
@@ -70,11 +74,24 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
 
     @app.websocket("/v1/listen")
     async def listen(ws: WebSocket) -> None:
-        await serve_session(ws, gateway())
+        # The native protocol and Deepgram's share this path (the Deepgram SDK builds it): a
+        # connection whose query carries Deepgram's parameters speaks Deepgram.
+        if speaks_deepgram(ws.query_params):
+            await serve(ws, gateway(), DeepgramAdapter, offered_subprotocol(ws.headers, "token"))
+        else:
+            await serve(ws, gateway(), NativeAdapter)
 
     @app.websocket("/ws")
     async def listen_alias(ws: WebSocket) -> None:
-        await serve_session(ws, gateway())
+        await serve(ws, gateway(), NativeAdapter)
+
+    @app.websocket("/deepgram/v1/listen")
+    async def deepgram(ws: WebSocket) -> None:
+        await serve(ws, gateway(), DeepgramAdapter, offered_subprotocol(ws.headers, "token"))
+
+    @app.websocket("/v1/realtime")
+    async def realtime(ws: WebSocket) -> None:
+        await serve(ws, gateway(), OpenAIAdapter, offered_subprotocol(ws.headers, "realtime"))
 
     @app.get("/ready")
     async def ready() -> Response:
@@ -96,8 +113,8 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
         state = gateway()
         body: dict[str, Any] = {
             "gateway": state.id,
-            "sessions": len(state.router.sessions) - len(state.files),
-            "files": [f.progress() for f in state.files.values()],
+            "sessions": len(state.router.sessions),
+            "files": [f.progress() for f in state.router.files.values()],
             "connections": state.connections,
             "uptime_s": round(time.time() - state.started, 1),
             "decoders": [
@@ -126,8 +143,8 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
         if (refused := unauthorized(request)) is not None:
             return refused
         state = gateway()
-        state.metrics.sessions.set(len(state.router.sessions) - len(state.files))
-        state.metrics.file_parts_waiting.set(sum(len(f.parts) - len(f.results) for f in state.files.values()))
+        state.metrics.sessions.set(len(state.router.sessions))
+        state.metrics.file_parts_waiting.set(sum(len(f.parts) - len(f.results) for f in state.router.files.values()))
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # The live transcription page and its scripts: files of this package, no build step.

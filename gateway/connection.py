@@ -1,5 +1,6 @@
-"""The outgoing side of one WebSocket: messages in order, stamped with `seq`, and a client that
-stops reading cannot make the gateway hold more than a bounded amount for it.
+"""The outgoing side of one WebSocket: messages in order, each stamped by its protocol (the
+native `seq`, OpenAI's `event_id`), and a client that stops reading cannot make the gateway hold
+more than a bounded amount for it.
 
 One writer task sends queued messages. A client that does not read fills the socket's buffers
 first, then the writer waits; if it waits longer than SEND_TIMEOUT_S, or MAX_OUTBOX messages pile
@@ -14,6 +15,7 @@ import collections
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import WebSocket
@@ -29,23 +31,38 @@ MAX_OUTBOX = 500  # messages waiting for a client before it counts as not readin
 MAX_ERRORS = 100  # errors one connection may earn before it is closed (1008)
 
 
+def stamp_seq(msg: dict[str, Any], n: int) -> None:
+    msg["seq"] = n
+
+
 class Connection:
-    def __init__(self, ws: WebSocket, metrics: GatewayMetrics, send_timeout_s: float) -> None:
+    def __init__(
+        self,
+        ws: WebSocket,
+        metrics: GatewayMetrics,
+        send_timeout_s: float,
+        stamp: Callable[[dict[str, Any], int], None] = stamp_seq,
+    ) -> None:
         self.ws = ws
         self.metrics = metrics
         self.send_timeout_s = send_timeout_s
+        self.stamp = stamp
         self.seq = 0
         self.errors = 0
         self.gone = asyncio.Event()  # set when the client cannot be written to any more
-        self._outbox: collections.deque[dict[str, Any] | int] = collections.deque()
+        self._outbox: collections.deque[dict[str, Any] | tuple[int, str]] = collections.deque()
         self._ready = asyncio.Event()
         self.writer = asyncio.create_task(self._write(), name="ws-writer")
 
-    def send(self, msg: dict[str, Any]) -> None:
+    def send(self, msg: dict[str, Any], error: str = "") -> None:
+        """Queue `msg`; `error`: it tells the client of an error with that code (counted, and
+        a connection that earns too many is closed)."""
         if self.gone.is_set():
             return
-        if msg.get("type") == "error":
-            self.metrics.errors.labels(msg.get("code", "")).inc()
+        if not error and msg.get("type") == "error":
+            error = msg.get("code", "")
+        if error:
+            self.metrics.errors.labels(error).inc()
             self.errors += 1
             if self.errors > MAX_ERRORS:
                 self._give_up("more than %d errors" % MAX_ERRORS, drop_queued=False)
@@ -56,9 +73,9 @@ class Connection:
         self._outbox.append(msg)
         self._ready.set()
 
-    def close_when_sent(self, code: int) -> None:
+    def close_when_sent(self, code: int, reason: str = "") -> None:
         """Close with `code` once the messages queued before it are sent."""
-        self._outbox.append(code)
+        self._outbox.append((code, reason))
         self._ready.set()
 
     def _give_up(self, why: str, drop_queued: bool) -> None:
@@ -66,7 +83,7 @@ class Connection:
         self.metrics.errors.labels("not_reading" if drop_queued else "too_many_errors").inc()
         if drop_queued:
             self._outbox.clear()
-        self._outbox.append(CLOSE_POLICY)
+        self._outbox.append((CLOSE_POLICY, ""))
         self._ready.set()
         self.gone.set()
 
@@ -78,10 +95,12 @@ class Connection:
                     self._ready.clear()
                     continue
                 item = self._outbox.popleft()
-                if isinstance(item, int):
-                    await asyncio.wait_for(self.ws.close(item), self.send_timeout_s)
+                if isinstance(item, tuple):
+                    code, reason = item
+                    closing = self.ws.close(code, reason) if reason else self.ws.close(code)
+                    await asyncio.wait_for(closing, self.send_timeout_s)
                     return
-                item["seq"] = self.seq
+                self.stamp(item, self.seq)
                 self.seq += 1
                 await asyncio.wait_for(self.ws.send_text(json.dumps(item, separators=(",", ":"))), self.send_timeout_s)
         except TimeoutError:

@@ -30,21 +30,14 @@ logger = logging.getLogger(__name__)
 RATE = 16000
 BYTES_PER_S = RATE * 2
 SPAN_PAD_S = 0.2  # audio kept after a span's end of speech
-POLL_S = 0.25  # how often a waiting request looks whether its client left
 
 
-class FileError(SttError):
-    """A request the endpoint refuses: its HTTP status, and what to tell the caller."""
+class BadFile(SttError):
+    """An upload that cannot be transcribed: `code` says why (invalid_file, empty_file, …)."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str = "invalid_request") -> None:
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
-
-    def body(self) -> dict[str, Any]:
-        """OpenAI's error shape, which its client turns into a typed exception."""
-        return {
-            "error": {"message": self.message, "type": "invalid_request_error", "param": self.param, "code": self.code}
-        }
+        self.code, self.message = code, message
 
 
 def decode_file(fileobj: BinaryIO) -> bytes:
@@ -56,18 +49,16 @@ def decode_file(fileobj: BinaryIO) -> bytes:
         with av.open(fileobj, mode="r", metadata_errors="ignore") as container:
             stream = next((s for s in container.streams if s.type == "audio"), None)
             if stream is None:
-                raise FileError(400, "the file holds no audio stream", "file", "invalid_file")
+                raise BadFile("invalid_file", "the file holds no audio stream")
             resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
             for frame in container.decode(stream):
                 assert isinstance(frame, av.AudioFrame)
                 out.extend(f.to_ndarray().tobytes() for f in resampler.resample(frame))
             out.extend(f.to_ndarray().tobytes() for f in resampler.resample(None))
-    except FileError:
+    except BadFile:
         raise
     except Exception as exc:  # FFmpeg's errors for unknown, corrupt or truncated input
-        raise FileError(
-            400, "the file could not be read as audio (%s)" % type(exc).__name__, "file", "invalid_file"
-        ) from None
+        raise BadFile("invalid_file", "the file could not be read as audio (%s)" % type(exc).__name__) from None
     return b"".join(out)
 
 
@@ -163,9 +154,6 @@ class FileTranscription:
         for job in self.jobs:
             if job.utt not in self.results:
                 self.entry_ids[job.utt] = await self.queue.enqueue(job)
-
-    async def tick(self) -> None:
-        """Nothing to time out: a dead decoder's parts are claimed by the others."""
 
     def abandon(self, why: str) -> None:
         self.failed = why

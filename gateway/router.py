@@ -1,7 +1,8 @@
-"""Result routing: one pub/sub subscription per gateway process, results to their session.
+"""Result routing: one pub/sub subscription per gateway process, results to whatever awaits
+them there: a live session, or an uploaded file (each in a registry of its own).
 
-After a lost connection the subscription is made again and every session re-queues its pending
-finals (results published meanwhile were lost with the connection; the decoders' result cache
+After a lost connection the subscription is made again and every receiver re-queues its pending
+work (results published meanwhile were lost with the connection; the decoders' result cache
 answers the re-queued jobs without decoding twice).
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -18,10 +20,28 @@ from common import keys
 from common.backoff import Backoff
 from common.errors import SchemaError
 from common.lifecycle import StopFlag
-from common.messages import decode_result
+from common.messages import Result, decode_result
+from gateway.files import FileTranscription
 from gateway.session import Session
 
 logger = logging.getLogger(__name__)
+
+
+class Receiver(Protocol):
+    """What results are routed to: its id is the jobs' `session` field."""
+
+    @property
+    def id(self) -> str: ...
+
+    def on_result(self, result: Result) -> None: ...
+
+    async def requeue_pending(self) -> None:
+        """Ask again for what may have been missed."""
+        ...
+
+    def abandon(self, why: str) -> None:
+        """Handling it failed: it ends, with what it owes as errors."""
+        ...
 
 
 class ResultRouter:
@@ -29,6 +49,7 @@ class ResultRouter:
         self.redis = redis
         self.channel = keys.results_channel(gateway_id)
         self.sessions: dict[str, Session] = {}
+        self.files: dict[str, FileTranscription] = {}
         self.subscribed = asyncio.Event()
 
     def add(self, session: Session) -> None:
@@ -36,6 +57,22 @@ class ResultRouter:
 
     def remove(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
+
+    def add_file(self, file: FileTranscription) -> None:
+        self.files[file.id] = file
+
+    def remove_file(self, file: FileTranscription) -> None:
+        self.files.pop(file.id, None)
+
+    def receivers(self) -> list[Receiver]:
+        return [*self.sessions.values(), *self.files.values()]
+
+    def _receiver(self, receiver_id: str) -> Receiver | None:
+        return self.sessions.get(receiver_id) or self.files.get(receiver_id)
+
+    def _forget(self, receiver: Receiver) -> None:
+        self.sessions.pop(receiver.id, None)
+        self.files.pop(receiver.id, None)
 
     async def run(self, stop: StopFlag) -> None:
         backoff = Backoff()
@@ -46,12 +83,13 @@ class ResultRouter:
                 self.subscribed.set()
                 if backoff.failing:
                     logger.info(
-                        "resubscribed to %s; re-queueing pending finals of %d sessions",
+                        "resubscribed to %s; re-queueing pending work of %d sessions and %d files",
                         self.channel,
                         len(self.sessions),
+                        len(self.files),
                     )
-                    for session in list(self.sessions.values()):
-                        await session.requeue_pending()
+                    for receiver in self.receivers():
+                        await receiver.requeue_pending()
                     backoff.reset()
                 while not stop.requested:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
@@ -74,14 +112,14 @@ class ResultRouter:
         except SchemaError as exc:
             logger.error("unreadable result on %s: %s", self.channel, exc)
             return
-        session = self.sessions.get(result.session)
-        if session is None:
+        receiver = self._receiver(result.session)
+        if receiver is None:
             logger.debug("result %s for a session no longer here", result.id)
             return
         try:
-            session.on_result(result)
+            receiver.on_result(result)
         except Exception as exc:
             # One session's bug (or a result it cannot take) ends that session, never the router.
-            logger.exception("session %s: result %s could not be handled; abandoning it", session.id, result.id)
-            self.remove(session)
-            session.abandon("a result could not be handled: %s" % type(exc).__name__)
+            logger.exception("session %s: result %s could not be handled; abandoning it", receiver.id, result.id)
+            self._forget(receiver)
+            receiver.abandon("a result could not be handled: %s" % type(exc).__name__)

@@ -1,9 +1,10 @@
-"""One client session: audio in, jobs out, results back in order.
+"""One session, the core every wire protocol shares: audio in, jobs out, results back in order.
 
 The session owns the guarantees of the client protocol: utterances numbered 0, 1, 2, … with
-exactly one final each, in order; interims only before their final, `rev` increasing,
-`stable_chars` never shrinking and the stable prefix never changing; every final that cannot be
-produced becomes an `error` naming its utterance.
+exactly one final each, in order; interims only before their final, `rev` increasing, the
+stable prefix only growing; every final that cannot be produced becomes a `FinalFailed` naming
+its utterance. It speaks no wire format: it emits `gateway.events` for its connection's
+protocol adapter to render.
 """
 
 from __future__ import annotations
@@ -19,18 +20,21 @@ from typing import Any
 from common import keys
 from common.audio import StreamResampler
 from common.clock import now_ms
-from common.messages import (
-    Job,
-    Result,
-    StartRequest,
-    server_error,
-    server_final,
-    server_interim,
-)
+from common.messages import Job, Result
 from common.settings import Settings
-from gateway.connection import CLOSE_INTERNAL
+from gateway.events import (
+    EndReason,
+    Event,
+    Final,
+    FinalFailed,
+    Interim,
+    SessionFailed,
+    SpeechStarted,
+    SpeechStopped,
+)
 from gateway.jobqueue import Queue
 from gateway.metrics import GatewayMetrics
+from gateway.options import SessionOptions, Turn
 from gateway.stable import interim_text, stable_prefix
 from gateway.vad import FRAME_MS, RATE, Endpointer
 
@@ -54,6 +58,7 @@ class PendingFinal:
     queued_at: float
     ended_at: float
     endpoint_ms: float = 0.0  # silence waited after the last voiced frame before ending it
+    reason: EndReason = EndReason.SILENCE
     tries: int = 1
     result: Result | None = None
 
@@ -80,36 +85,41 @@ class Utterance:
     stable: str = ""
 
 
+def default_turn(settings: Settings) -> Turn:
+    return Turn(settings.FINAL_SILENCE_MS_MIN, settings.FINAL_SILENCE_MS_MAX, settings.PRE_ROLL_MS)
+
+
 class Session:
     def __init__(
         self,
         settings: Settings,
-        start: StartRequest,
+        options: SessionOptions,
         queue: Queue,
         gateway_id: str,
-        send: Callable[[dict[str, Any]], None],
+        emit: Callable[[Event], None],
         metrics: GatewayMetrics,
-        close: Callable[[int], None] = lambda code: None,
     ) -> None:
         self.settings = settings
-        self.start_req = start
+        self.options = options
         self.queue = queue
         self.gateway_id = gateway_id
-        self.send = send
-        self.close = close
+        self.emit = emit
         self.metrics = metrics
         self.broken: str | None = None  # why this session was abandoned
         self.id = uuid.uuid4().hex[:16]
-        self.lang = start.lang
-        self.resampler = StreamResampler(start.sample_rate, RATE) if start.sample_rate != RATE else None
+        self.lang = options.lang
+        self.resampler = StreamResampler(options.sample_rate, RATE) if options.sample_rate != RATE else None
+        turn = options.turn or default_turn(settings)
         self.endpointer = Endpointer(
             settings.VAD_MODE,
-            settings.PRE_ROLL_MS,
+            turn.pre_roll_ms,
             settings.MIN_SPEECH_MS,
-            settings.FINAL_SILENCE_MS_MIN,
-            settings.FINAL_SILENCE_MS_MAX,
+            turn.silence_min_ms,
+            turn.silence_max_ms,
             settings.MAX_UTTERANCE_S,
+            turn.on_silence,
         )
+        self.samples_in = 0  # 16 kHz samples of audio received
         self.next_utt = 0
         self.current: Utterance | None = None
         self.pending: dict[int, PendingFinal] = {}
@@ -126,31 +136,69 @@ class Session:
 
     # --- audio ---------------------------------------------------------------------------
 
+    @property
+    def audio_s(self) -> float:
+        """Seconds of audio received so far (the session's clock)."""
+        return self.samples_in / RATE
+
     async def on_audio(self, pcm: bytes) -> None:
+        """PCM16 at the session's sample rate."""
         pcm16k = self.resampler.process(pcm) if self.resampler else pcm
+        self.samples_in += len(pcm16k) // 2
         await self._handle(self.endpointer.feed(pcm16k))
         await self._maybe_interim()
 
-    async def finalize(self) -> None:
-        await self._handle(self.endpointer.force_end())
+    async def finalize(self) -> bool:
+        """End the utterance being spoken now; whether a final was queued for it."""
+        return await self._handle(self.endpointer.force_end()) > 0
 
-    async def _handle(self, events: list[Any]) -> None:
+    async def discard(self) -> None:
+        """Forget the utterance being spoken (the client cleared its input): it gets no final, its
+        audio is deleted and its number goes to the next one."""
+        utt = self.current
+        self.endpointer.reset()
+        if utt is None:
+            return
+        self.current = None
+        if utt.n == self.next_utt - 1:
+            self.next_utt -= 1
+        if self.interim_in_flight and self.interim_in_flight[0] == utt.n:
+            self.interim_in_flight = None
+        await self.queue.drop_audio(self.id, utt.n)
+        logger.info("session %s utt %d: discarded by the client", self.id, utt.n)
+
+    def set_turn(self, turn: Turn | None) -> None:
+        turn = turn or default_turn(self.settings)
+        self.options.turn = turn
+        self.endpointer.configure(turn.silence_min_ms, turn.silence_max_ms, turn.pre_roll_ms, turn.on_silence)
+
+    def set_rate(self, rate: int) -> None:
+        """The client's audio comes at another rate from now on."""
+        if rate != self.options.sample_rate:
+            self.options.sample_rate = rate
+            self.resampler = StreamResampler(rate, RATE) if rate != RATE else None
+
+    async def _handle(self, events: list[Any]) -> int:
+        """Act on the endpointer's events; how many finals were queued."""
+        queued = 0
         for ev in events:
             if ev.kind == "start":
                 self.current = Utterance(n=self.next_utt, start=ev.sample / RATE)
                 self.next_utt += 1
+                self.emit(SpeechStarted(self.current.n, self.current.start))
             elif ev.kind == "audio" and self.current is not None:
                 self.current.appended = await self.queue.append_audio(
                     self.id, self.current.n, ev.audio, self.current.appended
                 )
             elif ev.kind == "end" and self.current is not None:
-                await self._queue_final(
-                    self.current,
-                    ev.sample / RATE,
-                    self.current.appended - ev.tail_bytes,
-                    max(0, ev.decided - ev.sample) / RATE,
-                )
+                utt, end, reason = self.current, ev.sample / RATE, EndReason(ev.reason)
                 self.current = None
+                if await self._queue_final(
+                    utt, end, utt.appended - ev.tail_bytes, max(0, ev.decided - ev.sample) / RATE, reason
+                ):
+                    queued += 1
+                    self.emit(SpeechStopped(utt.n, end, reason))
+        return queued
 
     # --- jobs ----------------------------------------------------------------------------
 
@@ -181,23 +229,33 @@ class Session:
             audio_end=audio_end,
             t0=utt.start,
             lang=self.lang,
-            task=self.start_req.task,
-            word_timestamps=self.start_req.word_timestamps and kind == "final",
-            prompt=final_prompt(self.start_req.prompt, recent),
+            task=self.options.task,
+            word_timestamps=self.options.word_timestamps and kind == "final",
+            prompt=final_prompt(self.options.prompt, recent),
+            hotwords=", ".join(self.options.hotwords) if kind == "final" else "",
             **extra,
         )
 
-    async def _queue_final(self, utt: Utterance, end: float, audio_end: int, waited_s: float = 0.0) -> None:
+    async def _queue_final(
+        self, utt: Utterance, end: float, audio_end: int, waited_s: float, reason: EndReason
+    ) -> bool:
+        """Queue the utterance's final; False when it had no audio (and so no number)."""
         if audio_end <= 0:
             # An utterance that opened at a forced cut with nothing after it: no audio, no number.
             if utt.n == self.next_utt - 1:
                 self.next_utt -= 1
-            return
+            return False
         keep = utt.stable if self.settings.FINAL_KEEPS_STABLE else ""
         job = self._job("final", utt, audio_end, prefix=keep)
         now = time.monotonic()
         self.pending[utt.n] = PendingFinal(
-            job=job, start=utt.start, end=end, queued_at=now, ended_at=now, endpoint_ms=waited_s * 1000.0
+            job=job,
+            start=utt.start,
+            end=end,
+            queued_at=now,
+            ended_at=now,
+            endpoint_ms=waited_s * 1000.0,
+            reason=reason,
         )
         self.finals_done.clear()
         if self.interim_in_flight and self.interim_in_flight[0] == utt.n:
@@ -209,10 +267,11 @@ class Session:
             self.room.clear()
         await self.queue.enqueue(job)
         logger.info("session %s utt %d: final queued (%.2f-%.2fs, %d bytes)", self.id, utt.n, utt.start, end, audio_end)
+        return True
 
     async def _maybe_interim(self) -> None:
         utt = self.current
-        if utt is None or not self.start_req.interim or self.interim_in_flight is not None:
+        if utt is None or not self.options.interim or self.interim_in_flight is not None:
             return
         # New *speech*, not new audio: in the trailing silence before an end of speech an interim
         # would tell the client nothing new and keep the decoder busy just as the final comes.
@@ -304,7 +363,7 @@ class Session:
             return
         self.metrics.interim_latency.observe(time.monotonic() - self.interim_queued_at)
         end = utt.start + result.audio_s
-        self.send(server_interim(utt.n, result.rev, text, len(utt.stable), utt.start, end))
+        self.emit(Interim(utt.n, result.rev, text, utt.stable, utt.start, end, result.confidence))
 
     def _resolve(self, p: PendingFinal, result: Result) -> None:
         p.result = result
@@ -323,9 +382,7 @@ class Session:
         # From the last voiced frame: the silence waited to decide the end counts too.
         latency = time.monotonic() - p.ended_at + p.endpoint_ms / 1000.0
         if r.error:
-            self.send(
-                server_error("final_failed", "utterance %d could not be transcribed: %s" % (r.utt, r.error), utt=r.utt)
-            )
+            self.emit(FinalFailed(r.utt, r.error))
         else:
             if self.lang is None and r.language:
                 self.lang = r.language
@@ -336,7 +393,22 @@ class Session:
                 self.recent_text = (self.recent_text + " " + r.text).strip()[-PROMPT_CHARS:]
             self.heard = Heard(r.utt, p.job.audio_end, r.text) if r.text and self.settings.CONTEXT_S else None
             self.metrics.final_latency.observe(latency)
-            self.send(server_final(r, p.start, p.end, self.start_req.word_timestamps, p.endpoint_ms))
+            self.emit(
+                Final(
+                    utt=r.utt,
+                    text=r.text,
+                    start=p.start,
+                    end=p.end,
+                    language=r.language,
+                    words=r.words,
+                    no_speech=r.no_speech,
+                    confidence=r.confidence,
+                    reason=p.reason,
+                    endpoint_ms=p.endpoint_ms,
+                    queue_ms=r.queue_ms,
+                    decode_ms=r.decode_ms,
+                )
+            )
         logger.info("session %s utt %d: final delivered %.0f ms after end of speech", self.id, r.utt, latency * 1000)
 
     def fail_outstanding(self, why: str) -> int:
@@ -346,7 +418,7 @@ class Session:
         if self.current is not None and self.current.n not in owed:
             owed.append(self.current.n)
         for n in owed:
-            self.send(server_error("final_failed", "utterance %d could not be transcribed: %s" % (n, why), utt=n))
+            self.emit(FinalFailed(n, why))
         self.pending.clear()
         self.current = None
         self.next_final = self.next_utt
@@ -356,13 +428,13 @@ class Session:
 
     def abandon(self, why: str) -> None:
         """Handling this session failed (a bug, or a result it cannot take): what it owes becomes
-        errors, the client is told, and its connection closes. Other sessions are not touched."""
+        errors, then SessionFailed (its connection tells the client and closes). Other sessions
+        are not touched."""
         if self.broken is not None:
             return
         self.broken = why
         self.fail_outstanding("the session failed")
-        self.send(server_error("internal", "this session failed (%s); please reconnect" % why))
-        self.close(CLOSE_INTERNAL)
+        self.emit(SessionFailed(why))
 
     async def wait_for_room(self) -> None:
         """Until fewer than MAX_PENDING_FINALS finals are outstanding (each resolves by itself:

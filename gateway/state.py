@@ -12,7 +12,6 @@ from redis.exceptions import RedisError
 from common.lifecycle import StopFlag, Watchdog, heartbeat, live_nodes
 from common.settings import Settings
 from gateway.auth import ApiKeys
-from gateway.files import FileTranscription
 from gateway.jobqueue import JobQueue
 from gateway.metrics import GatewayMetrics
 from gateway.router import ResultRouter
@@ -40,7 +39,6 @@ class GatewayState:
         self.decoders: list[dict[str, str]] = []
         self.redis_ok = False
         self.watchdog: Watchdog | None = None  # the lifespan's tasks, once started
-        self.files: dict[str, FileTranscription] = {}  # uploads being transcribed, for /status
 
     @property
     def english_only(self) -> bool:
@@ -54,6 +52,7 @@ class GatewayState:
             self.id,
             lambda: {
                 "sessions": len(self.router.sessions),
+                "files": len(self.router.files),
                 "connections": self.connections,
                 "port": self.settings.PORT,
             },

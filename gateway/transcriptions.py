@@ -13,9 +13,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from redis.exceptions import RedisError
 from starlette.datastructures import UploadFile
 
+from common.errors import SttError
 from common.languages import AUTO, WHISPER_LANGUAGES
-from common.messages import PROMPT_MAX_CHARS
-from gateway.files import BYTES_PER_S, POLL_S, FileError, FileTranscription, decode_file, speech_parts
+from gateway.files import BYTES_PER_S, BadFile, FileTranscription, decode_file, speech_parts
+from gateway.options import PROMPT_MAX_CHARS
 from gateway.state import GatewayState
 
 logger = logging.getLogger(__name__)
@@ -24,6 +25,21 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 MB = 1 << 20
 DRAIN_MARGIN_S = 2.0  # a draining gateway answers a file this long before its shutdown bound
+POLL_S = 0.25  # how often a waiting request looks whether its client left
+
+
+class FileError(SttError):
+    """A request the endpoint refuses: its HTTP status, and what to tell the caller."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+    def body(self) -> dict[str, Any]:
+        """OpenAI's error shape, which its client turns into a typed exception."""
+        return {
+            "error": {"message": self.message, "type": "invalid_request_error", "param": self.param, "code": self.code}
+        }
 
 
 def refusal(err: FileError, headers: dict[str, str] | None = None) -> Response:
@@ -63,7 +79,10 @@ async def transcribe_upload(request: Request, state: GatewayState) -> Response:
                 raise FileError(400, "word timestamps need response_format verbose_json", "timestamp_granularities[]")
             if not state.decoders:
                 raise FileError(503, "no decoder is running; try again shortly", None, "unavailable")
-            pcm = await asyncio.to_thread(decode_file, upload.file)
+            try:
+                pcm = await asyncio.to_thread(decode_file, upload.file)
+            except BadFile as bad:
+                raise FileError(400, bad.message, "file", bad.code) from None
         if not pcm:
             raise FileError(400, "the file holds no audio samples", "file", "empty_file")
         parts = await asyncio.to_thread(speech_parts, pcm, settings)
@@ -74,8 +93,7 @@ async def transcribe_upload(request: Request, state: GatewayState) -> Response:
     request_id = request.headers.get("x-request-id", "")
     if REQUEST_ID.fullmatch(request_id):
         job.id = "file-" + request_id  # so that a client can follow its file in /status
-    state.router.add(job)  # type: ignore[arg-type]  # a result sink like a session
-    state.files[job.id] = job
+    state.router.add_file(job)
     state.metrics.files.inc()
     loop = asyncio.get_running_loop()
     give_up_at: float | None = None  # once the gateway drains: when the file must be answered
@@ -105,8 +123,7 @@ async def transcribe_upload(request: Request, state: GatewayState) -> Response:
         logger.error("file %s: Redis failed: %s", job.id, exc)
         return refusal(FileError(503, "the service lost its queue; try again", None, "unavailable"))
     finally:
-        state.router.remove(job)  # type: ignore[arg-type]
-        state.files.pop(job.id, None)
+        state.router.remove_file(job)
         state.metrics.files.dec()
         with contextlib.suppress(RedisError, OSError):
             await job.cleanup()

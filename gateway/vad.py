@@ -77,6 +77,7 @@ class Endpointer:
         silence_min_ms: int,
         silence_max_ms: int,
         max_utterance_s: float,
+        on_silence: bool = True,
     ) -> None:
         import webrtcvad
 
@@ -84,6 +85,7 @@ class Endpointer:
         self.pre_roll: collections.deque[bytes] = collections.deque(maxlen=max(0, pre_roll_ms // FRAME_MS))
         self.min_speech_frames = max(1, -(-min_speech_ms // FRAME_MS))
         self.silence_min_ms, self.silence_max_ms = silence_min_ms, silence_max_ms
+        self.on_silence = on_silence  # False: only force_end (and MAX_UTTERANCE_S) ends an utterance
         self.max_frames = int(max_utterance_s * 1000 // FRAME_MS)
         self.state = State.IDLE
         self.pending = bytearray()  # a partial frame carried to the next chunk
@@ -100,7 +102,23 @@ class Endpointer:
         self.last_voiced = 0
 
     def threshold_ms(self) -> float:
+        if not self.on_silence:
+            return float("inf")
         return end_threshold_ms(self.speech_frames * FRAME_MS, self.last_text, self.silence_min_ms, self.silence_max_ms)
+
+    def configure(self, silence_min_ms: int, silence_max_ms: int, pre_roll_ms: int, on_silence: bool) -> None:
+        """New end-of-speech rules, from the next frame on (a client may change them mid-session)."""
+        self.silence_min_ms, self.silence_max_ms, self.on_silence = silence_min_ms, silence_max_ms, on_silence
+        frames = max(0, pre_roll_ms // FRAME_MS)
+        if frames != self.pre_roll.maxlen:
+            self.pre_roll = collections.deque(self.pre_roll, maxlen=frames)
+
+    def reset(self) -> None:
+        """Forget the utterance in progress (the client discarded it): back to waiting for speech."""
+        self.state = State.IDLE
+        self.candidate = []
+        self.pre_roll.clear()
+        self.silence_frames = 0
 
     def feed(self, pcm16k: bytes) -> list[Event]:
         self.pending += pcm16k

@@ -34,8 +34,9 @@ def imports(path: Path) -> set[str]:
 def module_graph() -> dict[str, set[str]]:
     graph = {}
     for package in PACKAGES:
-        for path in sorted((ROOT / package).glob("*.py")):
-            name = "%s.%s" % (package, path.stem)
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
             graph[name] = imports(path)
     modules = set(graph)
     return {name: {m for m in deps if m in modules} for name, deps in graph.items()}

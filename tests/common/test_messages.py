@@ -6,13 +6,11 @@ import pytest
 from common.errors import SchemaError
 from common.messages import (
     Job,
-    ProtocolError,
     Result,
     decode_job,
     decode_result,
     encode_job,
     encode_result,
-    parse_client_text,
 )
 
 
@@ -91,25 +89,3 @@ def test_bad_jobs_are_schema_errors(payload: bytes, needle: str) -> None:
 def test_unknown_fields_are_ignored() -> None:
     data = msgpack.packb({**msgpack.unpackb(encode_job(job())), "future": 1})
     assert decode_job(data) == job()
-
-
-@pytest.mark.parametrize(
-    ("text", "code"),
-    [
-        ("{", "bad_json"),
-        ("[]", "bad_message"),
-        ('{"op":"dance"}', "unknown_op"),
-        ('{"op":"audio","payload":"***"}', "bad_audio"),
-        ('{"op":"start","sample_rate":"16k"}', "bad_sample_rate"),
-        ('{"op":"start","encoding":"opus"}', "unsupported_encoding"),
-    ],
-)
-def test_bad_client_messages(text: str, code: str) -> None:
-    with pytest.raises(ProtocolError) as err:
-        parse_client_text(text)
-    assert err.value.code == code
-
-
-def test_start_defaults_and_auto_language() -> None:
-    msg = parse_client_text('{"op":"start","sample_rate":16000,"lang":"auto"}')
-    assert msg.start is not None and msg.start.lang is None and msg.start.interim

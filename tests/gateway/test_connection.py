@@ -48,7 +48,7 @@ async def test_what_waits_for_a_client_is_bounded() -> None:
     for i in range(MAX_OUTBOX * 3):
         conn.send({"type": "interim", "n": i})
     assert conn.gone.is_set()
-    assert len(conn._outbox) <= 1 and list(conn._outbox) == [CLOSE_POLICY]  # only the close is left
+    assert len(conn._outbox) <= 1 and list(conn._outbox) == [(CLOSE_POLICY, "")]  # only the close is left
     assert metrics.errors.labels("not_reading")._value.get() == 1
     conn.writer.cancel()
 

@@ -110,8 +110,8 @@ async def file_in_flight(gateway: Gateway, http: Any, speech: Speech, tmp_path: 
     path = tmp_path / "talk.wav"
     sf.write(path, speech.audio, 16000, subtype="PCM_16")
     post = asyncio.create_task(http.post(gateway.http + "/v1/audio/transcriptions", files={"file": path.read_bytes()}))
-    await async_wait_for(lambda: gateway.state.files, 30, "the file in progress")
-    [job] = list(gateway.state.files.values())
+    await async_wait_for(lambda: gateway.state.router.files, 30, "the file in progress")
+    [job] = list(gateway.state.router.files.values())
     await async_wait_for(lambda: len(job.entry_ids) == len(job.parts), 30, "every part queued")
     return post, job
 
@@ -127,7 +127,7 @@ async def test_a_client_that_leaves_cancels_its_file(gateway: Gateway, tmp_path:
         post.cancel()
         with pytest.raises(asyncio.CancelledError):
             await post
-    await async_wait_for(lambda: not gateway.state.files, 10, "the file given up")
+    await async_wait_for(lambda: not gateway.state.router.files, 10, "the file given up")
     assert len(job.results) < len(job.parts)
 
     async def nothing_left() -> bool:

@@ -9,9 +9,12 @@ import pytest
 
 from client.speech import SENTENCES, Speech, conversation
 from common import keys
-from common.messages import Job, Result, StartRequest
+from common.messages import Job, Result
+from gateway.events import Event, SessionFailed
 from gateway.jobqueue import MemoryQueue
 from gateway.metrics import GatewayMetrics
+from gateway.options import SessionOptions
+from gateway.protocols.native import render
 from gateway.session import Session
 from tests.conftest import make_settings
 
@@ -20,11 +23,18 @@ class Harness:
     def __init__(self, **overrides: Any) -> None:
         self.settings = make_settings("tiny.en", "redis://127.0.0.1:1/0", **overrides)
         self.queue = MemoryQueue()
-        self.sent: list[dict[str, Any]] = []
+        self.sent: list[dict[str, Any]] = []  # the events, as the native protocol says them
+        self.events: list[Event] = []
         self.metrics = GatewayMetrics()
         self.session = Session(
-            self.settings, StartRequest(sample_rate=16000, lang="en"), self.queue, "gw", self.sent.append, self.metrics
+            self.settings, SessionOptions(sample_rate=16000, lang="en"), self.queue, "gw", self.on_event, self.metrics
         )
+
+    def on_event(self, event: Event) -> None:
+        self.events.append(event)
+        msg = render(event, want_words=False)
+        if msg is not None:
+            self.sent.append(msg)
 
     async def feed(self, speech: Speech) -> None:
         pcm = speech.pcm16
@@ -222,9 +232,7 @@ async def test_resubscribes_count_tries_like_timeouts(three: Speech) -> None:
 
 
 async def test_what_a_session_owes_becomes_errors_by_name_when_it_gives_up(three: Speech) -> None:
-    closed: list[int] = []
     h = Harness(INTERIM_MIN_MS=60000)
-    h.session.close = closed.append
     await h.feed(three)
     finals = h.jobs("final")
     h.answer(finals[1])  # utterance 1 is answered but waits for 0
@@ -234,5 +242,5 @@ async def test_what_a_session_owes_becomes_errors_by_name_when_it_gives_up(three
     h.session.abandon("twice")  # once is enough
     errors = h.of_type("error")
     assert [e.get("utterance") for e in errors] == [0, 1, 2, 3, None]
-    assert errors[-1]["code"] == "internal" and closed == [1011]
+    assert errors[-1]["code"] == "internal" and isinstance(h.events[-1], SessionFailed)
     assert h.session.finals_done.is_set() and h.session.broken == "a bug"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import websockets
 
-from client.speech import SENTENCES, Speech, conversation, recording
+from client.speech import SENTENCES, conversation, recording
 from client.wer import wer
 from common import keys
 from common.audio import pcm16_to_float32
@@ -24,14 +24,9 @@ from gateway.session import final_prompt
 from tests.conftest import JFK, JFK_TEXT
 from tests.gateway.conftest import Gateway
 from tests.gateway.wsclient import check_invariants, finals, run_session
+from tests.realspeech import direct_text
 
 REAL = {"MODEL_NAME": "tiny.en", "DECODE_BATCH": 2}
-
-
-def direct_text(engine: Engine, speech: Speech) -> str:
-    """The whole recording decoded by faster-whisper's own transcribe, same model and beam."""
-    segments, _ = engine.model.transcribe(speech.audio, language="en", beam_size=engine.settings.FINAL_BEAM)
-    return " ".join(s.text.strip() for s in segments)
 
 
 @pytest.mark.parametrize("gateway", [REAL], indirect=True)

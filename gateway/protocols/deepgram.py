@@ -1,0 +1,451 @@
+"""Deepgram's live streaming API (`/v1/listen` with Deepgram's query parameters, as the Deepgram
+SDK builds it; `/deepgram/v1/listen` too, for a base URL with a path).
+
+Binary frames are audio (`encoding` linear16, mulaw or alaw at `sample_rate`, `channels`
+interleaved; with no `encoding`, a WAV stream whose header says it); text frames are `KeepAlive`,
+`Finalize`, `CloseStream` and `Configure`. Out: `Metadata` at open and at the end, `Results`
+(interims `is_final: false`; finals `is_final: true`, `speech_final` at an endpoint,
+`from_finalize` when `Finalize` caused it), `SpeechStarted` (`vad_events`), `UtteranceEnd`
+(`utterance_end_ms`). With `multichannel=true` each channel is a session of its own and its
+results carry `channel_index: [c, n]`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import struct
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from starlette.datastructures import QueryParams
+
+from gateway import g711
+from gateway.connection import CLOSE_INTERNAL, CLOSE_NORMAL
+from gateway.events import EndReason, Event, Final, FinalFailed, Interim, SessionFailed, SpeechStarted, SpeechStopped
+from gateway.options import (
+    BadInput,
+    SessionOptions,
+    Turn,
+    check_keyterms,
+    check_language,
+    check_rate,
+    check_served_language,
+    excerpt,
+)
+from gateway.protocols.base import Host
+
+# Query parameters of Deepgram's live API: a query with any of them speaks Deepgram.
+PARAMS = frozenset(
+    "model encoding sample_rate channels multichannel interim_results endpointing utterance_end_ms vad_events "
+    "punctuate smart_format keyterm keywords language diarize diarize_model numerals profanity_filter redact "
+    "replace search tag version filler_words dictation mip_opt_out callback callback_method extra "
+    "detect_entities language_hint".split()
+)
+ENCODINGS = {"linear16": 2, "mulaw": 1, "alaw": 1}  # bytes per sample
+IDLE_S = 10.0  # Deepgram closes a stream without audio or KeepAlive after 10 s
+MIN_ENDPOINTING_MS = 200  # Whisper needs whole phrases: a shorter silence is not an end here
+MAX_CHANNELS = 8
+MAX_HEADER_BYTES = 1 << 16
+_NOT_WORD = re.compile(r"[^\w'-]+")
+
+
+def speaks_deepgram(query: Mapping[str, str]) -> bool:
+    return any(name in PARAMS for name in query)
+
+
+def flag(query: QueryParams, name: str, default: bool) -> bool:
+    value = query.get(name)
+    if value is None:
+        return default
+    if value.lower() in ("true", "1"):
+        return True
+    if value.lower() in ("false", "0"):
+        return False
+    raise BadInput("bad_request", "%s must be true or false, not %s" % (name, excerpt(value)), fatal=True)
+
+
+def number(query: QueryParams, name: str, lo: int, hi: int) -> int | None:
+    value = query.get(name)
+    if value is None:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise BadInput("bad_request", "%s must be an integer, not %s" % (name, excerpt(value)), fatal=True) from None
+    if not lo <= n <= hi:
+        raise BadInput("bad_request", "%s must be %d-%d, not %d" % (name, lo, hi, n), fatal=True)
+    return n
+
+
+def keyterms(query: QueryParams) -> tuple[str, ...]:
+    """`keyterm` (Nova-3: phrases) and `keywords` (Nova-2: `word:boost`, the boost dropped)."""
+    terms = query.getlist("keyterm") + [k.rsplit(":", 1)[0] if ":" in k else k for k in query.getlist("keywords")]
+    try:
+        return check_keyterms(terms, "keyterm")
+    except BadInput as exc:
+        raise BadInput(exc.code, exc.message, fatal=True) from None
+
+
+def language(query: QueryParams) -> str | None:
+    """Deepgram's BCP-47 tags (`en-US`) as Whisper's codes; `multi` detects."""
+    tag = query.get("language")
+    if tag is None or tag.lower() == "multi":
+        return None
+    try:
+        return check_language(tag.split("-")[0], "language")
+    except BadInput as exc:
+        raise BadInput(exc.code, exc.message, fatal=True) from None
+
+
+class DeepgramAdapter:
+    name = "deepgram"
+    start_required = False
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.request_id = str(uuid.uuid4())
+        self.created = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        self.encoding: str | None = None
+        self.rate = 16000
+        self.channels = 1
+        self.multichannel = False
+        self.interim = False
+        self.vad_events = False
+        self.utterance_end_ms: int | None = None
+        self.header = bytearray()  # a WAV stream's header, until it is whole
+        self.carry = b""  # a partial sample frame, kept for the next message
+        self.last_word_end: dict[int, float] = {}  # per channel, while its UtteranceEnd is due
+        self.finalizing: set[int] = set()  # channels asked to Finalize that have not ended yet
+
+    @property
+    def streams(self) -> int:
+        return self.channels if self.multichannel else 1
+
+    # --- the adapter protocol -----------------------------------------------------------
+
+    def idle_timeout_s(self) -> float:
+        return min(IDLE_S, self.host.settings.IDLE_TIMEOUT_S)
+
+    def stamp(self, msg: dict[str, Any], n: int) -> None:
+        """Deepgram's messages carry no sequence number."""
+
+    def error(self, code: str, message: str) -> dict[str, Any]:
+        return {"type": "Error", "variant": code, "description": message, "message": message}
+
+    async def on_open(self) -> None:
+        q = self.host.query
+        encoding = q.get("encoding")
+        if encoding is not None and encoding not in ENCODINGS:
+            raise BadInput(
+                "unsupported_encoding",
+                "encoding %s is not supported: send raw linear16, mulaw or alaw (or a WAV stream with no encoding)"
+                % excerpt(encoding),
+                fatal=True,
+            )
+        self.encoding = encoding
+        rate = number(q, "sample_rate", 0, 10**6)
+        self.rate = check_rate(rate if rate is not None else (8000 if encoding in ("mulaw", "alaw") else 16000))
+        self.channels = number(q, "channels", 1, MAX_CHANNELS) or 1
+        self.multichannel = flag(q, "multichannel", False)
+        self.interim = flag(q, "interim_results", False)
+        self.vad_events = flag(q, "vad_events", False)
+        self.utterance_end_ms = number(q, "utterance_end_ms", 1000, 5000)
+        for accepted in ("punctuate", "smart_format", "numerals", "diarize", "profanity_filter", "filler_words"):
+            flag(q, accepted, False)  # accepted (Whisper punctuates and formats anyway), checked
+        lang = language(q)
+        check_served_language(lang, self.host.english_only)
+        options = SessionOptions(
+            sample_rate=self.rate,
+            lang=lang,
+            interim=self.interim,
+            word_timestamps=True,  # Deepgram's finals always carry words
+            hotwords=keyterms(q),
+            turn=self._turn(q.get("endpointing")),
+        )
+        await self.host.open(options, self.streams)
+        self.host.send(self._metadata())
+
+    def _turn(self, endpointing: str | None) -> Turn | None:
+        pre_roll = self.host.settings.PRE_ROLL_MS
+        if endpointing is None or endpointing.lower() == "true":
+            return None  # the service's adaptive endpointer
+        if endpointing.lower() == "false":
+            return Turn(0, 0, pre_roll, on_silence=False)
+        try:
+            ms = int(endpointing)
+        except ValueError:
+            raise BadInput("bad_request", "endpointing must be false or milliseconds", fatal=True) from None
+        if not 0 <= ms <= 10000:
+            raise BadInput("bad_request", "endpointing must be 0-10000 ms", fatal=True)
+        ms = max(ms, MIN_ENDPOINTING_MS)
+        return Turn(ms, ms, pre_roll)
+
+    async def on_text(self, text: str) -> bool:
+        try:
+            msg = json.loads(text)
+        except (ValueError, RecursionError):
+            raise BadInput("SchemaError", "a text message must be JSON: KeepAlive, Finalize, CloseStream") from None
+        kind = msg.get("type") if isinstance(msg, dict) else None
+        if kind == "KeepAlive":
+            return True
+        if kind == "Finalize":
+            self.finalizing = set(range(self.streams))
+            ended = await self.host.finalize()
+            if ended is None:
+                return False
+            for channel in sorted(self.finalizing):
+                # Nothing was being said: the client still hears that its Finalize is done.
+                self.host.send(self._results(channel, "", 0.0, 0.0, [], 0.0, True, False, True))
+            self.finalizing.clear()
+            return True
+        if kind == "CloseStream":
+            await self.host.drain()
+            self._utterance_ends(force=True)
+            self.host.send(self._metadata())
+            await self.host.linger_for_close()
+            self.host.close(CLOSE_NORMAL)
+            return False
+        if kind == "Configure":
+            terms = check_keyterms(msg.get("keyterms"), "keyterms")
+            for session in self.host.sessions:
+                session.options.hotwords = terms
+            self.host.send({"type": "ConfigureSuccess", "request_id": self.request_id, "keyterms": list(terms)})
+            return True
+        raise BadInput(
+            "SchemaError", "unknown message %s (KeepAlive, Finalize, CloseStream, Configure)" % excerpt(kind)
+        )
+
+    async def on_binary(self, data: bytes) -> bool:
+        if self.encoding is None:
+            data = self._after_header(data)
+            if not data:
+                return True
+        width = ENCODINGS[self.encoding or "linear16"] * self.channels
+        data = self.carry + data
+        whole = len(data) - len(data) % width
+        data, self.carry = data[:whole], data[whole:]
+        if not data:
+            return True
+        if self.encoding in ("mulaw", "alaw"):
+            data = g711.decode(data, "ulaw" if self.encoding == "mulaw" else "alaw")
+        samples = np.frombuffer(data, dtype="<i2").reshape(-1, self.channels)
+        if self.multichannel:
+            pcm = [np.ascontiguousarray(samples[:, c]).tobytes() for c in range(self.channels)]
+        elif self.channels > 1:
+            pcm = [samples.mean(axis=1).astype("<i2").tobytes()]
+        else:
+            pcm = [data]
+        going = await self.host.audio(pcm)
+        self._utterance_ends()
+        return going
+
+    def _after_header(self, data: bytes) -> bytes:
+        """No `encoding`: the stream must be WAV (PCM16 or G.711); its header sets the format.
+        The audio after the header is returned."""
+        if self.encoding is not None:
+            return data
+        self.header += data
+        if len(self.header) < 12:
+            return b""
+        if self.header[:4] != b"RIFF" or self.header[8:12] != b"WAVE":
+            raise BadInput(
+                "unsupported_encoding",
+                "the stream is not WAV: send raw audio with encoding=linear16|mulaw|alaw and sample_rate",
+                fatal=True,
+            )
+        pos = 12
+        fmt: tuple[int, int, int, int] | None = None
+        while pos + 8 <= len(self.header):
+            chunk, size = self.header[pos : pos + 4], struct.unpack("<I", self.header[pos + 4 : pos + 8])[0]
+            if chunk == b"fmt " and pos + 8 + 16 <= len(self.header):
+                tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", self.header[pos + 8 : pos + 24])
+                fmt = (tag, channels, rate, bits)
+            if chunk == b"data":
+                if fmt is None:
+                    break
+                self._wav_format(*fmt)
+                rest = bytes(self.header[pos + 8 :])
+                self.header.clear()
+                return rest
+            pos += 8 + size + (size & 1)
+        if len(self.header) > MAX_HEADER_BYTES:
+            raise BadInput("unsupported_encoding", "no WAV audio data within %d bytes" % MAX_HEADER_BYTES, fatal=True)
+        return b""
+
+    def _wav_format(self, tag: int, channels: int, rate: int, bits: int) -> None:
+        codec = {(1, 16): "linear16", (7, 8): "mulaw", (6, 8): "alaw"}.get((tag, bits))
+        if codec is None or not 1 <= channels <= MAX_CHANNELS:
+            raise BadInput(
+                "unsupported_encoding", "WAV of format %d, %d bits is not supported" % (tag, bits), fatal=True
+            )
+        if self.multichannel and channels != self.channels:
+            raise BadInput(
+                "bad_request", "the WAV has %d channels, the query says %d" % (channels, self.channels), fatal=True
+            )
+        self.encoding, self.channels, self.rate = codec, channels, check_rate(rate)
+        for session in self.host.sessions:
+            session.set_rate(rate)
+
+    def on_event(self, channel: int, event: Event) -> None:
+        host = self.host
+        if isinstance(event, SpeechStarted):
+            if self.vad_events:
+                host.send(
+                    {"type": "SpeechStarted", "channel": [channel, self.streams], "timestamp": round(event.start, 3)}
+                )
+        elif isinstance(event, SpeechStopped):
+            if event.reason is EndReason.FINALIZE:
+                self.finalizing.discard(channel)
+        elif isinstance(event, Interim):
+            if self.interim:
+                words = spread(event.text, event.start, event.end, event.confidence)
+                host.send(
+                    self._results(
+                        channel, event.text, event.start, event.end, words, event.confidence, False, False, False
+                    )
+                )
+        elif isinstance(event, Final):
+            words = spoken_words(event.words or [])
+            confidence = float(np.mean([w["confidence"] for w in words])) if words else event.confidence
+            from_finalize = event.reason is EndReason.FINALIZE
+            host.send(
+                self._results(
+                    channel,
+                    event.text,
+                    event.start,
+                    event.end,
+                    words,
+                    confidence,
+                    True,
+                    event.reason is EndReason.SILENCE,
+                    from_finalize,
+                )
+            )
+            if self.utterance_end_ms is not None and event.text:
+                self.last_word_end[channel] = words[-1]["end"] if words else event.end
+                self._utterance_ends()
+        elif isinstance(event, FinalFailed):
+            host.send(
+                self.error("final_failed", "utterance %d could not be transcribed: %s" % (event.utt, event.why)),
+                error="final_failed",
+            )
+        elif isinstance(event, SessionFailed):
+            host.send(self.error("internal", "this stream failed (%s); please reconnect" % event.why), error="internal")
+
+    async def on_timeout(self, code: str, message: str) -> None:
+        await self.host.drain()
+        if code == "idle_timeout":
+            message = "no audio or KeepAlive within %.0f s (NET-0001)" % self.idle_timeout_s()
+        self.host.send(self.error(code, message), error=code)
+        self.host.send(self._metadata())
+        self.host.close(
+            CLOSE_INTERNAL if code == "idle_timeout" else CLOSE_NORMAL, "NET-0001" if code == "idle_timeout" else ""
+        )
+
+    # --- messages -------------------------------------------------------------------------
+
+    def _utterance_ends(self, force: bool = False) -> None:
+        """UtteranceEnd for each channel whose last final word ended utterance_end_ms ago with
+        no speech since."""
+        if self.utterance_end_ms is None:
+            return
+        for channel, last in list(self.last_word_end.items()):
+            session = self.host.sessions[channel]
+            quiet = session.current is None and session.audio_s - last >= self.utterance_end_ms / 1000.0
+            if quiet or force:
+                del self.last_word_end[channel]
+                self.host.send(
+                    {"type": "UtteranceEnd", "channel": [channel, self.streams], "last_word_end": round(last, 3)}
+                )
+
+    def _model(self) -> tuple[str, dict[str, str]]:
+        name = self.host.model_name
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, "stt-cluster/" + name)), {
+            "name": name,
+            "version": "stt-cluster",
+            "arch": "whisper",
+        }
+
+    def _metadata(self) -> dict[str, Any]:
+        model_uuid, info = self._model()
+        duration = max((s.audio_s for s in self.host.sessions), default=0.0)
+        return {
+            "type": "Metadata",
+            "transaction_key": "deprecated",
+            "request_id": self.request_id,
+            "sha256": "",
+            "created": self.created,
+            "duration": round(duration, 3),
+            "channels": self.channels,
+            "models": [model_uuid],
+            "model_info": {model_uuid: info},
+        }
+
+    def _results(
+        self,
+        channel: int,
+        transcript: str,
+        start: float,
+        end: float,
+        words: list[dict[str, Any]],
+        confidence: float,
+        is_final: bool,
+        speech_final: bool,
+        from_finalize: bool,
+    ) -> dict[str, Any]:
+        model_uuid, info = self._model()
+        return {
+            "type": "Results",
+            "channel_index": [channel, self.streams],
+            "start": round(start, 3),
+            "duration": round(max(0.0, end - start), 3),
+            "is_final": is_final,
+            "speech_final": speech_final,
+            "from_finalize": from_finalize,
+            "channel": {
+                "alternatives": [{"transcript": transcript, "confidence": round(confidence, 4), "words": words}]
+            },
+            "metadata": {"request_id": self.request_id, "model_info": info, "model_uuid": model_uuid},
+        }
+
+
+def spread(text: str, start: float, end: float, confidence: float) -> list[dict[str, Any]]:
+    """An interim's words, without times of their own: spread evenly over its audio."""
+    tokens = text.split()
+    if not tokens:
+        return []
+    step = max(0.0, end - start) / len(tokens)
+    return [
+        {
+            "word": _NOT_WORD.sub("", t.lower()),
+            "start": round(start + i * step, 3),
+            "end": round(start + (i + 1) * step, 3),
+            "confidence": round(confidence, 4),
+            "punctuated_word": t,
+        }
+        for i, t in enumerate(tokens)
+    ]
+
+
+def spoken_words(words: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Whisper's words (" round", "-fox") as Deepgram's, one per space-separated word of the
+    transcript: a piece without a leading space belongs to the word before it."""
+    out: list[dict[str, Any]] = []
+    probs: list[list[float]] = []
+    for w in words:
+        text = w["word"]
+        if out and text and not text[0].isspace():
+            out[-1]["punctuated_word"] += text.strip()
+            out[-1]["end"] = w["end"]
+            probs[-1].append(w.get("prob", 0.0))
+            continue
+        out.append({"start": w["start"], "end": w["end"], "punctuated_word": text.strip()})
+        probs.append([w.get("prob", 0.0)])
+    for word, p in zip(out, probs):
+        word["word"] = _NOT_WORD.sub("", word["punctuated_word"].lower())
+        word["confidence"] = round(float(np.mean(p)), 4)
+    return [w for w in out if w["punctuated_word"]]
