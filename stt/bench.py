@@ -21,17 +21,16 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from client.speech import SENTENCES, Speech, conversation
-from client.stream import ClientError, connect
 from client.wer import align
 from common.errors import ExitCode, SttError
 from common.process import cpu_seconds, descendants
+from stt.bench_clients import PROTOCOLS, ClientRun, run_client
 
 PRE_ROLL_S = 0.3
 
@@ -46,34 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-floor", action="store_true", help="skip the direct-decode floor")
     p.add_argument("--label", default="", help="name of this run in the output files")
     p.add_argument("--out", default="benchmarks/results", help="directory for the JSON and PNG")
-
-
-@dataclass
-class ClientRun:
-    t0: float = 0.0  # wall (loop) time of audio time 0
-    finals: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
-    interims: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
-    error: str = ""
-
-
-async def run_client(url: str, speech: Speech, speed: float, delay: float) -> ClientRun:
-    run = ClientRun()
-    await asyncio.sleep(delay)
-    loop = asyncio.get_running_loop()
-    try:
-        async with connect(url, sample_rate=16000, lang="en") as stream:
-            run.t0 = loop.time()
-            async for msg in stream.receive_while(stream.send_audio(speech.pcm16, speed=speed)):
-                now = loop.time()
-                if msg["type"] == "final":
-                    run.finals.append((now, msg))
-                elif msg["type"] == "interim":
-                    run.interims.append((now, msg))
-                elif msg["type"] == "error":
-                    run.error = "%s: %s" % (msg["code"], msg["message"])
-    except (ClientError, OSError) as exc:
-        run.error = str(exc)
-    return run
+    p.add_argument("--protocol", choices=PROTOCOLS, default="native", help="what the clients speak (default: native)")
 
 
 def tree_cpu_s(pid: int) -> dict[str, float]:
@@ -109,12 +81,13 @@ def analyse(runs: list[ClientRun], speech: Speech, speed: float) -> dict[str, An
             at, msg = best
             latency = (at - (run.t0 + end / speed)) * 1000.0
             e2e.append(latency)
-            queue.append(msg["queue_ms"])
-            decode.append(msg["decode_ms"])
-            # What is neither the endpointing rule's silence nor the model: queueing, Redis,
-            # routing, WebSocket. Measured from the gateway's own end of speech.
-            gateway_end = run.t0 + (msg["end"] + msg.get("endpoint_ms", 0.0) / 1000.0) / speed
-            overhead.append((at - gateway_end) * 1000.0 - msg["decode_ms"])
+            if "decode_ms" in msg:  # the native protocol says where a final's time went
+                queue.append(msg["queue_ms"])
+                decode.append(msg["decode_ms"])
+                # What is neither the endpointing rule's silence nor the model: queueing, Redis,
+                # routing, WebSocket. Measured from the gateway's own end of speech.
+                gateway_end = run.t0 + (msg["end"] + msg.get("endpoint_ms", 0.0) / 1000.0) / speed
+                overhead.append((at - gateway_end) * 1000.0 - msg["decode_ms"])
             mine = [t for t, m in run.interims if m["utterance"] == msg["utterance"]]
             if mine:
                 first_interim.append((mine[0] - (run.t0 + start / speed)) * 1000.0)
@@ -235,7 +208,10 @@ async def sweep(
         rng = random.Random(n)
         cpu0, wall0 = tree_cpu_s(service_pid) if service_pid else {}, time.monotonic()
         runs = await asyncio.gather(
-            *(run_client(url, speech, args.speed, rng.uniform(0, spread) if n > 1 else 0) for _ in range(n))
+            *(
+                run_client(args.protocol, url, speech, args.speed, rng.uniform(0, spread) if n > 1 else 0)
+                for _ in range(n)
+            )
         )
         if not texts:
             texts += [m["text"] for _, m in sorted(runs[0].finals, key=lambda f: f[1]["utterance"])]
@@ -349,6 +325,7 @@ def run(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {
         "benchmark": "stt bench",
         "label": args.label,
+        "protocol": args.protocol,
         "slo_p95_ms": args.slo_ms,
         "sentences": args.sentences,
         "conversation_s": round(speech.duration, 2),

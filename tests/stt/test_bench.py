@@ -6,9 +6,13 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import REAL_MODEL, ROOT
+import pytest
+
+from common.redis_server import free_port
+from tests.conftest import REAL_MODEL, ROOT, Proc
 
 
 def test_short_sweep_reports_no_missing_finals(tmp_path: Path) -> None:
@@ -61,3 +65,48 @@ def test_short_sweep_reports_no_missing_finals(tmp_path: Path) -> None:
     assert report["floor"]["decode_ms"]["p50"] > 0
     assert report["floor"]["model"] == "tiny.en" and report["floor"]["wer_direct"] <= 30.0
     assert (tmp_path / "bench-test.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_bench_speaks_every_protocol(stt_up: Callable[..., Proc], tmp_path: Path) -> None:
+    """The same load through the OpenAI Realtime and Deepgram adapters, against one `stt up`."""
+    port = free_port()
+    stt_up(port)
+    for protocol in ("openai", "deepgram"):
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "stt",
+                "bench",
+                "--url",
+                "ws://127.0.0.1:%d/v1/listen" % port,
+                "--protocol",
+                protocol,
+                "--streams",
+                "1,2",
+                "--speed",
+                "3",
+                "--sentences",
+                "2",
+                "--slo-ms",
+                "30000",
+                "--no-floor",
+                "--label",
+                protocol,
+                "--out",
+                str(tmp_path),
+            ],
+            env={**os.environ, "MODEL_NAME": REAL_MODEL},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        report = json.loads((tmp_path / ("bench-%s.json" % protocol)).read_text())
+        assert report["protocol"] == protocol
+        for r in report["results"]:
+            assert r["finals_missing"] == r["finals_duplicated"] == r["finals_out_of_order"] == 0, (protocol, r)
+            assert r["sessions_failed"] == 0 and r["wer"] <= 30.0
+            assert r["first_interim_ms"]["p50"] is not None

@@ -25,17 +25,8 @@ from client.speech import SENTENCES, Speech, conversation
 from client.wer import wer
 from common.process import descendants as process_tree
 from common.redis_server import free_port
-from tests.conftest import JFK, JFK_TEXT, REAL_MODEL, ROOT, Proc, wait_for
-
-STT_UP_ENV = {
-    "DEVICE": "cpu",
-    "COMPUTE_TYPE": "int8",
-    "CPU_THREADS": "1",
-    "DECODERS": "1",
-    "METRICS_PORT": "0",
-    "HEARTBEAT_S": "0.5",
-    "REDIS_URL": "",
-}
+from tests.conftest import JFK, JFK_TEXT, ROOT, Proc, wait_for
+from tests.stt.conftest import STT_UP_ENV
 
 
 def descendants(pid: int) -> set[int]:
@@ -58,17 +49,6 @@ def port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-@pytest.fixture
-def stt_up(spawn: Callable[..., Proc]) -> Callable[..., Proc]:
-    def start(port: int) -> Proc:
-        proc = spawn(["up"], {**STT_UP_ENV, "MODEL_NAME": REAL_MODEL, "PORT": str(port)}, name="stt-up")
-        wait_for(lambda: "stt up: ready" in proc.output() or proc.popen.poll() is not None, 90, "stt up ready")
-        assert proc.popen.poll() is None, proc.output()
-        return proc
-
-    return start
 
 
 @pytest.fixture(scope="module")
