@@ -1,17 +1,25 @@
 """Streamed accuracy against a direct decode of the same recordings with the same model.
 
-    python benchmarks/accuracy.py [--concurrency 4] [--label NAME] [--set KEY=VALUE ...]
+    python benchmarks/accuracy.py [--concurrency 4] [--label NAME] [--set KEY=VALUE ...] [--no-longform]
     python benchmarks/accuracy.py --simulate          # no service: the gateway's endpointer and
                                                       # the decoder's engine in this process
     python benchmarks/accuracy.py --sweep             # streamed WER and latency per endpointing setting
     python benchmarks/accuracy.py --windows --label windows   # simulated WER and decode time per encoder window
 
-The evaluation set: 12 espeak-ng conversations (voices en-us, en-gb, Scottish, Caribbean, RP, New
-York, Lancaster and female/male variants; 130 to 200 words per minute), each of 9 sentences of
-1 to 20 s with pauses of 0.4 to 2 s between them, and jfk.flac (recorded speech): 109
-utterances. Each conversation is streamed in real time through `stt up` (started here with the
-bundled tiny.en unless MODEL_NAME says otherwise; `--concurrency` clients at once) and decoded
-directly as one whole recording with faster-whisper's own `transcribe` (same model, same beam).
+The recorded set (the first table): 57 recorded LibriSpeech utterances (57 speakers, 29 female
+and 28 male, 1.6 to 15 s; benchmarks/data/real) as 8 conversations of 7 or 8 speakers in turn
+with pauses of 0.7 to 1.8 s, each utterance decoded directly as its own whole recording. The
+espeak set (the second table): 12 espeak-ng conversations (voices en-us, en-gb, Scottish,
+Caribbean, RP, New York, Lancaster and female/male variants; 130 to 200 words per minute), each
+of 9 sentences of 1 to 20 s with pauses of 0.4 to 2 s between them, and jfk.flac: 109
+utterances, each conversation decoded directly as one whole recording. Conversations are
+streamed in real time through `stt up` (started here with the bundled tiny.en unless MODEL_NAME
+says otherwise; `--concurrency` clients at once); direct decodes are faster-whisper's own
+`transcribe` with the same model and beam. WER is Whisper's English normalizer and jiwer.
+
+The long-form row: every recorded utterance in one 8.6-minute recording, through
+`POST /v1/audio/transcriptions` and through one live session, against a direct decode of the
+same file.
 
 Errors are attributed to sentences through one edit-distance alignment per conversation, so WER
 is reported overall, per voice and per sentence length, with the sentences where the streamed
@@ -38,10 +46,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.evalset import LENGTHS, Conversation, Session, eval_set
+from benchmarks.evalset import LENGTHS, RECORDED_LENGTHS, Conversation, Session, eval_set, longform, recorded_set
 from benchmarks.simulated import last_interims, simulate
 from client.stream import ClientError, connect
-from client.wer import align, normalize
+from stt.wer import align, normalize
 
 # --- decoding ---------------------------------------------------------------------------------
 
@@ -89,11 +97,16 @@ def load_model(name: str) -> Any:
 
 
 def direct(model: Any, convs: list[Conversation], beam: int) -> list[str]:
-    """Each recording decoded whole by faster-whisper's own transcribe (its defaults, same beam)."""
+    """Each recording decoded whole by faster-whisper's own transcribe (its defaults, same beam):
+    a conversation of recordings sentence by sentence, a synthesized one as a whole."""
     texts = []
     for conv in convs:
-        segments, _ = model.transcribe(conv.speech.audio, language="en", beam_size=beam, vad_filter=False)
-        texts.append(" ".join(s.text.strip() for s in segments))
+        clips = conv.sentence_audio if conv.sentence_audio is not None else [conv.speech.audio]
+        said = []
+        for clip in clips:
+            segments, _ = model.transcribe(clip, language="en", beam_size=beam, vad_filter=False)
+            said += [s.text.strip() for s in segments]
+        texts.append(" ".join(said))
     return texts
 
 
@@ -156,8 +169,8 @@ def windows(convs: list[Conversation], env: dict[str, str], direct_texts: list[s
 # --- scoring ----------------------------------------------------------------------------------
 
 
-def length_class(seconds: float) -> str:
-    return next(name for name, (lo, hi) in LENGTHS.items() if lo <= seconds < hi)
+def length_class(seconds: float, lengths: dict[str, tuple[float, float]]) -> str:
+    return next(name for name, (lo, hi) in lengths.items() if lo <= seconds < hi)
 
 
 @dataclass
@@ -228,21 +241,34 @@ def interim_checks(sessions: list[Session]) -> dict[str, Any]:
     }
 
 
-def score(convs: list[Conversation], sessions: list[Session], direct_texts: list[str]) -> dict[str, Any]:
-    overall, by_voice, by_length = Tally(), {}, {}
+def score(
+    convs: list[Conversation],
+    sessions: list[Session],
+    direct_texts: list[str],
+    lengths: dict[str, tuple[float, float]] = LENGTHS,
+) -> dict[str, Any]:
+    overall: Tally = Tally()
+    by_voice: dict[str, Tally] = {}
+    by_length: dict[str, Tally] = {}
+    by_corpus: dict[str, Tally] = {}
+    by_gender: dict[str, Tally] = {}
     diffs = []
     for conv, sess, dtext in zip(convs, sessions, direct_texts):
         ref_words = [normalize(t) for t in conv.speech.texts]
         flat = [w for ws in ref_words for w in ws]
         a_s, a_d = align(flat, normalize(sess.text)), align(flat, normalize(dtext))
         pos = 0
-        for text, words, span in zip(conv.speech.texts, ref_words, conv.speech.spans):
+        for i, (text, words, span) in enumerate(zip(conv.speech.texts, ref_words, conv.speech.spans)):
             lo, hi = pos, pos + len(words)
             pos = hi
             es, ed = a_s.errors_in(lo, hi), a_d.errors_in(lo, hi)
+            meta = conv.meta[i] if i < len(conv.meta) else {}
+            seconds = meta.get("seconds", span[1] - span[0])
             overall.add(len(words), es, ed)
             by_voice.setdefault(conv.voice, Tally()).add(len(words), es, ed)
-            by_length.setdefault(length_class(span[1] - span[0]), Tally()).add(len(words), es, ed)
+            by_length.setdefault(length_class(seconds, lengths), Tally()).add(len(words), es, ed)
+            by_corpus.setdefault(meta.get("corpus", "-"), Tally()).add(len(words), es, ed)
+            by_gender.setdefault(meta.get("gender", "-"), Tally()).add(len(words), es, ed)
             if es != ed:
                 diffs.append(
                     {
@@ -261,7 +287,9 @@ def score(convs: list[Conversation], sessions: list[Session], direct_texts: list
         "utterances": utterances,
         **overall.row(),
         "by_voice": {k: v.row() for k, v in by_voice.items()},
-        "by_length": {k: by_length[k].row() for k in LENGTHS if k in by_length},
+        "by_corpus": {k: v.row() for k, v in by_corpus.items()},
+        "by_gender": {k: v.row() for k, v in by_gender.items()},
+        "by_length": {k: by_length[k].row() for k in lengths if k in by_length},
         "worst": diffs[:12],
         "better_than_direct": sum(d["streamed_errors"] < d["direct_errors"] for d in diffs),
         "worse_than_direct": sum(d["streamed_errors"] > d["direct_errors"] for d in diffs),
@@ -287,7 +315,12 @@ def print_report(r: dict[str, Any]) -> None:
             r["final_latency_ms"]["p95"],
         )
     )
-    for title, key in (("voice", "by_voice"), ("sentence length", "by_length")):
+    for title, key in (
+        ("corpus", "by_corpus"),
+        ("gender", "by_gender"),
+        ("voice", "by_voice"),
+        ("length", "by_length"),
+    ):
         print("\n%-22s %6s %9s %9s" % (title, "words", "streamed", "direct"))
         for name, row in r[key].items():
             print("%-22s %6d %8.2f%% %8.2f%%" % (name, row["words"], row["wer_streamed"], row["wer_direct"]))
@@ -336,32 +369,66 @@ SWEEP = [
 ]
 
 
+async def long_form(url: str, speech: Any, speed: float) -> dict[str, Any]:
+    """The long recording through POST /v1/audio/transcriptions and through one live session."""
+    import io
+
+    import httpx
+    import soundfile as sf
+
+    from common.audio import MODEL_RATE
+
+    buf = io.BytesIO()
+    sf.write(buf, speech.audio, MODEL_RATE, format="FLAC")
+    http = url.replace("ws://", "http://").rsplit("/v1/", 1)[0]
+    t0 = time.monotonic()
+    async with httpx.AsyncClient(timeout=3600) as client:
+        response = await client.post(
+            http + "/v1/audio/transcriptions", files={"file": ("long.flac", buf.getvalue())}, data={"language": "en"}
+        )
+    response.raise_for_status()
+    file_s = time.monotonic() - t0
+    conv = Conversation("longform", "recorded", 0, speech)
+    print("  live session over the whole recording (%.0f s at %.1fx) ..." % (speech.duration, speed), flush=True)
+    live = await stream_one(url, conv, speed)
+    return {"file_text": response.json()["text"], "file_s": round(file_s, 1), "live": live}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--concurrency", type=int, default=4, help="conversations streamed at once")
     p.add_argument("--speed", type=float, default=1.0, help="multiple of real time (1: real time)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N conversations (and jfk)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N espeak conversations (and jfk)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a service setting")
+    p.add_argument("--evalset", choices=("recorded", "espeak"), default="recorded", help="for the modes below")
     p.add_argument("--simulate", action="store_true", help="no service: endpointer and engine in process")
     p.add_argument("--sweep", action="store_true", help="streamed WER per endpointing setting")
     p.add_argument("--windows", action="store_true", help="simulated WER and decode time per encoder window")
+    p.add_argument("--no-longform", action="store_true", help="skip the long-form row")
     p.add_argument("--label", default="", help="name of this run in the output file")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args()
     env = {"MODEL_NAME": os.environ.get("MODEL_NAME", "tiny.en"), "DEVICE": "cpu", "COMPUTE_TYPE": "int8"}
     env.update(dict(kv.split("=", 1) for kv in args.set))
     beam = int(env.get("FINAL_BEAM", "5"))
-    print("making the evaluation set (espeak-ng) ...", flush=True)
-    convs = eval_set(args.limit)
-    print(
-        "%d recordings, %d utterances, %.0f s of audio"
-        % (len(convs), sum(len(c.speech.texts) for c in convs), sum(c.speech.duration for c in convs)),
-        flush=True,
-    )
-    print("direct decodes (%s, beam %d) ..." % (env["MODEL_NAME"], beam), flush=True)
-    t0 = time.monotonic()
-    direct_texts = direct(load_model(env["MODEL_NAME"]), convs, beam)
-    print("  %.1f s" % (time.monotonic() - t0), flush=True)
+    print("making the evaluation sets (recorded speech, espeak-ng) ...", flush=True)
+    sets = {"recorded": (recorded_set(), RECORDED_LENGTHS), "espeak": (eval_set(args.limit), LENGTHS)}
+    model = load_model(env["MODEL_NAME"])
+    directs: dict[str, list[str]] = {}
+    for name, (convs, _) in sets.items():
+        print(
+            "%s: %d conversations, %d utterances, %.0f s; direct decodes (%s, beam %d) ..."
+            % (
+                name,
+                len(convs),
+                sum(len(c.speech.texts) for c in convs),
+                sum(c.speech.duration for c in convs),
+                env["MODEL_NAME"],
+                beam,
+            ),
+            flush=True,
+        )
+        directs[name] = direct(model, convs, beam)
     report: dict[str, Any] = {
         "benchmark": "accuracy",
         "label": args.label,
@@ -372,6 +439,8 @@ def main() -> int:
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "cpus": os.cpu_count(),
     }
+    convs, lengths = sets[args.evalset]
+    direct_texts = directs[args.evalset]
     if args.windows:
         report["windows"] = windows(convs, env, direct_texts)
         report["mode"] = "simulate"
@@ -379,7 +448,7 @@ def main() -> int:
         report["sweep"] = []
         for point in SWEEP:
             print("\nstreaming with %s ..." % point, flush=True)
-            r = score(convs, run_streamed(convs, {**env, **point}, args.concurrency, args.speed), direct_texts)
+            r = score(convs, run_streamed(convs, {**env, **point}, args.concurrency, args.speed), direct_texts, lengths)
             print_report(r)
             report["sweep"].append({"settings": point, **{k: v for k, v in r.items() if k != "worst"}})
         print("\n%-40s %9s %9s %12s %12s" % ("setting", "streamed", "direct", "latency p50", "latency p95"))
@@ -394,19 +463,46 @@ def main() -> int:
                     row["final_latency_ms"]["p95"],
                 )
             )
+    elif args.simulate:
+        print("simulating the service in process ...", flush=True)
+        report.update(score(convs, simulate(convs, env["MODEL_NAME"], env), direct_texts, lengths))
+        report["mode"] = "simulate"
+        print_report(report)
     else:
-        if args.simulate:
-            print("simulating the service in process ...", flush=True)
-            sessions = simulate(convs, env["MODEL_NAME"], env)
-        else:
+        from stt.bench import Service
+
+        report["mode"] = "streamed"
+        everything = [c for name in sets for c in sets[name][0]]
+        with Service(env) as (url, _pid):
             print(
-                "streaming through stt up (%d at once, %.1fx real time) ..." % (args.concurrency, args.speed),
+                "streaming %d conversations through stt up (%d at once, %.1fx real time) ..."
+                % (len(everything), args.concurrency, args.speed),
                 flush=True,
             )
-            sessions = run_streamed(convs, env, args.concurrency, args.speed)
-        report.update(score(convs, sessions, direct_texts))
-        report["mode"] = "simulate" if args.simulate else "streamed"
-        print_report(report)
+            sessions = asyncio.run(stream_all(url, everything, args.concurrency, args.speed))
+            if not args.no_longform:
+                speech, _ = longform()
+                print("long form: %.0f s in one recording ..." % speech.duration, flush=True)
+                long = asyncio.run(long_form(url, speech, args.speed))
+        at = 0
+        for name, (convs, lengths) in sets.items():
+            mine, at = sessions[at : at + len(convs)], at + len(convs)
+            print("\n== %s set" % name)
+            report[name] = score(convs, mine, directs[name], lengths)
+            print_report(report[name])
+        if not args.no_longform:
+            segments, _ = model.transcribe(speech.audio, language="en", beam_size=beam, vad_filter=False)
+            direct_long = " ".join(seg.text.strip() for seg in segments)
+            report["longform"] = {
+                "seconds": round(speech.duration, 1),
+                "wer_direct": round(100 * align(speech.text, direct_long).wer, 2),
+                "wer_file": round(100 * align(speech.text, long["file_text"]).wer, 2),
+                "file_wall_s": long["file_s"],
+                "wer_live": round(100 * align(speech.text, long["live"].text).wer, 2),
+                "live_finals": len(long["live"].finals),
+                "live_error": long["live"].error,
+            }
+            print("\nlong form:", json.dumps(report["longform"]))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / ("accuracy%s.json" % ("-" + args.label if args.label else ""))

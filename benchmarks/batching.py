@@ -20,10 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from client.speech import SENTENCES, conversation
 from common.messages import Job
 from common.settings import Settings
 from decoder.engine import Engine
+from stt.speech import SENTENCES, conversation
 
 
 def main() -> None:

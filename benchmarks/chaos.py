@@ -41,11 +41,11 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from client.speech import SENTENCES, Speech, conversation
-from client.wer import wer
 from common import keys
 from common.messages import SCHEMA_VERSION, Job, encode_job
 from common.process import descendants
+from stt.speech import SENTENCES, Speech, conversation
+from stt.wer import wer
 
 VOICES = ("en-us", "en-gb", "en-us+f3", "en-gb-x-rp", "en-us+m3", "en-gb-scotland")
 CHUNK = 3200  # 100 ms of 16 kHz PCM16

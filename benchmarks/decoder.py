@@ -27,7 +27,6 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from client.speech import SENTENCES, synth
 from common import keys
 from common.audio import float32_to_pcm16, pcm16_to_float32
 from common.messages import Job, decode_result
@@ -36,6 +35,7 @@ from common.settings import Settings
 from decoder.engine import Engine
 from decoder.testmodel import cached_test_model
 from gateway.jobqueue import JobQueue
+from stt.speech import SENTENCES, synth
 
 
 def pct(values: list[float], q: float) -> float:

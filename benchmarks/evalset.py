@@ -1,15 +1,19 @@
-"""The accuracy benchmark's evaluation set: espeak-ng conversations of known sentences in many
-voices, and jfk.flac; and what a streamed (or simulated) session returned for one of them."""
+"""The accuracy benchmark's evaluation sets: recorded human speech (57 LibriSpeech utterances,
+benchmarks/data/real, as conversations of several speakers, and as one long recording), and
+espeak-ng conversations of known sentences in many voices with jfk.flac; and what a streamed (or
+simulated) session returned for one of them."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from client.speech import Speech, conversation, recording
+from stt.speech import Speech, conversation, joined, recording
 
 ROOT = Path(__file__).resolve().parent.parent
+REAL = ROOT / "benchmarks" / "data" / "real"
 JFK = ROOT / "tests" / "data" / "jfk.flac"
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
@@ -169,6 +173,8 @@ PAUSES = [0.4, 0.6, 0.8, 1.0, 1.5, 2.0, 0.5, 1.2]
 # Per conversation: 3 short, 4 medium and 2 long sentences, interleaved.
 PATTERN = ["short", "medium", "long", "medium", "short", "medium", "long", "short", "medium"]
 LENGTHS = {"short": (0.0, 2.0), "medium": (2.0, 6.0), "long": (6.0, 99.0)}
+RECORDED_LENGTHS = {"< 4 s": (0.0, 4.0), "4-10 s": (4.0, 10.0), "> 10 s": (10.0, 99.0)}
+RECORDED_PAUSES = [0.9, 1.4, 0.7, 1.8, 1.1, 0.8, 1.5]
 
 
 @dataclass
@@ -177,6 +183,52 @@ class Conversation:
     voice: str
     speed: int
     speech: Speech
+    # Per sentence: corpus, speaker, gender, seconds (the recorded set's; espeak's say their voice).
+    meta: list[dict[str, Any]] = field(default_factory=list)
+    # Per sentence, a direct decode of its own recording (the recorded set); None: the whole
+    # conversation is decoded directly instead (espeak, whose sentences are not recordings).
+    sentence_audio: list[Any] | None = None
+
+
+def recorded_utterances() -> list[tuple[Speech, dict[str, Any]]]:
+    """Every recorded utterance (name order), with its metadata; no silence added after it."""
+    refs: dict[str, dict[str, Any]] = json.loads((REAL / "refs.json").read_text())
+    out = []
+    for name in sorted(refs):
+        ref = refs[name]
+        speech = recording(str(REAL / name), ref["text"].lower(), tail_s=0.0)
+        meta = {"corpus": ref.get("corpus", "librispeech"), "speaker": ref["speaker"], "gender": ref["gender"]}
+        out.append((speech, {**meta, "seconds": ref["seconds"], "file": name}))
+    return out
+
+
+def recorded_set(conversations: int = 8) -> list[Conversation]:
+    """The recorded utterances as `conversations` conversations of different speakers in turn,
+    each sentence a recording, pauses of 0.7 to 1.8 s between them; lengths spread evenly."""
+    utts = sorted(recorded_utterances(), key=lambda u: u[1]["seconds"])
+    groups: list[list[tuple[Speech, dict[str, Any]]]] = [[] for _ in range(conversations)]
+    for i, u in enumerate(utts):
+        groups[i % conversations].append(u)
+    out = []
+    for i, group in enumerate(groups):
+        speech = joined([s for s, _ in group], [RECORDED_PAUSES[(i + j) % 7] for j in range(7)])
+        out.append(
+            Conversation(
+                "rec%02d" % i,
+                "recorded",
+                0,
+                speech,
+                meta=[m for _, m in group],
+                sentence_audio=[s.audio for s, _ in group],
+            )
+        )
+    return out
+
+
+def longform() -> tuple[Speech, list[dict[str, Any]]]:
+    """Every recorded utterance in one long recording (about 8 minutes), pauses of 0.7-1.8 s."""
+    utts = recorded_utterances()
+    return joined([s for s, _ in utts], RECORDED_PAUSES), [m for _, m in utts]
 
 
 def eval_set(limit: int | None = None) -> list[Conversation]:
@@ -187,8 +239,10 @@ def eval_set(limit: int | None = None) -> list[Conversation]:
         texts = [next(pools[kind]) for kind in PATTERN]
         pauses = [PAUSES[(i + j) % len(PAUSES)] for j in range(len(texts) - 1)]
         speech = conversation(texts, pause_s=pauses, voice=voice, speed=speed)
-        out.append(Conversation("c%02d-%s" % (i, voice), voice, speed, speech))
-    out.append(Conversation("jfk", "jfk (recorded)", 0, recording(str(JFK), JFK_TEXT)))
+        meta = [{"corpus": "espeak-ng", "speaker": voice, "gender": "-"}] * len(texts)
+        out.append(Conversation("c%02d-%s" % (i, voice), voice, speed, speech, meta=meta))
+    jfk_meta = [{"corpus": "jfk", "speaker": "jfk", "gender": "M"}]
+    out.append(Conversation("jfk", "jfk (recorded)", 0, recording(str(JFK), JFK_TEXT), meta=jfk_meta))
     return out
 
 

@@ -94,8 +94,8 @@ def live(path: Path, rounds: int) -> dict[str, Any]:
     """p95 end of speech to final of four live clients through one `stt up`, alone and with two
     uploads of `path` in flight, in alternating rounds (this machine's speed drifts: the two
     conditions are measured side by side, and each pools the finals of every round)."""
-    from client.speech import SENTENCES, conversation
     from stt.bench import ClientRun, Service, analyse, run_client
+    from stt.speech import SENTENCES, conversation
 
     speech = conversation(list(SENTENCES[:4]), pause_s=1.2)
     pooled: dict[str, list[ClientRun]] = {"alone": [], "with_file": []}
@@ -150,7 +150,7 @@ def live(path: Path, rounds: int) -> dict[str, Any]:
 
 
 def main() -> int:
-    from client.wer import wer
+    from stt.wer import wer
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=10.0)

@@ -27,13 +27,13 @@ sys.path.insert(0, str(ROOT))
 
 import redis.asyncio as aioredis
 
-from client.speech import SENTENCES, conversation
 from common.redis_server import RedisServer
 from common.settings import Settings
 from gateway.jobqueue import JobQueue
 from gateway.metrics import GatewayMetrics
 from gateway.options import SessionOptions
 from gateway.session import Session
+from stt.speech import SENTENCES, conversation
 
 
 def cpu() -> float:

@@ -40,11 +40,11 @@ def words(text: str) -> list[str]:
 
 
 def main() -> int:
-    from client.speech import synth
-    from client.wer import wer
     from common.messages import Job
     from common.settings import Settings
     from decoder.engine import Engine
+    from stt.speech import synth
+    from stt.wer import wer
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny.en")

@@ -68,6 +68,8 @@ class Result:
     no_speech: bool = False
     error: str | None = None
     confidence: float = 0.0  # exp(average token log-probability) of the decoded text
+    # A file part's timestamped segments, in file time: {start, end, text, words}.
+    segments: list[dict[str, Any]] | None = None
     v: int = SCHEMA_VERSION
 
     @classmethod
@@ -123,6 +125,7 @@ _RESULT_TYPES: dict[str, tuple[type, ...]] = {
     "no_speech": (bool,),
     "error": (str, type(None)),
     "confidence": (float, int),
+    "segments": (list, type(None)),
     "v": (int,),
 }
 
@@ -191,4 +194,6 @@ def decode_result(data: bytes) -> Result:
         raise SchemaError("result kind %r is not one of %s" % (result.kind, ", ".join(JOB_KINDS)))
     if result.words is not None and not all(isinstance(w, dict) for w in result.words):
         raise SchemaError("result words must be maps")
+    if result.segments is not None and not all(isinstance(s, dict) for s in result.segments):
+        raise SchemaError("result segments must be maps")
     return result

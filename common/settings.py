@@ -109,6 +109,10 @@ class Settings:
         hi=29.0,
     )
     MAX_FILE_MB: int = _setting(200, "largest upload POST /v1/audio/transcriptions takes (MB)", lo=1)
+    MAX_FILE_S: float = _setting(
+        14400.0, "longest audio an upload may hold (s): refused once passed (0: no limit)", lo=0
+    )
+    MAX_FILE_DECODES: int = _setting(2, "uploads a gateway decodes at once (the others wait their turn)", lo=1)
     AUDIO_TTL_S: int = _setting(600, "TTL of an utterance's audio key", lo=10)
     MAX_SESSIONS: int = _setting(256, "connections per gateway before 1013 (counted from accept)", lo=1)
     MAX_FINAL_BACKLOG: int = _setting(500, "final queue depth before new sessions get 1013", lo=1)

@@ -58,6 +58,7 @@ class DecodeOutput:
     audio_s: float
     decode_ms: float
     confidence: float = 0.0  # exp(average token log-probability)
+    segments: list[dict[str, Any]] | None = None  # a file part's timestamped segments (file times)
 
 
 class Engine:
@@ -212,16 +213,22 @@ class Engine:
         try:
             with self.windowed(job, len(samples) / 16000.0) as lane:
                 segments, info = lane.model.transcribe(samples, **self.options(job, audio_s, context is not None))
-                # Without timestamps a window is one segment, and a clip (context included) always
-                # fits one window. Taking only that segment matters with word timestamps:
-                # faster-whisper then seeks back to the last word's end and decodes the trailing
-                # silence again, where the model hallucinates ("Thank you.").
-                first = next(iter(segments), None)
+                if job.kind == BATCH:
+                    # A file part is decoded with timestamps: its segments are its subtitle
+                    # cues. One that starts in the padding after the audio is not speech.
+                    kept = [seg for seg in segments if seg.start < audio_s - 0.1]
+                else:
+                    # Without timestamps a window is one segment, and a clip (context included)
+                    # always fits one window. Taking only that segment matters with word
+                    # timestamps: faster-whisper then seeks back to the last word's end and
+                    # decodes the trailing silence again, where the model hallucinates.
+                    first = next(iter(segments), None)
+                    kept = [first] if first is not None else []
         except Exception as exc:
             raise DecodeError("%s: %s" % (type(exc).__name__, exc)) from exc
         return self._output(
             job,
-            [first] if first is not None else [],
+            kept,
             info.language,
             audio_s,
             context_s,
@@ -278,15 +285,22 @@ class Engine:
         words = None
         if job.kind != "interim" and job.word_timestamps:
             words = [
-                {
-                    "word": w.word,
-                    "start": round(job.t0 + max(0.0, w.start - context_s), 3),
-                    "end": round(job.t0 + max(0.0, w.end - context_s), 3),
-                    "prob": round(float(w.probability), 3),
-                }
+                word_json(w, job.t0, context_s)
                 for w in first_words(
                     drop_context_words([w for s in kept for w in (s.words or [])], context), len(text.split())
                 )
+            ]
+        cues: list[dict[str, Any]] | None = None
+        if job.kind == BATCH:
+            cues = [
+                {
+                    "start": round(job.t0 + max(0.0, s.start), 3),
+                    "end": round(job.t0 + min(s.end, audio_s), 3),
+                    "text": s.text.strip(),
+                    "words": [word_json(w, job.t0) for w in s.words or []],
+                }
+                for s in kept
+                if s.text.strip()
             ]
         logprobs = [s.avg_logprob for s in kept]
         return DecodeOutput(
@@ -297,7 +311,19 @@ class Engine:
             audio_s=audio_s,
             decode_ms=decode_ms,
             confidence=round(math.exp(sum(logprobs) / len(logprobs)), 4) if logprobs and text else 0.0,
+            segments=cues,
         )
+
+
+def word_json(word: Any, t0: float, context_s: float = 0.0) -> dict[str, Any]:
+    """A faster-whisper word in session (or file) time: the clip began `context_s` before its
+    own audio, which began at `t0`."""
+    return {
+        "word": word.word,
+        "start": round(t0 + max(0.0, word.start - context_s), 3),
+        "end": round(t0 + max(0.0, word.end - context_s), 3),
+        "prob": round(float(word.probability), 3),
+    }
 
 
 def cpu_threads(settings: Settings) -> int:

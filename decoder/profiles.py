@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.messages import Job
+from common.messages import BATCH, Job
 from common.settings import Settings
 
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -53,7 +53,8 @@ def options_for(
     common: dict[str, Any] = {
         "language": job.lang,
         "task": job.task,
-        "without_timestamps": True,
+        # A file part's segments are its subtitle cues: decoded with timestamps.
+        "without_timestamps": job.kind != BATCH,
         "condition_on_previous_text": False,
         "vad_filter": False,
         "initial_prompt": prompt,

@@ -355,6 +355,7 @@ class DecoderWorker:
                         decoder=self.id,
                         no_speech=output.no_speech,
                         confidence=output.confidence,
+                        segments=output.segments,
                     ),
                 )
             )

@@ -3,6 +3,7 @@ result router, metrics, who may connect, and the background loops that keep them
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -39,6 +40,7 @@ class GatewayState:
         self.decoders: list[dict[str, str]] = []
         self.redis_ok = False
         self.watchdog: Watchdog | None = None  # the lifespan's tasks, once started
+        self.file_slots = asyncio.Semaphore(settings.MAX_FILE_DECODES)  # uploads decoding at once
 
     @property
     def english_only(self) -> bool:

@@ -9,15 +9,17 @@ import re
 from typing import Any
 
 from fastapi import Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.datastructures import UploadFile
 
 from common.errors import SttError
 from common.languages import AUTO, WHISPER_LANGUAGES
-from gateway.files import BYTES_PER_S, BadFile, FileTranscription, decode_file, speech_parts
+from gateway.files import FileTranscription
+from gateway.filesplit import BadFile, FileReader
 from gateway.options import PROMPT_MAX_CHARS
 from gateway.state import GatewayState
+from gateway.subtitles import render
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +63,12 @@ async def transcribe_upload(request: Request, state: GatewayState) -> Response:
             form = await request.form(max_files=1, max_fields=32)
         except Exception as exc:  # the multipart parser's errors for a malformed body
             raise FileError(400, "the request is not a valid multipart form (%s)" % exc, None) from None
-        async with contextlib.aclosing(_Form(form)) as fields:
+    except FileError as err:
+        state.metrics.errors.labels(err.code).inc()
+        return refusal(err)
+    # The upload's spool file stays open while the file is decoded, a part at a time.
+    async with contextlib.aclosing(_Form(form)) as fields:
+        try:
             upload = fields.file()
             size = upload.size or 0
             if size > limit:
@@ -79,30 +86,42 @@ async def transcribe_upload(request: Request, state: GatewayState) -> Response:
                 raise FileError(400, "word timestamps need response_format verbose_json", "timestamp_granularities[]")
             if not state.decoders:
                 raise FileError(503, "no decoder is running; try again shortly", None, "unavailable")
-            try:
-                pcm = await asyncio.to_thread(decode_file, upload.file)
-            except BadFile as bad:
-                raise FileError(400, bad.message, "file", bad.code) from None
-        if not pcm:
-            raise FileError(400, "the file holds no audio samples", "file", "empty_file")
-        parts = await asyncio.to_thread(speech_parts, pcm, settings)
-    except FileError as err:
-        state.metrics.errors.labels(err.code).inc()
-        return refusal(err)
-    job = FileTranscription(settings, state.queue, state.id, parts, lang, prompt, words, len(pcm) / BYTES_PER_S)
-    request_id = request.headers.get("x-request-id", "")
-    if REQUEST_ID.fullmatch(request_id):
-        job.id = "file-" + request_id  # so that a client can follow its file in /status
+        except FileError as err:
+            state.metrics.errors.labels(err.code).inc()
+            return refusal(err)
+        job = FileTranscription(settings, state.queue, state.id, lang, prompt, words)
+        request_id = request.headers.get("x-request-id", "")
+        if REQUEST_ID.fullmatch(request_id):
+            job.id = "file-" + request_id  # so that a client can follow its file in /status
+        return await _run(request, state, job, FileReader(upload.file, settings), fmt)
+
+
+async def _run(request: Request, state: GatewayState, job: FileTranscription, reader: FileReader, fmt: str) -> Response:
+    """Decode, cut and queue the file while its results come; answer when every part is in."""
+    settings = state.settings
     state.router.add_file(job)
     state.metrics.files.inc()
+
+    async def feed() -> None:
+        # At most MAX_FILE_DECODES uploads decode at once on this gateway; the others wait.
+        async with state.file_slots:
+            await job.feed(reader)
+
+    feeding = asyncio.create_task(feed(), name="file-feed-%s" % job.id)
+    finished = asyncio.create_task(job.done.wait(), name="file-done-%s" % job.id)
     loop = asyncio.get_running_loop()
     give_up_at: float | None = None  # once the gateway drains: when the file must be answered
     try:
-        await job.submit(pcm)
-        del pcm
         while not job.done.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(job.done.wait(), POLL_S)
+            await asyncio.wait({feeding, finished}, timeout=POLL_S, return_when=asyncio.FIRST_COMPLETED)
+            if feeding.done() and feeding.exception() is not None:
+                error = feeding.exception()
+                await job.cancel("its file could not be read")
+                if isinstance(error, BadFile):
+                    state.metrics.errors.labels(error.code).inc()
+                    return refusal(FileError(400, error.message, "file", error.code))
+                assert error is not None
+                raise error
             if job.done.is_set():
                 break
             if await request.is_disconnected():
@@ -123,84 +142,23 @@ async def transcribe_upload(request: Request, state: GatewayState) -> Response:
         logger.error("file %s: Redis failed: %s", job.id, exc)
         return refusal(FileError(503, "the service lost its queue; try again", None, "unavailable"))
     finally:
+        for task in (feeding, finished):
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         state.router.remove_file(job)
         state.metrics.files.dec()
         with contextlib.suppress(RedisError, OSError):
             await job.cleanup()
+    if reader.bytes == 0:
+        return refusal(FileError(400, "the file holds no audio samples", "file", "empty_file"))
     state.metrics.file_parts.inc(len(job.results))
     failed = [r for r in job.results.values() if r.error]
     if job.failed or failed:
         why = job.failed or "%d of %d parts could not be transcribed" % (len(failed), len(job.jobs))
         return refusal(FileError(502, why, None, "transcription_failed"))
     return render(job, fmt)
-
-
-def render(job: FileTranscription, fmt: str) -> Response:
-    """The finished file in the asked format; a segment per part that holds speech."""
-    segments: list[dict[str, Any]] = []
-    for n, (start, end) in enumerate(job.parts):
-        r = job.results[n]
-        text = r.text.strip()
-        if text:
-            segments.append(
-                {
-                    "id": len(segments),
-                    "start": round(start / BYTES_PER_S, 3),
-                    "end": round(end / BYTES_PER_S, 3),
-                    "text": text,
-                    "words": r.words or [],
-                }
-            )
-    text = " ".join(s["text"] for s in segments)
-    if fmt == "text":
-        return PlainTextResponse(text + "\n")
-    if fmt == "srt":
-        return PlainTextResponse(subtitles(segments, ","), media_type="application/x-subrip")
-    if fmt == "vtt":
-        return PlainTextResponse("WEBVTT\n\n" + subtitles(segments, "."), media_type="text/vtt")
-    if fmt == "json":
-        return JSONResponse({"text": text})
-    language = next((r.language for r in job.results.values() if r.language), job.lang or "en")
-    body: dict[str, Any] = {
-        "task": "transcribe",
-        "language": language,
-        "duration": round(job.duration_s, 3),
-        "text": text,
-        "segments": [
-            {
-                "id": s["id"],
-                "seek": 0,
-                "start": s["start"],
-                "end": s["end"],
-                "text": s["text"],
-                "tokens": [],
-                "temperature": 0.0,
-                "avg_logprob": 0.0,
-                "compression_ratio": 0.0,
-                "no_speech_prob": 0.0,
-            }
-            for s in segments
-        ],
-    }
-    if job.words:
-        body["words"] = [
-            {"word": w["word"].strip(), "start": w["start"], "end": w["end"]} for s in segments for w in s["words"]
-        ]
-    return JSONResponse(body)
-
-
-def timestamp(seconds: float, sep: str) -> str:
-    ms = round(seconds * 1000)
-    return "%02d:%02d:%02d%s%03d" % (ms // 3_600_000, ms // 60_000 % 60, ms // 1000 % 60, sep, ms % 1000)
-
-
-def subtitles(segments: list[dict[str, Any]], sep: str) -> str:
-    """SRT (sep ",", numbered cues) or the body of WebVTT (sep ".")."""
-    cues = []
-    for i, s in enumerate(segments, 1):
-        head = "%d\n" % i if sep == "," else ""
-        cues.append("%s%s --> %s\n%s\n" % (head, timestamp(s["start"], sep), timestamp(s["end"], sep), s["text"]))
-    return "\n".join(cues)
 
 
 class _Form:

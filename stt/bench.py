@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from client.speech import SENTENCES, Speech, conversation
-from client.wer import align
 from common.errors import ExitCode, SttError
 from common.process import cpu_seconds, descendants
 from stt.bench_clients import PROTOCOLS, ClientRun, run_client
+from stt.speech import SENTENCES, Speech, conversation
+from stt.wer import align
 
 PRE_ROLL_S = 0.3
 
@@ -315,6 +315,15 @@ def plot(results: list[dict[str, Any]], slo: float, path: Path, title: str) -> b
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        import jiwer  # noqa: F401
+        import whisper_normalizer  # noqa: F401
+    except ImportError:
+        print(
+            "stt bench scores WER with jiwer and whisper-normalizer: pip install -e '.[bench]'",
+            file=sys.stderr,
+        )
+        return ExitCode.UNAVAILABLE
     try:
         ns = sorted({int(x) for x in args.streams.split(",") if x.strip()})
     except ValueError:

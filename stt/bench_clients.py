@@ -17,8 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import websockets
 
-from client.speech import Speech
 from client.stream import ClientError, connect
+from stt.speech import Speech
 
 PROTOCOLS = ("native", "openai", "deepgram")
 CHUNK_S = 0.1
@@ -33,26 +33,30 @@ class ClientRun:
     error: str = ""
 
 
-async def run_client(protocol: str, url: str, speech: Speech, speed: float, delay: float) -> ClientRun:
+async def run_client(
+    protocol: str, url: str, speech: Speech, speed: float, delay: float, rate: int = 16000, words: bool = False
+) -> ClientRun:
+    """One client's session; `rate`: the sample rate it sends (OpenAI's is always 24 kHz);
+    `words`: native finals with word times (Deepgram's always have them)."""
     run = ClientRun()
     await asyncio.sleep(delay)
     try:
         if protocol == "openai":
             await _openai(url, speech, speed, run)
         elif protocol == "deepgram":
-            await _deepgram(url, speech, speed, run)
+            await _deepgram(url, speech, speed, run, rate)
         else:
-            await _native(url, speech, speed, run)
+            await _native(url, speech, speed, run, rate, words)
     except (ClientError, OSError, websockets.WebSocketException, TimeoutError) as exc:
         run.error = str(exc) or type(exc).__name__
     return run
 
 
-async def _native(url: str, speech: Speech, speed: float, run: ClientRun) -> None:
+async def _native(url: str, speech: Speech, speed: float, run: ClientRun, rate: int, words: bool) -> None:
     loop = asyncio.get_running_loop()
-    async with connect(url, sample_rate=16000, lang="en") as stream:
+    async with connect(url, sample_rate=rate, lang="en", word_timestamps=words) as stream:
         run.t0 = loop.time()
-        async for msg in stream.receive_while(stream.send_audio(speech.pcm16, speed=speed)):
+        async for msg in stream.receive_while(stream.send_audio(speech.pcm16_at(rate), speed=speed)):
             now = loop.time()
             if msg["type"] == "final":
                 run.finals.append((now, msg))
@@ -154,9 +158,9 @@ async def _openai(url: str, speech: Speech, speed: float, run: ClientRun) -> Non
                 await reader
 
 
-async def _deepgram(url: str, speech: Speech, speed: float, run: ClientRun) -> None:
+async def _deepgram(url: str, speech: Speech, speed: float, run: ClientRun, rate: int) -> None:
     loop = asyncio.get_running_loop()
-    query = "model=bench&encoding=linear16&sample_rate=16000&interim_results=true"
+    query = "model=bench&encoding=linear16&sample_rate=%d&interim_results=true" % rate
     async with websockets.connect(with_path(url, "/v1/listen", query), max_size=2**23) as ws:
         finals = [0]
 
@@ -177,7 +181,7 @@ async def _deepgram(url: str, speech: Speech, speed: float, run: ClientRun) -> N
 
         reader = asyncio.create_task(read())
         run.t0 = loop.time()
-        await _paced(ws.send, speech.pcm16, 16000, speed, run.t0)
+        await _paced(ws.send, speech.pcm16_at(rate), rate, speed, run.t0)
         await ws.send(json.dumps({"type": "CloseStream"}))
         with contextlib.suppress(websockets.ConnectionClosed):
             await asyncio.wait_for(reader, DRAIN_S)

@@ -7,11 +7,8 @@ import functools
 import json
 from typing import Any
 
-import numpy as np
-
-from client.speech import Speech, recording
-from common.audio import MODEL_RATE
 from decoder.engine import Engine
+from stt.speech import Speech, recording
 from tests.conftest import JFK, JFK_TEXT, ROOT
 
 REAL = ROOT / "tests" / "data" / "real"
@@ -31,20 +28,6 @@ def utterance(utt_id: str, tail_s: float = 1.5) -> Speech:
 
 def jfk(tail_s: float = 1.5) -> Speech:
     return recording(str(JFK), JFK_TEXT, tail_s=tail_s)
-
-
-def joined(parts: list[Speech], pause_s: float = 1.5, lead_s: float = 0.5) -> Speech:
-    """Recordings one after another with `pause_s` of silence between them."""
-    gap = np.zeros(int(pause_s * MODEL_RATE), np.float32)
-    audio: list[np.ndarray] = [np.zeros(int(lead_s * MODEL_RATE), np.float32)]
-    spans, texts = [], []
-    pos = len(audio[0])
-    for part in parts:
-        spans += [(pos / MODEL_RATE + a, pos / MODEL_RATE + b) for a, b in part.spans]
-        texts += part.texts
-        audio += [part.audio, gap]
-        pos += len(part.audio) + len(gap)
-    return Speech(audio=np.concatenate(audio), spans=spans, texts=texts)
 
 
 def direct_text(engine: Engine, speech: Speech) -> str:

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from client.speech import SENTENCES, conversation
 from common.errors import DecodeError
 from common.messages import Job
 from decoder.engine import DecodeOutput, Engine
+from stt.speech import SENTENCES, conversation
 from tests.conftest import make_settings
 
 

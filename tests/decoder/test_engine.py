@@ -13,11 +13,11 @@ import faster_whisper
 import numpy as np
 import pytest
 
-from client.speech import SENTENCES, conversation
 from common.errors import ModelLoadError
 from common.messages import Job
 from decoder import engine as engine_module
 from decoder.engine import DecodeOutput, Engine
+from stt.speech import SENTENCES, conversation
 from tests.conftest import make_settings
 
 

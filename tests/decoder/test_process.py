@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
-from client.speech import conversation
 from common import keys
 from common.redis_server import RedisServer
+from stt.speech import conversation
 from tests.conftest import Proc, async_wait_for, make_settings, settings_env
 from tests.jobs import ResultCollector, put_job, stream_state, writes_paused
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
-from client.speech import synth
 from common import keys
 from common.audio import float32_to_pcm16, pcm16_to_float32
 from common.settings import Settings
 from decoder.engine import Engine
+from stt.speech import synth
 from tests.conftest import async_wait_for, make_settings
 from tests.jobs import ResultCollector, put_job, running_worker, stream_state
 

@@ -25,11 +25,11 @@ from typing import Any
 
 import pytest
 
-from client.speech import SENTENCES as ALL_SENTENCES
-from client.speech import Speech, conversation, recording
 from client.stream import ClientError, connect
-from client.wer import wer
 from common import keys
+from stt.speech import SENTENCES as ALL_SENTENCES
+from stt.speech import Speech, conversation, recording
+from stt.wer import wer
 from tests.conftest import JFK, JFK_TEXT, ROOT, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]

@@ -13,13 +13,13 @@ from typing import Any
 import httpx
 import pytest
 
-from client.speech import SENTENCES, Speech, conversation
 from common.lifecycle import StopFlag, heartbeat
 from common.redis_server import free_port
 from common.settings import Settings
 from decoder.engine import Engine
 from gateway.server import GatewayServer
 from gateway.state import GatewayState
+from stt.speech import SENTENCES, Speech, conversation
 from tests.conftest import REAL_MODEL, Proc, async_wait_for, make_settings, settings_env, wait_for
 from tests.jobs import running_worker
 

@@ -14,9 +14,9 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from client.speech import SENTENCES, conversation
 from common import keys
 from common.messages import decode_job
+from stt.speech import SENTENCES, conversation
 from tests.conftest import async_wait_for
 from tests.gateway.conftest import Cluster
 from tests.gateway.wsclient import check_invariants, finals, run_session

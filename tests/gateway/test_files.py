@@ -4,8 +4,11 @@ client pointed at it (base_url), on the real tiny.en."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import itertools
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +17,14 @@ import openai
 import pytest
 import soundfile as sf
 
-from client.speech import SENTENCES, Speech, conversation
-from client.wer import wer
 from common import keys
+from gateway.files import PARTS_AHEAD
+from stt.speech import SENTENCES, Speech, conversation, joined
+from stt.wer import wer
 from tests.conftest import JFK, JFK_TEXT, REAL_MODEL, async_wait_for
 from tests.gateway.conftest import Gateway
+from tests.gateway.wsclient import check_invariants, finals, run_session
+from tests.realspeech import direct_text, utterance
 
 REAL = {"MODEL_NAME": REAL_MODEL}
 
@@ -112,7 +118,7 @@ async def file_in_flight(gateway: Gateway, http: Any, speech: Speech, tmp_path: 
     post = asyncio.create_task(http.post(gateway.http + "/v1/audio/transcriptions", files={"file": path.read_bytes()}))
     await async_wait_for(lambda: gateway.state.router.files, 30, "the file in progress")
     [job] = list(gateway.state.router.files.values())
-    await async_wait_for(lambda: len(job.entry_ids) == len(job.parts), 30, "every part queued")
+    await async_wait_for(lambda: job.cut.is_set() or job.waiting >= PARTS_AHEAD, 30, "the file cut and queued")
     return post, job
 
 
@@ -215,3 +221,118 @@ async def test_a_files_parts_spread_over_every_decoder(gateway: Gateway, tmp_pat
     assert len(job.parts) >= 8
     by = [job.results[n].decoder for n in range(len(job.parts))]
     assert set(by) == {"dec-local", "dec-2"}, by
+
+
+@pytest.mark.parametrize("gateway", [REAL], indirect=True)
+async def test_a_long_recording_comes_back_whole_in_cues_that_follow_the_speech(
+    gateway: Gateway, real_engine: Any, tmp_path: Path
+) -> None:
+    """Nine recorded speakers one after another (77 s): every word back, and subtitle cues that
+    start and end near the pauses, none longer than a reader can take in."""
+    speech = joined([utterance(u) for u in sorted(refs_ids())], [1.2, 0.8, 1.5])
+    path = tmp_path / "speakers.flac"
+    sf.write(path, speech.audio, 16000, format="FLAC")
+    async with client(gateway) as oa:
+        with path.open("rb") as f:
+            out = await oa.audio.transcriptions.create(model="whisper-1", file=f, response_format="verbose_json")
+    direct = wer(speech.text, direct_text(real_engine, speech))
+    assert wer(speech.text, out.text) <= direct + 0.05, out.text
+    cues = out.segments or []
+    assert len(cues) >= len(speech.spans)
+    for cue in cues:
+        assert cue.end - cue.start <= 7.5 or len(cue.text.split()) <= 2, cue
+    # No cue runs across a pause between two speakers.
+    for (_, end), (start, _) in itertools.pairwise(speech.spans):
+        assert not any(c.start < end - 0.5 and c.end > start + 0.5 for c in cues), (end, start)
+    starts = [c.start for c in cues]
+    assert starts == sorted(starts)
+
+
+def refs_ids() -> list[str]:
+    from tests.realspeech import refs
+
+    return [name.removeprefix("librispeech_").removesuffix(".flac") for name in refs()]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path("/proc/%d/status" % pid).read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def upload_watching_rss(cluster: Any, path: Path) -> tuple[Any, float]:
+    """POST `path` to the cluster's gateway; the response, and the gateway's peak RSS meanwhile."""
+    import httpx
+
+    peak = [rss_mb(cluster.gateway.pid)]
+
+    async def watch() -> None:
+        while True:
+            peak.append(rss_mb(cluster.gateway.pid))
+            await asyncio.sleep(0.05)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        async with httpx.AsyncClient(timeout=600) as http:
+            with path.open("rb") as f:
+                response = await http.post(cluster.http + "/v1/audio/transcriptions", files={"file": (path.name, f)})
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    return response, max(peak)
+
+
+@pytest.fixture(scope="module")
+def six_hours(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six hours of silence as Ogg Vorbis (20 MB): what a hostile user uploads."""
+    path = tmp_path_factory.mktemp("hostile") / "six-hours.ogg"
+    subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", "-C", "0", str(path), "trim", "0", "6:00:00"], check=True)
+    return path
+
+
+RSS_BOUND_MB = 250  # a gateway decoding any upload stays under this (it idles at about 100 MB)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cluster", [{"MAX_FILE_S": 0.0}], indirect=True)
+async def test_six_hours_of_audio_keep_the_gateway_small(cluster: Any, six_hours: Path) -> None:
+    response, peak = await upload_watching_rss(cluster, six_hours)
+    assert response.status_code == 200, response.text
+    assert response.json()["text"] == ""
+    assert peak < RSS_BOUND_MB, peak
+
+
+@pytest.mark.slow
+async def test_an_upload_past_max_file_s_is_refused_as_soon_as_it_is_passed(cluster: Any, six_hours: Path) -> None:
+    response, peak = await upload_watching_rss(cluster, six_hours)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "too_long" and "MAX_FILE_S" in error["message"] and error["param"] == "file"
+    assert peak < RSS_BOUND_MB, peak
+
+
+@pytest.mark.slow
+async def test_a_200_mb_upload_beside_a_live_session(cluster: Any, tmp_path: Path) -> None:
+    """A 199 MB WAV (17 minutes of 48 kHz stereo, a sentence every few minutes) is decoded in
+    bounded memory while a live session beside it gets every final."""
+    speech = conversation(list(SENTENCES[:3]), pause_s=1.2)
+    path = tmp_path / "big.wav"
+    rate, minutes = 48000, 17
+    with sf.SoundFile(path, "w", rate, 2, subtype="PCM_16") as out:
+        block = np.zeros((rate * 60, 2), np.float32)
+        talk = np.frombuffer(speech.pcm16_at(rate), "<i2").astype(np.float32) / 32768
+        for minute in range(minutes):
+            block[:] = np.random.default_rng(minute).normal(0, 0.002, block.shape)
+            if minute % 5 == 0:
+                block[: len(talk), 0] += talk
+            out.write(block)
+    assert 190 << 20 < path.stat().st_size < 200 << 20
+    uploading = asyncio.create_task(upload_watching_rss(cluster, path))
+    live = await run_session(cluster.url, speech.pcm16, speed=1.0)
+    response, peak = await uploading
+    assert response.status_code == 200, response.text
+    assert peak < RSS_BOUND_MB, peak
+    check_invariants(live)
+    assert len(finals(live)) == 3

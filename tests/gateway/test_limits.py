@@ -12,9 +12,9 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from client.speech import SENTENCES, Speech, conversation
 from common import keys
 from gateway.limits import TokenBucket
+from stt.speech import SENTENCES, Speech, conversation
 from tests.conftest import async_wait_for
 from tests.gateway.conftest import Gateway
 from tests.gateway.test_protocol import expect_error, read_until_closed, stop_and_expect_done

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from client.speech import SENTENCES, Speech, conversation
-from client.wer import wer
+from stt.speech import SENTENCES, Speech, conversation
+from stt.wer import wer
 from tests.conftest import JFK, JFK_TEXT, REAL_MODEL, ROOT
 from tests.gateway.conftest import Gateway
 

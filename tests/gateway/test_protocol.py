@@ -14,11 +14,11 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from client.speech import SENTENCES, Speech, conversation
 from common import keys
 from common.audio import float32_to_pcm16
 from common.messages import Result, decode_job, encode_result
 from gateway import ws as gateway_ws
+from stt.speech import SENTENCES, Speech, conversation
 from tests.conftest import async_wait_for, make_settings
 from tests.gateway.conftest import Gateway
 from tests.gateway.wsclient import check_invariants, finals, run_session

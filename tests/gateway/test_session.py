@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from client.speech import SENTENCES, Speech, conversation
 from common import keys
 from common.messages import Job, Result
 from gateway.events import Event, SessionFailed
@@ -16,6 +15,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.options import SessionOptions
 from gateway.protocols.native import render
 from gateway.session import Session
+from stt.speech import SENTENCES, Speech, conversation
 from tests.conftest import make_settings
 
 

@@ -6,6 +6,7 @@ recorded human speech (jfk.flac)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 from typing import Any
@@ -14,17 +15,17 @@ import numpy as np
 import pytest
 import websockets
 
-from client.speech import SENTENCES, conversation, recording
-from client.wer import wer
 from common import keys
 from common.audio import pcm16_to_float32
 from common.messages import Job
 from decoder.engine import Engine
 from gateway.session import final_prompt
+from stt.speech import SENTENCES, Speech, conversation, joined, recording
+from stt.wer import wer
 from tests.conftest import JFK, JFK_TEXT
 from tests.gateway.conftest import Gateway
 from tests.gateway.wsclient import check_invariants, finals, run_session
-from tests.realspeech import direct_text
+from tests.realspeech import direct_text, utterance
 
 REAL = {"MODEL_NAME": "tiny.en", "DECODE_BATCH": 2}
 
@@ -52,6 +53,37 @@ async def test_streamed_finals_carry_the_spoken_words(
             # An interim shows the words heard so far: never empty, no "..." and no period where
             # the audio was merely cut.
             assert m["text"].strip() and "..." not in m["text"] and not re.search(r"[.!?]$", m["text"]), m
+
+
+def direct_by_utterance(engine: Engine, parts: list[Speech]) -> str:
+    """Each recording decoded directly as a whole, alone (the accuracy benchmark's floor)."""
+    return " ".join(direct_text(engine, part) for part in parts)
+
+
+@pytest.mark.parametrize("gateway", [REAL], indirect=True)
+@pytest.mark.parametrize(
+    "speakers",
+    [
+        ("6880-216547-0000", "1183-124566-0000", "7902-96591-0000"),  # man, woman, man
+        ("4640-19187-0000", "2518-154825-0000", "5514-19192-0000"),  # woman, man, woman
+    ],
+)
+async def test_recorded_speakers_in_turn_get_their_words(
+    gateway: Gateway, real_engine: Engine, speakers: tuple[str, ...]
+) -> None:
+    """Recorded people (LibriSpeech), one after another with pauses: the streamed finals carry
+    the words a direct decode of each recording gives, within a few points."""
+    parts = [utterance(u, tail_s=0.0) for u in speakers]
+    speech = joined(parts, [1.2, 0.9])
+    msgs = await run_session(gateway.url, speech.pcm16, speed=3.0)
+    check_invariants(msgs)
+    got = finals(msgs)
+    streamed = wer(speech.text, " ".join(f["text"] for f in got))
+    direct = wer(speech.text, direct_by_utterance(real_engine, parts))
+    assert streamed <= direct + 0.06, (streamed, direct, [f["text"] for f in got])
+    # Every speaker's turn ends in a final of its own: no final runs across a pause.
+    for (_, end), (start, _) in itertools.pairwise(speech.spans):
+        assert not any(f["start"] < end - 0.3 and f["end"] > start + 0.3 for f in got), (end, start, got)
 
 
 @pytest.mark.parametrize("gateway", [REAL], indirect=True)

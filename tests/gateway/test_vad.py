@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from client.speech import SENTENCES, conversation, synth
 from common.audio import float32_to_pcm16
 from gateway.vad import RATE, Endpointer, Event, end_threshold_ms
+from stt.speech import SENTENCES, conversation, synth
 
 
 def endpointer(**overrides: float) -> Endpointer:

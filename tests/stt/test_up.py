@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from client.speech import SENTENCES, Speech, conversation
-from client.wer import wer
 from common.process import descendants as process_tree
 from common.redis_server import free_port
+from stt.speech import SENTENCES, Speech, conversation
+from stt.wer import wer
 from tests.conftest import JFK, JFK_TEXT, ROOT, Proc, wait_for
 from tests.stt.conftest import STT_UP_ENV
 

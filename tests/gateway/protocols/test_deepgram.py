@@ -17,11 +17,11 @@ import websockets
 from deepgram import AsyncDeepgramClient
 from deepgram.environment import DeepgramClientEnvironment
 
-from client.speech import SENTENCES, Speech, conversation
-from client.wer import wer
 from common.audio import MODEL_RATE, float32_to_pcm16, pcm16_to_float32
 from decoder.engine import Engine
 from gateway import g711
+from stt.speech import SENTENCES, Speech, conversation
+from stt.wer import wer
 from tests.conftest import async_wait_for
 from tests.gateway.conftest import Gateway
 from tests.realspeech import direct_text, jfk, utterance

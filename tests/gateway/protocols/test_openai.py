@@ -15,12 +15,12 @@ import openai
 import pytest
 import websockets
 
-from client.speech import SENTENCES, conversation
-from client.wer import wer
 from decoder.engine import Engine
 from gateway import g711
 from gateway.events import Event, Interim
 from gateway.protocols import openai as adapter
+from stt.speech import SENTENCES, conversation
+from stt.wer import wer
 from tests.conftest import async_wait_for
 from tests.gateway.conftest import Gateway
 from tests.realspeech import direct_text, jfk

@@ -115,3 +115,19 @@ def recording(path: str, text: str, tail_s: float = 1.5) -> Speech:
     span = (voiced[0] / MODEL_RATE, (voiced[-1] + 1) / MODEL_RATE) if len(voiced) else (0.0, len(audio) / MODEL_RATE)
     audio = np.concatenate([audio, np.zeros(int(tail_s * MODEL_RATE), np.float32)])
     return Speech(audio=audio, spans=[span], texts=[text])
+
+
+def joined(parts: list[Speech], pauses: list[float] | float = 1.5, lead_s: float = 0.5) -> Speech:
+    """Recordings one after another with `pauses` of silence between them (one length, or one
+    per gap, used in turn), their spans and texts kept."""
+    gaps = [pauses] if isinstance(pauses, (int, float)) else list(pauses)
+    audio: list[np.ndarray] = [np.zeros(int(lead_s * MODEL_RATE), np.float32)]
+    spans, texts = [], []
+    pos = len(audio[0])
+    for i, part in enumerate(parts):
+        spans += [(pos / MODEL_RATE + a, pos / MODEL_RATE + b) for a, b in part.spans]
+        texts += part.texts
+        gap = np.zeros(int(gaps[i % len(gaps)] * MODEL_RATE), np.float32)
+        audio += [part.audio, gap]
+        pos += len(part.audio) + len(gap)
+    return Speech(audio=np.concatenate(audio), spans=spans, texts=texts)

@@ -1,25 +1,32 @@
-"""WER: normalization, alignment, and errors attributed to the reference words they concern."""
+"""WER as the field scores it (Whisper's English normalizer, jiwer's alignment), and errors
+attributed to the reference words they concern."""
 
 from __future__ import annotations
 
-from client.wer import align, normalize, wer
+import jiwer
+
+from stt.wer import align, normalize, wer
 
 
-def test_normalization_ignores_case_punctuation_and_digits() -> None:
-    assert normalize("It's 25 past-three, Mr. Smith! 1,200") == [
-        "it's",
-        "twenty",
-        "five",
+def test_normalization_is_whispers_english_normalizer() -> None:
+    assert normalize("It's 25 past-three, Mr. Smith! 1,200 colour") == [
+        "it",
+        "is",
+        "25",
         "past",
-        "three",
-        "mr",
+        "3",
+        "mister",
         "smith",
-        "one",
-        "thousand",
-        "two",
-        "hundred",
+        "1200",
+        "color",
     ]
+    assert normalize("THE SEVENTH CHAPTER") == normalize("The 7th chapter.")
     assert wer("The quick brown fox.", "the Quick, brown fox") == 0.0
+
+
+def test_the_rate_is_jiwers() -> None:
+    ref, hyp = "the quick brown fox jumps over the dog", "a quick brown fox jumped over dog today"
+    assert wer(ref, hyp) == jiwer.wer(" ".join(normalize(ref)), " ".join(normalize(hyp)))
 
 
 def test_substitutions_deletions_and_insertions_each_count_once() -> None:
