@@ -65,6 +65,10 @@ class Settings:
     NO_SPEECH_THRESHOLD: float = _setting(0.6, "no-speech probability guard", lo=0.0, hi=1.0)
     LOG_PROB_THRESHOLD: float = _setting(-1.0, "average log-probability guard", hi=0.0)
     COMPRESSION_RATIO_THRESHOLD: float = _setting(2.4, "repetition guard (gzip ratio)", lo=1.0)
+    HALLUCINATION_NO_SPEECH: float = _setting(
+        0.75, "a segment above this no-speech probability and below HALLUCINATION_LOG_PROB is dropped", lo=0.0, hi=1.0
+    )
+    HALLUCINATION_LOG_PROB: float = _setting(-0.5, "see HALLUCINATION_NO_SPEECH", hi=0.0)
     FINAL_WINDOW_PAD_S: float = _setting(
         4.0,
         "the encoder sees a final's audio (context included) plus this much padding, in 2 s steps (30: all of it)",

@@ -22,7 +22,14 @@ from common.process import threads_per_lane, usable_cores
 from common.settings import Settings
 from decoder import models, profiles
 from decoder.batching import WINDOW_FRAMES, BatchingModel, window_frames
-from decoder.text import cut_loop, drop_context_words, drop_runaway_segments, first_words, strip_context
+from decoder.text import (
+    cut_loop,
+    drop_context_words,
+    drop_runaway_segments,
+    first_words,
+    repeats_context,
+    strip_context,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -179,9 +186,10 @@ class Engine:
         if not with_context or context is None:
             return self._decode(job, audio, None)
         output = self._decode(job, audio, context)
-        if output.no_speech:
+        if output.no_speech or repeats_context(output.text, job.context_text):
             # After a forced text that ends a sentence the model sometimes ends the transcript
-            # there, whatever follows: hear the utterance alone before calling it silence.
+            # there, whatever follows; and when the new audio holds no speech it sometimes says
+            # the context again, as it heard it this time. Hear the utterance alone.
             alone = self._decode(job, audio, None)
             alone.decode_ms += output.decode_ms
             return alone

@@ -3,6 +3,7 @@ taken off again, and the word timings of the context skipped."""
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 from typing import Any
@@ -20,9 +21,12 @@ LOOP_REPEATS_ONE_WORD = 6
 
 
 def drop_runaway_segments(segments: list[Any], settings: Settings) -> tuple[str, list[Any]]:
-    """Hallucination guards on top of faster-whisper's own (which already drop windows with a
-    high no-speech probability and a low log-probability): a segment still too repetitive after
-    every fallback temperature is not speech."""
+    """Hallucination guards on top of faster-whisper's own (which drops a window whose no-speech
+    probability is above NO_SPEECH_THRESHOLD *and* whose log-probability is below
+    LOG_PROB_THRESHOLD): a segment still too repetitive after every fallback temperature is not
+    speech; nor is one the model itself finds likely silence (above HALLUCINATION_NO_SPEECH)
+    while not sure of its words either (below HALLUCINATION_LOG_PROB), which is what music and
+    tones decode to ("Thank you.", "Woohoo!"); nor is text with no word in it ("." or "♪")."""
     kept = [
         s
         for s in segments
@@ -31,8 +35,26 @@ def drop_runaway_segments(segments: list[Any], settings: Settings) -> tuple[str,
             and s.compression_ratio > settings.COMPRESSION_RATIO_THRESHOLD
             and s.temperature >= profiles.FALLBACK_TEMPERATURES[-1]
         )
+        and not (
+            s.no_speech_prob > settings.HALLUCINATION_NO_SPEECH and s.avg_logprob < settings.HALLUCINATION_LOG_PROB
+        )
+        and _WORD.search(s.text)
     ]
     return "".join(s.text for s in kept).strip(), kept
+
+
+_WORD = re.compile(r"\w")
+REPEAT_SIMILARITY = 0.6
+
+
+def repeats_context(text: str, context: str) -> bool:
+    """Whether the text decoded after a forced context is that context's end said again (the
+    model re-hearing the previous utterance when the new audio holds no speech of its own)."""
+    said = _NOT_WORD.sub(" ", text.lower()).split()
+    if not said:
+        return False
+    before = _NOT_WORD.sub(" ", context.lower()).split()[-(len(said) + 2) :]
+    return difflib.SequenceMatcher(None, " ".join(said), " ".join(before)).ratio() >= REPEAT_SIMILARITY
 
 
 def loop_start(words: list[str]) -> int | None:

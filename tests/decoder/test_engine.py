@@ -134,3 +134,29 @@ def test_background_nice_0_shares_one_model_at_one_priority(micro_model: Path) -
     assert engine.lane("final").batcher._model is engine.lane("interim").batcher._model
     new = {tid: nice for tid, nice in thread_nices().items() if tid not in before}
     assert new and set(new.values()) == {os.getpriority(os.PRIO_PROCESS, 0)}, new
+
+
+def test_hallucination_guards_drop_what_music_decodes_to_and_keep_speech() -> None:
+    from types import SimpleNamespace
+
+    from decoder.text import drop_runaway_segments, first_words, repeats_context
+
+    settings = make_settings("tiny.en", "redis://127.0.0.1:1/0")
+
+    def seg(text: str, nsp: float, lp: float) -> Any:
+        return SimpleNamespace(text=text, no_speech_prob=nsp, avg_logprob=lp, compression_ratio=1.0, temperature=0.0)
+
+    # What the probe measured: music said "Thank you." (no speech 0.80, log-prob -0.94); the
+    # least sure real short sentence was "Yes, of course." at 0.72 and -0.87.
+    assert drop_runaway_segments([seg(" Thank you.", 0.80, -0.94)], settings)[0] == ""
+    assert drop_runaway_segments([seg(" .", 0.9, -0.4)], settings)[0] == ""
+    assert drop_runaway_segments([seg(" Yes, of course.", 0.72, -0.87)], settings)[0] == "Yes, of course."
+    assert drop_runaway_segments([seg(" Sure.", 0.9, -0.2)], settings)[0] == "Sure."  # confident: kept
+    # Re-hearing the context is not new speech; new words are.
+    assert repeats_context("I look no more.", "How fearful it is to cast one's eyes so low. I look no more.")
+    assert repeats_context("Easy going.", "Is it going?")
+    assert not repeats_context("Glue the sheet to the dark blue background.", "The birch canoe slid on the planks.")
+    assert not repeats_context("", "Anything.")
+    # Word times of the text's words: a hyphenated word is timed in pieces.
+    words = [SimpleNamespace(word=w) for w in (" The", " round", "-fox", " jumps", " over")]
+    assert [w.word for w in first_words(words, 3)] == [" The", " round", "-fox", " jumps"]

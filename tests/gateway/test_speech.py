@@ -16,10 +16,11 @@ import pytest
 import websockets
 
 from common import keys
-from common.audio import pcm16_to_float32
+from common.audio import float32_to_pcm16, pcm16_to_float32
 from common.messages import Job
 from decoder.engine import Engine
 from gateway.session import final_prompt
+from stt.noise import mixed_set, nonspeech_set
 from stt.speech import SENTENCES, Speech, conversation, joined, recording
 from stt.wer import wer
 from tests.conftest import JFK, JFK_TEXT
@@ -188,3 +189,22 @@ async def test_a_final_can_be_made_to_keep_its_committed_prefix(gateway: Gateway
     assert stable, "no interim announced a stable prefix"
     for f in finals(msgs):
         assert f["text"].startswith(stable.get(f["utterance"], "")), (stable, f)
+
+
+@pytest.mark.parametrize("gateway", [REAL], indirect=True)
+async def test_no_words_from_sounds_that_are_not_speech(gateway: Gateway, real_engine: Engine) -> None:
+    """Music and tones that tiny.en turns into "Thank you." or "Woohoo!" give no final text, and
+    speech between two noise bursts gives its own words once (not the context said again)."""
+    sounds = {s.name: s for s in nonspeech_set()}
+    for name in ("tone-2", "music-0", "music-2", "music-4", "breath-1", "cough-0"):
+        msgs = await run_session(gateway.url, float32_to_pcm16(sounds[name].audio), speed=4.0)
+        check_invariants(msgs)
+        texts = [f["text"] for f in finals(msgs) if f["text"]]
+        assert texts == [], (name, texts)
+        assert all(f.get("no_speech") for f in finals(msgs)), name
+    talk = utterance("6880-216547-0000", tail_s=0.0)
+    [mixed] = mixed_set([talk])
+    msgs = await run_session(gateway.url, float32_to_pcm16(mixed.audio), speed=4.0)
+    said = [f["text"] for f in finals(msgs) if f["text"]]
+    assert len(said) == 1, said
+    assert wer(talk.text, said[0]) <= wer(talk.text, direct_text(real_engine, talk)) + 0.05, said
