@@ -63,8 +63,9 @@ async def stream_one(url: str, conv: Conversation, speed: float) -> Session:
             async for msg in stream.receive_while(stream.send_audio(conv.speech.pcm16, speed=speed)):
                 if msg["type"] == "final":
                     out.finals.append(msg)
-                    # End of speech to final: from the end of the last sentence the final covers.
-                    ends = [e for _, e in conv.speech.spans if e <= msg["end"] + 0.3]
+                    # End of speech to final: from the end of the sentence the final ends with
+                    # (a final cut inside a sentence, at a pause of its own, is not counted).
+                    ends = [e for _, e in conv.speech.spans if abs(e - msg["end"]) <= 0.5]
                     if ends:
                         out.latencies_ms.append((loop.time() - t0 - max(ends) / speed) * 1000.0)
                 elif msg["type"] == "interim":
@@ -405,6 +406,7 @@ def main() -> int:
     p.add_argument("--sweep", action="store_true", help="streamed WER per endpointing setting")
     p.add_argument("--windows", action="store_true", help="simulated WER and decode time per encoder window")
     p.add_argument("--no-longform", action="store_true", help="skip the long-form row")
+    p.add_argument("--sets", default="recorded,espeak", help="the sets a plain run streams (default: both)")
     p.add_argument("--label", default="", help="name of this run in the output file")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args()
@@ -413,6 +415,8 @@ def main() -> int:
     beam = int(env.get("FINAL_BEAM", "5"))
     print("making the evaluation sets (recorded speech, espeak-ng) ...", flush=True)
     sets = {"recorded": (recorded_set(), RECORDED_LENGTHS), "espeak": (eval_set(args.limit), LENGTHS)}
+    if not (args.sweep or args.windows or args.simulate):
+        sets = {name: sets[name] for name in args.sets.split(",")}
     model = load_model(env["MODEL_NAME"])
     directs: dict[str, list[str]] = {}
     for name, (convs, _) in sets.items():

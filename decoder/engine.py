@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import math
 import os
@@ -26,8 +27,8 @@ from decoder.text import (
     cut_loop,
     drop_context_words,
     drop_runaway_segments,
+    echoes,
     first_words,
-    repeats_context,
     strip_context,
 )
 
@@ -181,18 +182,29 @@ class Engine:
     def decode_one(self, job: Job, audio: np.ndarray, context: np.ndarray | None = None) -> DecodeOutput:
         """Decode one job, after `context` (the previous utterance's audio, whose text is
         job.context_text) when given. Runs in a decode thread; raises DecodeError on any model
-        failure."""
-        with_context = context is not None and len(context) > 0 and bool(job.context_text.strip())
-        if not with_context or context is None:
+        failure.
+
+        What came before helps the model hear continuous speech, and sometimes leads it astray:
+        after a forced text that ends a sentence it may end the transcript there, whatever
+        follows; and when the new audio is short, unclear or no speech at all, it says again
+        what it was given (the context, as it hears it this time, or the prompt's last words).
+        A final whose text echoes what came before is decoded again with less of it: alone
+        after its context, then without its prompt too. A final is never worse off than a
+        decode of its audio alone."""
+        if job.kind == "interim":
             return self._decode(job, audio, None)
-        output = self._decode(job, audio, context)
-        if output.no_speech or repeats_context(output.text, job.context_text):
-            # After a forced text that ends a sentence the model sometimes ends the transcript
-            # there, whatever follows; and when the new audio holds no speech it sometimes says
-            # the context again, as it heard it this time. Hear the utterance alone.
-            alone = self._decode(job, audio, None)
-            alone.decode_ms += output.decode_ms
-            return alone
+        total_ms = 0.0
+        if context is not None and len(context) and job.context_text.strip():
+            output = self._decode(job, audio, context)
+            total_ms += output.decode_ms
+            if not output.no_speech and not echoes(output.text, job.context_text):
+                return output
+        output = self._decode(job, audio, None)
+        total_ms += output.decode_ms
+        if job.prompt and echoes(output.text, job.prompt):
+            output = self._decode(dataclasses.replace(job, prompt=""), audio, None)
+            total_ms += output.decode_ms
+        output.decode_ms = total_ms
         return output
 
     @contextlib.contextmanager

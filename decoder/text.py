@@ -45,16 +45,28 @@ def drop_runaway_segments(segments: list[Any], settings: Settings) -> tuple[str,
 
 _WORD = re.compile(r"\w")
 REPEAT_SIMILARITY = 0.6
+ECHO_WORDS = 6
 
 
-def repeats_context(text: str, context: str) -> bool:
-    """Whether the text decoded after a forced context is that context's end said again (the
-    model re-hearing the previous utterance when the new audio holds no speech of its own)."""
-    said = _NOT_WORD.sub(" ", text.lower()).split()
-    if not said:
+def _words(text: str) -> list[str]:
+    return _NOT_WORD.sub(" ", text.lower()).split()
+
+
+def echoes(text: str, before: str) -> bool:
+    """Whether the decoded `text` says again what came `before` it (a forced context, or the
+    prompt's recent finals) rather than new speech: the whole of it sounds like the end of what
+    came before, or it begins with the last two or more words of it."""
+    said, prev = _words(text), _words(before)
+    if not said or not prev:
         return False
-    before = _NOT_WORD.sub(" ", context.lower()).split()[-(len(said) + 2) :]
-    return difflib.SequenceMatcher(None, " ".join(said), " ".join(before)).ratio() >= REPEAT_SIMILARITY
+    tail = prev[-(len(said) + 2) :]
+    if difflib.SequenceMatcher(None, " ".join(said), " ".join(tail)).ratio() >= REPEAT_SIMILARITY:
+        return True
+    longest = min(len(prev), len(said), ECHO_WORDS)
+    if any(said[:k] == prev[-k:] for k in range(longest, 1, -1)):
+        return True
+    # A short context said again from its start ("Chapter 7. Parry." then "Chapter 7. ...").
+    return 2 <= len(prev) <= ECHO_WORDS and said[:2] == prev[:2]
 
 
 def loop_start(words: list[str]) -> int | None:

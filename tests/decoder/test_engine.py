@@ -139,7 +139,7 @@ def test_background_nice_0_shares_one_model_at_one_priority(micro_model: Path) -
 def test_hallucination_guards_drop_what_music_decodes_to_and_keep_speech() -> None:
     from types import SimpleNamespace
 
-    from decoder.text import drop_runaway_segments, first_words, repeats_context
+    from decoder.text import drop_runaway_segments, echoes, first_words
 
     settings = make_settings("tiny.en", "redis://127.0.0.1:1/0")
 
@@ -153,10 +153,10 @@ def test_hallucination_guards_drop_what_music_decodes_to_and_keep_speech() -> No
     assert drop_runaway_segments([seg(" Yes, of course.", 0.72, -0.87)], settings)[0] == "Yes, of course."
     assert drop_runaway_segments([seg(" Sure.", 0.9, -0.2)], settings)[0] == "Sure."  # confident: kept
     # Re-hearing the context is not new speech; new words are.
-    assert repeats_context("I look no more.", "How fearful it is to cast one's eyes so low. I look no more.")
-    assert repeats_context("Easy going.", "Is it going?")
-    assert not repeats_context("Glue the sheet to the dark blue background.", "The birch canoe slid on the planks.")
-    assert not repeats_context("", "Anything.")
+    assert echoes("I look no more.", "How fearful it is to cast one's eyes so low. I look no more.")
+    assert echoes("Easy going.", "Is it going?")
+    assert not echoes("Glue the sheet to the dark blue background.", "The birch canoe slid on the planks.")
+    assert not echoes("", "Anything.")
     # Word times of the text's words: a hyphenated word is timed in pieces.
     words = [SimpleNamespace(word=w) for w in (" The", " round", "-fox", " jumps", " over")]
     assert [w.word for w in first_words(words, 3)] == [" The", " round", "-fox", " jumps"]
