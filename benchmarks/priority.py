@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 def main() -> int:
     from faster_whisper import WhisperModel, decode_audio
 
-    from decoder.engine import at_nice
+    from decoder.lanes import at_nice
     from decoder.models import resolve
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

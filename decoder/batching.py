@@ -12,8 +12,13 @@ N `transcribe` calls in N threads against this proxy of the CTranslate2 model:
   batched search. Requests are compatible when every generation option is equal (beam size,
   temperature, max_length, …) and their <|startoftranscript|> token sits at the same prompt
   index (a CTranslate2 requirement);
-- anything else (`detect_language`, `align` for word timestamps) encodes for real and passes
-  through, one job at a time.
+- anything else (`detect_language`, `align` for word timestamps) passes through, one job at a
+  time; `align` reuses the job's encoder output from its batch when a job of the group asked for
+  word timestamps (the group is then encoded explicitly and its output kept), else it encodes.
+
+On a GPU (`pad=True`) requests of different encoder windows are one group: each is padded to the
+longest window in it (padding costs a GPU little; many small groups waste it). On a CPU only
+requests of one window share a group (padding there costs real time).
 
 A group whose batched call raises is retried one request at a time, so a bad job fails alone.
 Outside a batch (one job, or DECODE_BATCH=1) the proxy passes every call straight through.
@@ -35,8 +40,11 @@ logger = logging.getLogger(__name__)
 class Features:
     """What `encode` returns inside a batch: the mel features, encoded later with the group."""
 
-    def __init__(self, mel: np.ndarray) -> None:
-        self.mel = mel  # [n_mels, frames]
+    def __init__(self, mel: np.ndarray, frames: int, words: bool) -> None:
+        self.mel = mel  # [n_mels, frames or more]: cut to the group's window when it is encoded
+        self.frames = frames
+        self.words = words  # its job wants word timestamps: keep its encoder output for `align`
+        self.encoded: np.ndarray | None = None  # [frames // 2, d_model], once its group ran
 
 
 @dataclass
@@ -48,9 +56,10 @@ class _Request:
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
-    def key(self, sot: int) -> tuple[Any, ...]:
+    def key(self, sot: int, pad: bool) -> tuple[Any, ...]:
         index = self.prompt.index(sot) if sot in self.prompt else -1
-        return index, self.features.mel.shape[-1], tuple(sorted((k, repr(v)) for k, v in self.kwargs.items()))
+        frames = 0 if pad else self.features.frames
+        return index, frames, tuple(sorted((k, repr(v)) for k, v in self.kwargs.items()))
 
 
 FRAMES_PER_S = 100  # mel frames (10 ms hop)
@@ -73,9 +82,10 @@ class BatchingModel:
     3000 frames, and the encoder's cost is proportional to them. A decode thread says how many
     frames its job needs (`window`); `encode` keeps only those."""
 
-    def __init__(self, model: Any, sot_token: int) -> None:
+    def __init__(self, model: Any, sot_token: int, pad: bool = False) -> None:
         self._model = model
         self._sot = sot_token
+        self.pad = pad
         self._window = threading.local()
         self._cond = threading.Condition()
         self._active = 0
@@ -107,13 +117,15 @@ class BatchingModel:
 
     # --- the model's API ----------------------------------------------------------------
 
-    def window(self, frames: int) -> None:
-        """The encoder window of this thread's next decodes (WINDOW_FRAMES: the whole)."""
+    def window(self, frames: int, words: bool = False) -> None:
+        """The encoder window of this thread's next decodes (WINDOW_FRAMES: the whole), and
+        whether they want word timestamps."""
         self._window.frames = frames
+        self._window.words = words
 
-    def _cut(self, features: Any) -> np.ndarray:
+    def _cut(self, features: Any, frames: int | None = None) -> np.ndarray:
         mel = np.asarray(features)
-        frames = getattr(self._window, "frames", WINDOW_FRAMES)
+        frames = frames or getattr(self._window, "frames", WINDOW_FRAMES)
         return np.ascontiguousarray(mel[..., :frames]) if frames < mel.shape[-1] else mel
 
     def encode(self, features: Any, to_cpu: bool = False) -> Any:
@@ -123,13 +135,18 @@ class BatchingModel:
             import ctranslate2
 
             return self._model.encode(ctranslate2.StorageView.from_array(self._cut(features)), to_cpu=to_cpu)
-        return Features(self._cut(features)[0])
+        frames = getattr(self._window, "frames", WINDOW_FRAMES)
+        mel = np.asarray(features)[0] if self.pad else self._cut(features)[0]
+        return Features(mel, frames, getattr(self._window, "words", False))
 
     def _real(self, encoder_output: Any) -> Any:
         if isinstance(encoder_output, Features):
             import ctranslate2
 
-            return self._model.encode(ctranslate2.StorageView.from_array(encoder_output.mel[None]))
+            if encoder_output.encoded is not None:
+                return ctranslate2.StorageView.from_array(np.ascontiguousarray(encoder_output.encoded[None]))
+            mel = self._cut(encoder_output.mel, encoder_output.frames)
+            return self._model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None])))
         return encoder_output
 
     def detect_language(self, encoder_output: Any, *args: Any, **kwargs: Any) -> Any:
@@ -157,7 +174,7 @@ class BatchingModel:
     def _run(self, round_: list[_Request]) -> None:
         groups: dict[tuple[Any, ...], list[_Request]] = defaultdict(list)
         for request in round_:
-            groups[request.key(self._sot)].append(request)
+            groups[request.key(self._sot, self.pad)].append(request)
         for group in groups.values():
             try:
                 self._generate(group)
@@ -178,10 +195,17 @@ class BatchingModel:
     def _generate(self, group: list[_Request]) -> None:
         import ctranslate2
 
-        mels = np.ascontiguousarray(np.stack([r.features.mel for r in group]))
+        frames = max(r.features.frames for r in group)
+        mels = np.ascontiguousarray(np.stack([r.features.mel[..., :frames] for r in group]))
         self.calls += 1
-        results = self._model.generate(
-            ctranslate2.StorageView.from_array(mels), [r.prompt for r in group], **group[0].kwargs
-        )
+        features = ctranslate2.StorageView.from_array(mels)
+        if any(r.features.words for r in group):
+            # Encoded once, here, and kept: each job's word alignment reuses its part.
+            encoded = self._model.encode(features, to_cpu=True)
+            kept = np.asarray(encoded)
+            for i, request in enumerate(group):
+                request.features.encoded = kept[i]
+            features = encoded
+        results = self._model.generate(features, [r.prompt for r in group], **group[0].kwargs)
         for request, result in zip(group, results):
             request.result = result

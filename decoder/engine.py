@@ -7,7 +7,6 @@ import copy
 import dataclasses
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,10 +18,10 @@ import numpy as np
 
 from common.errors import DecodeError, ModelLoadError
 from common.messages import BATCH, KINDS, Job
-from common.process import threads_per_lane, usable_cores
 from common.settings import Settings
-from decoder import models, profiles
+from decoder import devices, lanes, models, profiles
 from decoder.batching import WINDOW_FRAMES, BatchingModel, window_frames
+from decoder.devices import Placement
 from decoder.text import (
     cut_loop,
     drop_context_words,
@@ -38,24 +37,6 @@ PROGRESS_EVERY_S = 5.0  # how often a slow model load says it is still going
 
 T = TypeVar("T")
 
-_CPU_FALLBACK = {"float16": "int8", "int8_float16": "int8", "bfloat16": "int8", "int8_bfloat16": "int8"}
-
-
-def resolve_device(settings: Settings) -> tuple[str, str]:
-    """(device, compute type) for this machine: `auto` picks CUDA when a GPU is visible."""
-    import ctranslate2
-
-    device = settings.DEVICE
-    if device == "auto":
-        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-    compute = settings.COMPUTE_TYPE
-    supported = ctranslate2.get_supported_compute_types(device, settings.DEVICE_INDEX)
-    if compute not in supported and compute != "default":
-        fallback = _CPU_FALLBACK.get(compute, "default") if device == "cpu" else "default"
-        logger.warning("compute type %s is not supported on %s; using %s", compute, device, fallback)
-        compute = fallback
-    return device, compute
-
 
 @dataclass
 class DecodeOutput:
@@ -70,19 +51,36 @@ class DecodeOutput:
 
 
 class Engine:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        resolve: Callable[[Settings], tuple[Placement, str]] = devices.resolve,
+    ) -> None:
+        """Where the model will run is decided here (DeviceError when it cannot be had)."""
         self.settings = settings
-        self.device, self.compute_type = resolve_device(settings)
+        self.place, self.compute_type = resolve(settings)
         self.model_name = settings.MODEL_NAME  # what is served, once loaded (see decoder/models.py)
         self.model: Any = None  # the final lane's WhisperModel (its .model is that lane's batcher)
         self.batcher: Any = None
         self._pool: ThreadPoolExecutor | None = None
         self._lanes: dict[str, Lane] = {}
 
-    def load(self) -> None:
-        """Load the model (downloading a size name on first use), logging progress while it takes."""
-        from faster_whisper import WhisperModel
+    @property
+    def device(self) -> str:
+        return self.place.device
 
+    @property
+    def device_index(self) -> int:
+        return self.place.index
+
+    def load(self, factory: Any = None) -> None:
+        """Load the model (downloading a size name on first use), logging progress while it
+        takes, and prove it works with a warm-up decode per lane. With DEVICE=auto a GPU that
+        cannot be used (no cuBLAS, a CUDA error) gives way to the CPU, with one warning."""
+        if factory is None:
+            from faster_whisper import WhisperModel
+
+            factory = WhisperModel
         started = time.monotonic()
         loaded = threading.Event()
 
@@ -93,58 +91,46 @@ class Engine:
         ticker = threading.Thread(target=progress, name="load-progress", daemon=True)
         ticker.start()
         try:
-            choice = models.resolve(self.settings.MODEL_NAME, self.settings.is_set("MODEL_NAME"))
+            try:
+                choice = models.resolve(self.settings.MODEL_NAME, self.settings.is_set("MODEL_NAME"))
+            except ModelLoadError:
+                raise
+            except Exception as exc:  # any resolver failure means this process cannot serve
+                raise ModelLoadError("cannot load model %r: %s" % (self.model_name, exc)) from exc
             self.model_name = choice.name
-            logger.info(
-                "loading model %s on %s:%d (%s)",
-                self.model_name,
-                self.device,
-                self.settings.DEVICE_INDEX,
-                self.compute_type,
-            )
-            whispers = self._load_lanes(WhisperModel, choice.path)
-        except ModelLoadError:
-            raise
-        except Exception as exc:  # any loader failure means this process cannot serve
-            raise ModelLoadError("cannot load model %r: %s" % (self.model_name, exc)) from exc
+            try:
+                whispers = self._load(factory, choice.path)
+            except ModelLoadError as exc:
+                if self.place.device != "cuda" or self.settings.DEVICE != "auto":
+                    raise
+                logger.warning("%s; DEVICE=auto: serving on the CPU instead", exc)
+                self.place = Placement("cpu", 0)
+                self.compute_type = devices.compute_type(self.settings.COMPUTE_TYPE, "cpu", cpu_compute_types())
+                whispers = self._load(factory, choice.path)
         finally:
             loaded.set()
             ticker.join()
-        logger.info("model %s loaded in %.1fs", self.model_name, time.monotonic() - started)
+        logger.info("model %s loaded and warmed up in %.1fs", self.model_name, time.monotonic() - started)
         sot = whispers["final"].hf_tokenizer.token_to_id("<|startoftranscript|>")
         for kind in KINDS:
             # A shallow copy per lane: the same tokenizer and feature extractor, its own batcher
             # (a batch is gathered per lane) and its own decode threads.
             whisper = copy.copy(whispers[kind])
-            whisper.model = BatchingModel(whispers[kind].model, sot)
+            whisper.model = BatchingModel(whispers[kind].model, sot, pad=self.device == "cuda")
             pool = ThreadPoolExecutor(max_workers=self.settings.DECODE_BATCH, thread_name_prefix="decode-" + kind)
             self._lanes[kind] = Lane(whisper, whisper.model, pool)
         final = self._lanes["final"]
         self.model, self.batcher, self._pool = final.model, final.batcher, final.pool
 
-    def _load_lanes(self, factory: Any, path: str) -> dict[str, Any]:
-        """The WhisperModel each lane decodes with. Both lanes have a CTranslate2 worker of their
-        own, so a final never queues behind a running interim or file part. On a GPU they share
-        one copy of the weights. On a CPU the background lane (interims, file parts) gets a copy
-        built in a thread at BACKGROUND_NICE: CTranslate2's worker and its OpenMP threads inherit
-        that priority, so a final decoding beside it keeps the cores (two lanes of equal priority
-        halve a final's speed whenever a file part or an interim runs beside it)."""
-        nice = self.settings.BACKGROUND_NICE if self.device == "cpu" else 0
-
-        def load(workers: int) -> Any:
-            return factory(
-                path,
-                device=self.device,
-                device_index=self.settings.DEVICE_INDEX,
-                compute_type=self.compute_type,
-                cpu_threads=cpu_threads(self.settings),
-                num_workers=workers,
-            )
-
-        if not nice:
-            shared = load(len(KINDS))
-            return {kind: shared for kind in KINDS}
-        return {"final": load(1), "interim": at_nice(nice, lambda: load(1))}
+    def _load(self, factory: Any, path: str) -> dict[str, Any]:
+        logger.info(
+            "loading model %s on %s:%d (%s)", self.model_name, self.device, self.device_index, self.compute_type
+        )
+        return lanes.proven(
+            lambda: lanes.load_lanes(factory, path, self.settings, self.place, self.compute_type),
+            self.place,
+            self.model_name,
+        )
 
     @property
     def multilingual(self) -> bool:
@@ -213,7 +199,7 @@ class Engine:
         (context included) in this thread while the block runs."""
         pad = self.settings.INTERIM_WINDOW_PAD_S if job.kind == "interim" else self.settings.FINAL_WINDOW_PAD_S
         lane = self.lane(job.kind)
-        lane.batcher.window(window_frames(clip_s, pad, self.settings.WINDOW_MIN_S))
+        lane.batcher.window(window_frames(clip_s, pad, self.settings.WINDOW_MIN_S), job.word_timestamps)
         try:
             yield lane
         finally:
@@ -346,39 +332,6 @@ def word_json(word: Any, t0: float, context_s: float = 0.0) -> dict[str, Any]:
     }
 
 
-def cpu_threads(settings: Settings) -> int:
-    """CTranslate2 threads per lane: CPU_THREADS, or for 0 half the cores this process may run on
-    (a lane each), at most 4. CTranslate2's own default is 4 whatever the machine: on 2 cores
-    (measured with tiny.en) two lanes of 4 threads decode a final 15-25% slower than two of 1,
-    and a lane of 2 threads is no faster than one of 1 (`benchmarks/README.md`)."""
-    return settings.CPU_THREADS or threads_per_lane(usable_cores(), len(KINDS))
-
-
-def at_nice(nice: int, build: Callable[[], T]) -> T:
-    """`build()` run in a thread of its own at `nice` (Linux nice is per thread, and threads
-    inherit it from the thread that starts them); at the current priority where that is refused."""
-    out: list[T] = []
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            tid = threading.get_native_id()
-            try:
-                os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
-            except OSError as exc:
-                logger.warning("cannot lower the background lane's priority (%s); it runs at the final lane's", exc)
-            out.append(build())
-        except BaseException as exc:  # handed to the caller's thread
-            failed.append(exc)
-
-    thread = threading.Thread(target=run, name="load-background-lane")
-    thread.start()
-    thread.join()
-    if failed:
-        raise failed[0]
-    return out[0]
-
-
 @dataclass
 class Lane:
     """What decodes one kind of job: a WhisperModel view, its batcher, its threads."""
@@ -386,6 +339,12 @@ class Lane:
     model: Any
     batcher: Any
     pool: ThreadPoolExecutor | None
+
+
+def cpu_compute_types() -> set[str]:
+    import ctranslate2
+
+    return set(ctranslate2.get_supported_compute_types("cpu"))
 
 
 def forced_prefix(job: Job, with_context: bool) -> str:

@@ -10,6 +10,8 @@ import threading
 from common.errors import ExitCode, ModelLoadError
 from common.logs import setup_logging
 from common.settings import Settings
+from decoder import cuda_libs
+from decoder.devices import DeviceError
 from decoder.engine import Engine
 from decoder.metrics import DecoderMetrics
 from decoder.worker import DecoderWorker
@@ -46,11 +48,18 @@ def run(settings: Settings) -> int:
     # A stop asked for while the model loads (the loop does not run yet) is remembered; the
     # decoder then stops at once, exit 0, with no traceback.
     previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    engine = Engine(settings)
+    if settings.DEVICE != "cpu":
+        cuda_libs.preload()
     try:
+        engine = Engine(settings)
         engine.load()
-    except ModelLoadError as exc:
+    except (ModelLoadError, DeviceError) as exc:
+        # Hopeless: the same settings on the same machine fail the same way (stt up and compose
+        # do not restart an exit 69 forever).
         logger.error("%s", exc)
+        return ExitCode.UNAVAILABLE
+    except Exception as exc:  # anything else while building the engine is just as hopeless
+        logger.error("cannot start the decoder: %s: %s", type(exc).__name__, exc)
         return ExitCode.UNAVAILABLE
     try:
         asyncio.run(serve(settings, engine))

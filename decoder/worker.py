@@ -149,7 +149,7 @@ class DecoderWorker:
             self.id,
             lambda: {
                 "model": self.engine.model_name,
-                "device": "%s:%d" % (self.engine.device, self.settings.DEVICE_INDEX),
+                "device": "%s:%d" % (self.engine.device, self.engine.device_index),
                 "compute_type": self.engine.compute_type,
                 "jobs_done": self._jobs_done,
                 "batch": self.settings.DECODE_BATCH,
@@ -204,10 +204,11 @@ class DecoderWorker:
                     await self.streams.read({keys.STREAM_BATCH: ">"}, batch - len(self.files), None)
                 )
             if self.files:
-                # While live sessions run, a file run is one part: the interims behind it wait
-                # for one part's decode, not for a whole batch of them.
+                # While live sessions run on a CPU, a file run is one part: the interims behind
+                # it wait for one part's decode, not for a whole batch of them. A GPU decodes a
+                # batch about as fast as one part, and its final lane is a model of its own.
                 live = time.monotonic() - self._last_live < LIVE_QUIET_S
-                size = 1 if live else batch
+                size = 1 if live and self.engine.device == "cpu" else batch
                 chosen, self.files = self.files[:size], self.files[size:]
                 self._runs_since_files = 0
                 self._background = asyncio.create_task(self._process(chosen, BATCH), name="files")

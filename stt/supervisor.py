@@ -29,6 +29,7 @@ from common.logs import setup_logging
 from common.process import die_with_parent, threads_per_lane, usable_cores
 from common.redis_server import RedisServer
 from common.settings import Settings
+from decoder.devices import DeviceError, Placement, cuda_count, placements
 from decoder.models import BUNDLED_NAME
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,6 @@ HOPELESS: dict[int, str] = {
     ExitCode.UNAVAILABLE: "a model or service it needs is unavailable",
 }
 STABLE_S = 60.0  # a child up this long has its backoff reset
-CPU_DECODERS = 2  # decoders without a GPU when DECODERS is 0
 
 
 @dataclass
@@ -74,31 +74,30 @@ class Child:
         logger.info("%s stopped (exit %s)", self.name, self.proc.returncode)
 
 
-def decoder_count(settings: Settings) -> tuple[int, bool]:
-    """(decoders, whether each gets its own GPU). Without a GPU: CPU_DECODERS, because on a CPU
-    two decoders (two finals decoded at once) hold a 1.5 s p95 for 6 streams where one holds 1
-    (benchmarks/README.md)."""
-    if settings.DEVICE == "cpu":
-        return settings.DECODERS or CPU_DECODERS, False
-    import ctranslate2
-
-    gpus = ctranslate2.get_cuda_device_count()
-    if settings.DECODERS:
-        return settings.DECODERS, gpus > 0
-    return (gpus, True) if gpus else (CPU_DECODERS, False)
+def decoder_plan(settings: Settings, gpus: int | None = None) -> list[Placement]:
+    """Where each decoder runs (decoder/devices.py: one per visible GPU, DECODERS spread over
+    them, a set DEVICE_INDEX pinned; on a CPU, CPU_DECODERS, because two decoders there (two
+    finals decoded at once) hold a 1.5 s p95 for 6 streams where one holds 1). DeviceError when
+    DEVICE=cuda finds no GPU."""
+    return placements(settings, cuda_count() if gpus is None else gpus)
 
 
-def decoder_env(settings: Settings, i: int, n: int, gpu: bool) -> dict[str, str]:
-    """What decoder i of n gets beside the common environment: its GPU, id, metrics port and,
-    on a CPU, its share of the cores (a thread per lane per two cores it has) unless CPU_THREADS
-    says otherwise."""
+def decoder_env(settings: Settings, i: int, plan: list[Placement]) -> dict[str, str]:
+    """What decoder i gets beside the common environment: its device and GPU, id, metrics port
+    and, on a CPU, its share of the cores (a thread per lane per two cores it has) unless
+    CPU_THREADS says otherwise."""
+    place = plan[i]
     env = {
-        "DEVICE_INDEX": str(i if gpu else settings.DEVICE_INDEX),
+        "DEVICE": place.device,
+        "DEVICE_INDEX": str(place.index),
         "DECODER_ID": "%s-%d" % (settings.decoder_id, i),
         "METRICS_PORT": str(settings.METRICS_PORT + i if settings.METRICS_PORT else 0),
     }
-    if not gpu and not settings.CPU_THREADS:
-        env["CPU_THREADS"] = str(threads_per_lane(usable_cores() // n))
+    if settings.DEVICE == "auto":
+        # The decoder itself decides again (and falls back to the CPU if the GPU cannot be used).
+        env["DEVICE"] = "auto"
+    if place.device == "cpu" and not settings.CPU_THREADS:
+        env["CPU_THREADS"] = str(threads_per_lane(usable_cores() // len(plan)))
     return env
 
 
@@ -139,6 +138,12 @@ class Supervisor:
 
     def run(self) -> int:
         s = self.settings
+        try:
+            plan = decoder_plan(s)
+        except DeviceError as exc:
+            logger.error("%s", exc)
+            print("stt up: %s" % exc, file=sys.stderr, flush=True)
+            return ExitCode.UNAVAILABLE
         url = s.REDIS_URL
         if not url:
             try:
@@ -153,9 +158,10 @@ class Supervisor:
                 flush=True,
             )
         env = {**os.environ, **s.to_env(), "REDIS_URL": url}
-        n, gpu = decoder_count(s)
+        n = len(plan)
+        gpu = plan[0].device == "cuda"
         for i in range(n):
-            self.children.append(Child("decoder-%d" % i, ["decoder"], {**env, **decoder_env(s, i, n, gpu)}))
+            self.children.append(Child("decoder-%d" % i, ["decoder"], {**env, **decoder_env(s, i, plan)}))
         self.gateway = Child("gateway", ["gateway"], env)
         self.children.append(self.gateway)
         model = (
@@ -165,7 +171,7 @@ class Supervisor:
         )
         print(
             "stt up: %d decoder(s) loading model %s on %s; gateway on ws://%s:%d/v1/listen"
-            % (n, model, "GPU" if gpu else s.DEVICE if s.DEVICE != "auto" else "CPU", s.HOST, s.PORT),
+            % (n, model, "GPU " + ",".join(str(p.index) for p in plan) if gpu else "CPU", s.HOST, s.PORT),
             flush=True,
         )
         try:
