@@ -52,3 +52,18 @@ def final_job_id(session: str, utt: int) -> str:
 
 def interim_job_id(session: str, utt: int, rev: int) -> str:
     return "%s:%d:i%d" % (session, utt, rev)
+
+
+def session_key(session: str) -> str:
+    """Hash: what a gateway needs to take the session over (gateway/resume.py)."""
+    return "stt:session:%s" % session
+
+
+def session_log(session: str) -> str:
+    """List: the messages sent to the session's client, for replay after a resume."""
+    return "stt:session:%s:log" % session
+
+
+def session_resumes(session: str) -> str:
+    """Counter of the session's resumes in the last minute."""
+    return "stt:session:%s:resumes" % session
