@@ -125,6 +125,9 @@ class Settings:
     AUDIO_BURST_S: float = _setting(10.0, "audio a session may send ahead of real time", lo=0.5)
     AUDIO_RATE_MAX: float = _setting(1.5, "sustained audio speed a session may send, x real time", lo=1.0)
     MAX_PENDING_FINALS: int = _setting(8, "finals a session may have outstanding before its audio waits", lo=1)
+    RESUME_TTL_S: float = _setting(
+        60.0, "a native session can be resumed this long after its connection broke (0: sessions are not kept)", lo=0
+    )
     SEND_TIMEOUT_S: float = _setting(10.0, "a client that reads nothing for this long is closed", lo=0.5)
     # --- stt up ---
     DECODERS: int = _setting(0, "decoder processes for stt up (0: one per GPU, else 2 on the CPU)", lo=0, hi=64)

@@ -21,12 +21,16 @@ from typing import Any
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect
 
+from common.lifecycle import REDIS_TRANSIENT
 from gateway.metrics import GatewayMetrics
+from gateway.resume import Fenced, Journal
 
 logger = logging.getLogger(__name__)
 
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_INTERNAL, CLOSE_OVERLOADED = 1000, 1008, 1009, 1011, 1013
 CLOSE_BAD_REQUEST = 4400
+CLOSE_RESTART = 1012  # the gateway is going away: resume the session elsewhere
+CLOSE_TAKEN_OVER = 4409  # the session was resumed on another connection
 MAX_OUTBOX = 500  # messages waiting for a client before it counts as not reading
 MAX_ERRORS = 100  # errors one connection may earn before it is closed (1008)
 
@@ -50,6 +54,10 @@ class Connection:
         self.seq = 0
         self.errors = 0
         self.gone = asyncio.Event()  # set when the client cannot be written to any more
+        self.fenced = False  # the session went on elsewhere: nothing more is sent or recorded
+        # A resumable session's messages are recorded before they are sent (gateway/resume.py).
+        self.journal: Journal | None = None
+        self.unrecorded: set[str] = set()  # fields kept out of the record (a resume token)
         self._outbox: collections.deque[dict[str, Any] | tuple[int, str]] = collections.deque()
         self._ready = asyncio.Event()
         self.writer = asyncio.create_task(self._write(), name="ws-writer")
@@ -71,6 +79,14 @@ class Connection:
             self._give_up("%d messages waiting: the client does not read" % MAX_OUTBOX, drop_queued=True)
             return
         self._outbox.append(msg)
+        self._ready.set()
+
+    def replay(self, messages: list[dict[str, Any]], next_seq: int) -> None:
+        """Send messages sent before (with their own `seq`, already recorded), then go on
+        numbering from `next_seq`."""
+        for msg in messages:
+            self._outbox.append({**msg, "_replay": True})
+        self._outbox.append({"_seq": next_seq})
         self._ready.set()
 
     def close_when_sent(self, code: int, reason: str = "") -> None:
@@ -100,12 +116,32 @@ class Connection:
                     closing = self.ws.close(code, reason) if reason else self.ws.close(code)
                     await asyncio.wait_for(closing, self.send_timeout_s)
                     return
+                if "_seq" in item:
+                    self.seq = item["_seq"]
+                    continue
+                if item.pop("_replay", False):
+                    await asyncio.wait_for(
+                        self.ws.send_text(json.dumps(item, separators=(",", ":"))), self.send_timeout_s
+                    )
+                    continue
                 self.stamp(item, self.seq)
                 self.seq += 1
+                if self.journal is not None:
+                    try:
+                        await self.journal.log({k: v for k, v in item.items() if k not in self.unrecorded})
+                    except REDIS_TRANSIENT as exc:
+                        # Redis is out longer than writes ride through: the message still goes
+                        # out; only a resume could miss it.
+                        logger.warning("could not record a message for resuming: %s", exc)
                 await asyncio.wait_for(self.ws.send_text(json.dumps(item, separators=(",", ":"))), self.send_timeout_s)
         except TimeoutError:
             logger.warning("closing a connection: nothing it was sent was read for %.0fs", self.send_timeout_s)
             self.metrics.errors.labels("not_reading").inc()
+        except Fenced:
+            # Resumed elsewhere: this connection says nothing more, not even what was queued.
+            self.fenced = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.ws.close(CLOSE_TAKEN_OVER, "resumed elsewhere"), self.send_timeout_s)
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass  # the client went away; nothing more can reach it
         finally:

@@ -114,6 +114,12 @@ class JobQueue:
         """Add to the utterance's audio at `offset` (its length so far: written twice, it is
         still there once); returns its length in bytes. TTL refreshed each time."""
         key = keys.audio_key(session, utt)
+        if offset == 0:
+            # A new utterance: nothing of a number used before (and given up) may remain.
+            _, length, _ = await self.writes.pipelined(
+                ("delete", key), ("setrange", key, 0, pcm16k), ("expire", key, self.audio_ttl_s)
+            )
+            return int(length)
         length, _ = await self.writes.pipelined(("setrange", key, offset, pcm16k), ("expire", key, self.audio_ttl_s))
         return int(length)
 

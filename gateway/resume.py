@@ -52,15 +52,16 @@ return 1
 """
 # KEYS[1] state, KEYS[2] resume counter; ARGV: token hash, gateway, now ms, lease ms, ttl,
 # resumes allowed a minute. Returns {status, epoch}: status 1 taken over, 0 unknown, -1 wrong
-# token, -2 still connected elsewhere, -3 resumed too often.
+# token, -2 still connected elsewhere (its lease is fresh), -3 resumed too often (counting the
+# takeovers: a client waiting for a dead gateway's lease to run out is not flooding).
 _TAKE_OVER = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0} end
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return {-1, 0} end
+local lease = tonumber(redis.call('HGET', KEYS[1], 'lease') or '0')
+if redis.call('HGET', KEYS[1], 'connected') == '1' and lease > tonumber(ARGV[3]) then return {-2, 0} end
 local count = redis.call('INCR', KEYS[2])
 if count == 1 then redis.call('EXPIRE', KEYS[2], 60) end
 if count > tonumber(ARGV[6]) then return {-3, 0} end
-local lease = tonumber(redis.call('HGET', KEYS[1], 'lease') or '0')
-if redis.call('HGET', KEYS[1], 'connected') == '1' and lease > tonumber(ARGV[3]) then return {-2, 0} end
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'connected', '1', 'lease', tonumber(ARGV[3]) + tonumber(ARGV[4]))
 redis.call('EXPIRE', KEYS[1], ARGV[5])

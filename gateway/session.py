@@ -14,7 +14,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from common import keys
@@ -35,54 +34,23 @@ from gateway.events import (
 from gateway.jobqueue import Queue
 from gateway.metrics import GatewayMetrics
 from gateway.options import SessionOptions, Turn
+from gateway.resume import LEASE_MS, Journal, NullJournal
+from gateway.sessionstate import Core, Heard, PendingFinal, Utterance, dump_pending, pending_field
 from gateway.stable import interim_text, stable_prefix
-from gateway.vad import FRAME_MS, RATE, Endpointer
+from gateway.vad import FRAME_MS, FRAME_SAMPLES, RATE, Endpointer, State
 
 logger = logging.getLogger(__name__)
 PROMPT_CHARS = 400
 # Context and utterance together stay inside Whisper's 30 s window, with room to spare.
 WINDOW_S = 28.0
 BYTES_PER_S = RATE * 2
+RENEW_S = 1.0  # how often a connected session renews its lease (and records its position)
+FENCED = "taken over by another gateway"  # what `broken` says of a session resumed elsewhere
 
 
 def final_prompt(user_prompt: str, recent_text: str) -> str:
     """The decoder's prompt: the client's prompt and the session's recent finals, the most recent kept."""
     return (user_prompt + " " + recent_text).strip()[-PROMPT_CHARS:]
-
-
-@dataclass
-class PendingFinal:
-    job: Job
-    start: float
-    end: float
-    queued_at: float
-    ended_at: float
-    endpoint_ms: float = 0.0  # silence waited after the last voiced frame before ending it
-    reason: EndReason = EndReason.SILENCE
-    tries: int = 1
-    result: Result | None = None
-
-
-@dataclass
-class Heard:
-    """The last final delivered with text: acoustic context for the next utterance's final."""
-
-    utt: int
-    audio_end: int
-    text: str
-
-
-@dataclass
-class Utterance:
-    n: int
-    start: float
-    appended: int = 0  # bytes of 16 kHz PCM in its audio key
-    interim_from: int = 0  # audio_end of the last interim queued
-    voiced_from: int = 0  # the endpointer's voiced-frame count when the last interim was queued
-    rev: int = -1  # rev of the last interim queued
-    delivered_rev: int = -1
-    texts: list[str] = field(default_factory=list)
-    stable: str = ""
 
 
 def default_turn(settings: Settings) -> Turn:
@@ -106,6 +74,7 @@ class Session:
         self.emit = emit
         self.metrics = metrics
         self.broken: str | None = None  # why this session was abandoned
+        self.resume_token = ""  # a resumable session's (sent once, in `started`)
         self.id = uuid.uuid4().hex[:16]
         self.lang = options.lang
         self.resampler = StreamResampler(options.sample_rate, RATE) if options.sample_rate != RATE else None
@@ -133,6 +102,38 @@ class Session:
         self.finals_done.set()
         self.room = asyncio.Event()  # set while fewer than MAX_PENDING_FINALS finals are outstanding
         self.room.set()
+        # Where a resumable session records its state (gateway/resume.py); the changes that
+        # happen in results (deliveries, interims) are recorded by the next tick.
+        self.journal: Journal = NullJournal()
+        self.dirty = False
+        self.resolved: list[int] = []  # utterances whose pending final went out since the last record
+        self.renewed_at = 0.0
+
+    # --- the state a gateway taking the session over needs ----------------------------------
+
+    def core(self) -> Core:
+        return Core(
+            self.next_utt, self.next_final, self.audio_dropped, self.lang, self.recent_text, self.heard, self.current
+        )
+
+    @property
+    def position(self) -> int:
+        """16 kHz samples of the client's audio this gateway holds for good: everything before it
+        is in an utterance's audio key or was silence left behind. A client that resumes sends
+        its audio again from here."""
+        if self.current is not None:
+            return round(self.current.start * RATE) + self.current.appended // 2
+        ep = self.endpointer
+        if ep.state is State.CANDIDATE:
+            return max(0, ep.utt_start)
+        return max(0, ep.samples - len(ep.pre_roll) * FRAME_SAMPLES)
+
+    async def record(self, **fields: str) -> None:
+        """Write the session's state (and `fields`) to its journal now."""
+        self.dirty = False
+        gone = {pending_field(n): "" for n in self.resolved}
+        self.resolved = []
+        await self.journal.update({"core": self.core().dumps(), "pos": str(self.position), **gone, **fields})
 
     # --- audio ---------------------------------------------------------------------------
 
@@ -165,6 +166,7 @@ class Session:
         if self.interim_in_flight and self.interim_in_flight[0] == utt.n:
             self.interim_in_flight = None
         await self.queue.drop_audio(self.id, utt.n)
+        await self.record()
         logger.info("session %s utt %d: discarded by the client", self.id, utt.n)
 
     def set_turn(self, turn: Turn | None) -> None:
@@ -185,6 +187,7 @@ class Session:
             if ev.kind == "start":
                 self.current = Utterance(n=self.next_utt, start=ev.sample / RATE)
                 self.next_utt += 1
+                await self.record()
                 self.emit(SpeechStarted(self.current.n, self.current.start))
             elif ev.kind == "audio" and self.current is not None:
                 self.current.appended = await self.queue.append_audio(
@@ -244,6 +247,7 @@ class Session:
             # An utterance that opened at a forced cut with nothing after it: no audio, no number.
             if utt.n == self.next_utt - 1:
                 self.next_utt -= 1
+            await self.record()
             return False
         keep = utt.stable if self.settings.FINAL_KEEPS_STABLE else ""
         job = self._job("final", utt, audio_end, prefix=keep)
@@ -265,6 +269,8 @@ class Session:
             self.interim_in_flight = None
         if len(self.pending) >= self.settings.MAX_PENDING_FINALS:
             self.room.clear()
+        # Recorded before it is queued: a gateway taking over queues it again.
+        await self.record(**{pending_field(utt.n): dump_pending(self.pending[utt.n])})
         await self.queue.enqueue(job)
         logger.info("session %s utt %d: final queued (%.2f-%.2fs, %d bytes)", self.id, utt.n, utt.start, end, audio_end)
         return True
@@ -305,6 +311,10 @@ class Session:
         for p in list(self.pending.values()):
             if p.result is None and now - p.queued_at > self.settings.FINAL_TIMEOUT_S:
                 await self._try_again(p, "no final after %.0fs" % self.settings.FINAL_TIMEOUT_S)
+        if self.dirty or now - self.renewed_at > RENEW_S:
+            # The lease says its client is still connected here, and the position moves on.
+            self.renewed_at = now
+            await self.record(connected="1", lease=str(now_ms() + LEASE_MS))
 
     async def _try_again(self, p: PendingFinal, why: str) -> None:
         """Queue a pending final once more, as its next try; past MAX_DELIVERIES tries it is an
@@ -361,6 +371,7 @@ class Session:
         if unchanged and utt.stable == was_stable:
             self.metrics.interims_dropped.labels("unchanged").inc()
             return
+        self.dirty = True  # its stable prefix, should a gateway take the session over
         self.metrics.interim_latency.observe(time.monotonic() - self.interim_queued_at)
         end = utt.start + result.audio_s
         self.emit(Interim(utt.n, result.rev, text, utt.stable, utt.start, end, result.confidence))
@@ -370,7 +381,9 @@ class Session:
         while self.next_final in self.pending and self.pending[self.next_final].result is not None:
             done = self.pending.pop(self.next_final)
             self._deliver(done)
+            self.resolved.append(done.job.utt)
             self.next_final += 1
+            self.dirty = True
         if not self.pending:
             self.finals_done.set()
         if len(self.pending) < self.settings.MAX_PENDING_FINALS:
@@ -419,6 +432,8 @@ class Session:
             owed.append(self.current.n)
         for n in owed:
             self.emit(FinalFailed(n, why))
+        self.resolved += list(self.pending)
+        self.dirty = True
         self.pending.clear()
         self.current = None
         self.next_final = self.next_utt

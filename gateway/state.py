@@ -15,7 +15,9 @@ from common.settings import Settings
 from gateway.auth import ApiKeys
 from gateway.jobqueue import JobQueue
 from gateway.metrics import GatewayMetrics
+from gateway.resume import Fenced
 from gateway.router import ResultRouter
+from gateway.session import FENCED
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +85,10 @@ class GatewayState:
             for session in list(self.router.sessions.values()):
                 try:
                     await session.tick()
+                except Fenced:
+                    logger.info("session %s was resumed by another gateway; this one lets it go", session.id)
+                    self.router.remove(session)
+                    session.broken = FENCED
                 except (RedisError, OSError) as exc:
                     logger.warning("session %s: tick failed: %s", session.id, exc)
                 except Exception as exc:

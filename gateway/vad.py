@@ -113,6 +113,22 @@ class Endpointer:
         if frames != self.pre_roll.maxlen:
             self.pre_roll = collections.deque(self.pre_roll, maxlen=frames)
 
+    def resume(self, at_sample: int, speech_start: int | None = None, speech_frames: int = 0) -> None:
+        """Go on from `at_sample` of the session (a gateway taking the session over): in an
+        utterance begun at `speech_start` holding `speech_frames` frames, or waiting for speech."""
+        self.samples = self.last_voiced = at_sample
+        self.pending.clear()
+        self.pre_roll.clear()
+        self.candidate = []
+        self.silence_frames = 0
+        if speech_start is None:
+            self.state = State.IDLE
+            return
+        self.state = State.SPEECH
+        self.utt_start = speech_start
+        self.utt_frames = self.speech_frames = speech_frames
+        self.recent.clear()
+
     def reset(self) -> None:
         """Forget the utterance in progress (the client discarded it): back to waiting for speech."""
         self.state = State.IDLE

@@ -35,6 +35,8 @@ from gateway.connection import (
     CLOSE_NORMAL,
     CLOSE_OVERLOADED,
     CLOSE_POLICY,
+    CLOSE_RESTART,
+    CLOSE_TAKEN_OVER,
     CLOSE_TOO_BIG,
     Connection,
 )
@@ -42,8 +44,10 @@ from gateway.events import Event, SessionFailed
 from gateway.limits import FINALIZE_BURST, FINALIZE_RATE, TokenBucket
 from gateway.options import BadInput, SessionOptions
 from gateway.protocols.base import Adapter, Host
-from gateway.session import Session
+from gateway.resume import Fenced, ResumeRefused
+from gateway.session import FENCED, Session
 from gateway.state import GatewayState
+from gateway.takeover import make_resumable, resume_on
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +84,8 @@ class ConnectionHandler:
         self.headers: Mapping[str, str] = ws.headers
         self.query: QueryParams = ws.query_params
         self.sessions: list[Session] = []
+        self.resumable = False  # its session can be resumed after the connection breaks
+        self.finished = False  # the session ended (the client was told so): nothing to resume
         self.adapter = adapter(self)
         self.conn: Connection | None = None
         self.budget = Budgets(
@@ -104,6 +110,10 @@ class ConnectionHandler:
                     return
                 if await self._guard(self._open()):
                     await self._loop()
+                if any(session.broken == FENCED for session in self.sessions):
+                    self._taken_over()
+            except Fenced:
+                self._taken_over()
             except (RedisError, OSError) as exc:
                 logger.error("session %s: Redis failed: %s", self._ids(), exc)
                 self._give_up("the service lost its queue")
@@ -112,16 +122,39 @@ class ConnectionHandler:
                 logger.exception("session %s: failed", self._ids())
                 self._give_up("internal error: %s" % type(exc).__name__)
             finally:
-                for session in self.sessions:
-                    state.router.remove(session)
-                    with contextlib.suppress(RedisError, OSError):
-                        await session.cleanup()
+                await self._leave()
                 await self.conn.finish()
-                if ws.client_state is WebSocketState.CONNECTED and not self.conn.gone.is_set():
-                    with contextlib.suppress(RuntimeError, OSError):
-                        await asyncio.wait_for(ws.close(CLOSE_NORMAL), self.settings.SEND_TIMEOUT_S)
+                code = CLOSE_TAKEN_OVER if self.conn.fenced else CLOSE_NORMAL
+                if ws.client_state is WebSocketState.CONNECTED and (self.conn.fenced or not self.conn.gone.is_set()):
+                    with contextlib.suppress(RuntimeError, OSError, asyncio.TimeoutError):
+                        await asyncio.wait_for(ws.close(code), self.settings.SEND_TIMEOUT_S)
         finally:
             state.connections -= 1
+
+    def _taken_over(self) -> None:
+        """The session was resumed on another connection: this one closes, saying nothing more."""
+        assert self.conn is not None
+        logger.info("session %s was resumed elsewhere; closing this connection", self._ids())
+        for session in self.sessions:
+            session.broken = FENCED
+        self.conn.fenced = True
+        self.conn.gone.set()
+
+    async def _leave(self) -> None:
+        """The connection ends. A resumable session that did not end keeps everything (state,
+        audio, pending finals) for a resume, anywhere; one taken over elsewhere is left alone."""
+        assert self.conn is not None
+        for session in self.sessions:
+            self.state.router.remove(session)
+            if self.conn.fenced or session.broken == FENCED:
+                continue
+            with contextlib.suppress(RedisError, OSError, Fenced):
+                if self.resumable and not self.finished:
+                    await session.record(connected="0", lease="0")
+                    continue
+                if self.resumable:
+                    await session.record(connected="0", lease="0", finished="1")
+                await session.cleanup()
 
     def _ids(self) -> str:
         return ",".join(s.id for s in self.sessions) or "-"
@@ -177,12 +210,13 @@ class ConnectionHandler:
         assert self.conn is not None
         receiving = asyncio.ensure_future(self.ws.receive())
         gone = asyncio.ensure_future(self.conn.gone.wait())
+        draining = asyncio.ensure_future(self.state.draining.wait())
         try:
             done, _ = await asyncio.wait(
-                {receiving, gone}, timeout=max(0.0, timeout), return_when=asyncio.FIRST_COMPLETED
+                {receiving, gone, draining}, timeout=max(0.0, timeout), return_when=asyncio.FIRST_COMPLETED
             )
         finally:
-            for fut in (receiving, gone):
+            for fut in (receiving, gone, draining):
                 if not fut.done():
                     fut.cancel()
         if receiving in done:
@@ -209,6 +243,12 @@ class ConnectionHandler:
                 return
             if idle_left <= 0:
                 await adapter.on_timeout("idle_timeout", "no audio or keepalive for %.0fs" % idle_limit)
+                return
+            if self.state.draining.requested and self.resumable and not self.finished:
+                # A rolling deploy: the client resumes elsewhere now, with nothing lost.
+                message = "this gateway is stopping; resume the session on another one"
+                self.send({"type": "reconnect", "message": message})
+                self.close(CLOSE_RESTART, "gateway stopping")
                 return
             msg = await self._receive(min(idle_left, life_left))
             if msg is None:
@@ -246,18 +286,23 @@ class ConnectionHandler:
         assert self.conn is not None
         self.conn.close_when_sent(code, reason)
 
-    async def open(self, options: SessionOptions, channels: int = 1) -> list[Session]:
+    def _session(self, options: SessionOptions, channel: int = 0) -> Session:
         state = self.state
+        return Session(
+            self.settings, options, state.queue, state.id, functools.partial(self._on_event, channel), state.metrics
+        )
+
+    async def open(self, options: SessionOptions, channels: int = 1, resumable: bool = False) -> list[Session]:
+        state = self.state
+        assert self.conn is not None
         for channel in range(channels):
-            session = Session(
-                self.settings,
-                # Each channel's session may change its own options (its rate, its turn rules).
-                SessionOptions(**vars(options)) if channels > 1 else options,
-                state.queue,
-                state.id,
-                functools.partial(self._on_event, channel),
-                state.metrics,
-            )
+            # Each channel's session may change its own options (its rate, its turn rules).
+            session = self._session(SessionOptions(**vars(options)) if channels > 1 else options, channel)
+            if resumable and self.settings.RESUME_TTL_S:
+                session.resume_token = await make_resumable(
+                    session, self.conn, state.queue.writes, state.id, int(self.settings.RESUME_TTL_S)
+                )
+                self.resumable = True
             self.sessions.append(session)
             state.router.add(session)
             logger.info(
@@ -269,6 +314,36 @@ class ConnectionHandler:
                 ", channel %d of %d" % (channel, channels) if channels > 1 else "",
             )
         return self.sessions
+
+    async def resume(self, session_id: str, token: str, last_seq: int) -> Session | None:
+        """Take the session over (ResumeRefused: refused) and queue what its client missed; None
+        when it had already ended (the client only needed the end of it)."""
+        state = self.state
+        assert self.conn is not None
+        if not self.settings.RESUME_TTL_S:
+            raise ResumeRefused("resume_off", "this service keeps no session for a resume (RESUME_TTL_S=0)")
+        session, _ = await resume_on(
+            self.conn,
+            self._session,
+            state.redis,
+            state.queue.writes,
+            session_id,
+            token,
+            last_seq,
+            state.id,
+            int(self.settings.RESUME_TTL_S),
+        )
+        self.resumable = True
+        if session is None:
+            self.finished = True
+            return None
+        self.sessions.append(session)
+        state.router.add(session)
+        logger.info("session %s resumed here", session.id)
+        return session
+
+    def finish(self) -> None:
+        self.finished = True
 
     def _on_event(self, channel: int, event: Event) -> None:
         self.adapter.on_event(channel, event)

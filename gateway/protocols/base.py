@@ -44,8 +44,18 @@ class Host(Protocol):
         """Close with `code` once what is queued before it is sent."""
         ...
 
-    async def open(self, options: SessionOptions, channels: int = 1) -> list[Session]:
-        """Start the session (one per channel, each with `options`)."""
+    async def open(self, options: SessionOptions, channels: int = 1, resumable: bool = False) -> list[Session]:
+        """Start the session (one per channel, each with `options`); `resumable`: kept in Redis
+        as it goes, so that its client can resume it on any gateway (its `resume_token`)."""
+        ...
+
+    async def resume(self, session_id: str, token: str, last_seq: int) -> Session | None:
+        """Take a session over from the connection (and gateway) it had; ResumeRefused when it
+        cannot be; None when it had ended (what the client missed of its end is sent)."""
+        ...
+
+    def finish(self) -> None:
+        """The session ended and its client was told: nothing is kept for a resume."""
         ...
 
     async def audio(self, pcm: list[bytes]) -> bool:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.errors import SchemaError
-from gateway.connection import CLOSE_NORMAL
+from gateway.connection import CLOSE_NORMAL, CLOSE_POLICY
 from gateway.events import Event, Final, FinalFailed, Interim, SessionFailed
 from gateway.options import (
     BadInput,
@@ -27,9 +27,21 @@ from gateway.options import (
     excerpt,
 )
 from gateway.protocols.base import Host
+from gateway.resume import ResumeRefused
 
 ENCODINGS = ("pcm_s16le",)
-CLIENT_OPS = ("start", "audio", "finalize", "keepalive", "stop")
+CLIENT_OPS = ("start", "resume", "audio", "finalize", "keepalive", "stop")
+# How a refused resume ends the connection: the client may try again (4409: still connected
+# elsewhere), or must start a new session.
+RESUME_CLOSE = {
+    "unknown_session": 4404,
+    "bad_token": 4401,
+    "session_in_use": 4409,
+    "resume_flood": 1008,
+    "resume_gap": 4410,
+    "resume_off": 4404,
+    "bad_resume": 4400,
+}
 TASKS = ("transcribe", "translate")
 
 
@@ -47,6 +59,7 @@ class ClientMessage:
     op: str
     start: SessionOptions | None = None
     audio: bytes = b""
+    resume: tuple[str, str, int] | None = None  # session id, resume token, last seq seen
 
 
 def parse_client_text(text: str) -> ClientMessage:
@@ -66,6 +79,13 @@ def parse_client_text(text: str) -> ClientMessage:
             if exc.fatal:
                 raise
             raise ProtocolError(exc.code, exc.message) from None
+    if op == "resume":
+        sid, token, last = obj.get("session_id"), obj.get("resume_token"), obj.get("last_seq", -1)
+        if not (isinstance(sid, str) and 0 < len(sid) <= 64 and isinstance(token, str) and 0 < len(token) <= 128):
+            raise ProtocolError("bad_resume", "resume needs session_id and resume_token strings")
+        if not isinstance(last, int) or isinstance(last, bool) or last < -1:
+            raise ProtocolError("bad_resume", "last_seq must be the last seq received (-1: none)")
+        return ClientMessage(op="resume", resume=(sid, token, last))
     if op == "audio":
         payload = obj.get("payload")
         if not isinstance(payload, str):
@@ -109,8 +129,11 @@ def parse_start(obj: dict[str, Any]) -> SessionOptions:
     )
 
 
-def server_started(session_id: str, sample_rate: int, lang: str | None) -> dict[str, Any]:
-    return {"type": "started", "session_id": session_id, "sample_rate": sample_rate, "lang": lang or "auto"}
+def server_started(session_id: str, sample_rate: int, lang: str | None, resume_token: str = "") -> dict[str, Any]:
+    msg = {"type": "started", "session_id": session_id, "sample_rate": sample_rate, "lang": lang or "auto"}
+    if resume_token:
+        msg["resume_token"] = resume_token
+    return msg
 
 
 def server_interim(ev: Interim) -> dict[str, Any]:
@@ -206,11 +229,13 @@ class NativeAdapter:
                 return True
             assert cmd.start is not None
             check_served_language(cmd.start.lang, host.english_only)
-            [session] = await host.open(cmd.start)
+            [session] = await host.open(cmd.start, resumable=True)
             self.started = True
             self.want_words = cmd.start.word_timestamps
-            host.send(server_started(session.id, cmd.start.sample_rate, cmd.start.lang))
+            host.send(server_started(session.id, cmd.start.sample_rate, cmd.start.lang, session.resume_token))
             return True
+        if cmd.op == "resume":
+            return await self._resume(cmd)
         if cmd.op == "audio":
             return await self.on_binary(cmd.audio)
         if not self.started:
@@ -222,10 +247,41 @@ class NativeAdapter:
         if cmd.op == "stop":
             await host.drain()
             host.send(server_done())
+            host.finish()
             await host.linger_for_close()
             host.close(CLOSE_NORMAL)
             return False
         return True  # keepalive: reading it was the point
+
+    async def _resume(self, cmd: ClientMessage) -> bool:
+        """`resume` instead of `start`: the session goes on here; what its client missed is sent
+        again (original seq), then `resumed` says how much of its audio is held."""
+        host = self.host
+        assert cmd.resume is not None
+        if self.started:
+            host.send(server_error("already_started", "the session has already started"), error="already_started")
+            return True
+        try:
+            session = await host.resume(*cmd.resume)
+        except ResumeRefused as exc:
+            host.send(server_error(exc.code, exc.message), error=exc.code)
+            host.close(RESUME_CLOSE.get(exc.code, CLOSE_POLICY))
+            return False
+        if session is None:  # it had ended: the client only missed its end
+            await host.linger_for_close()
+            host.close(CLOSE_NORMAL)
+            return False
+        self.started = True
+        self.want_words = session.options.word_timestamps
+        host.send(
+            {
+                "type": "resumed",
+                "session_id": session.id,
+                "audio_received_ms": round(session.samples_in / 16),
+                "utterance": session.next_utt,
+            }
+        )
+        return True
 
     async def on_binary(self, data: bytes) -> bool:
         host = self.host

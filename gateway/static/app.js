@@ -37,7 +37,7 @@ const ERROR_WORDS = {
   internal: "The server had an internal error.",
 };
 
-let ws = null;          // the session's socket
+let ws = null;          // the session (a Live), across its connections
 let audio = null;       // {ctx, media, node, sink} while the microphone is on
 let fileRun = null;     // {cancelled} while a file is being sent
 let stopping = false;
@@ -48,7 +48,7 @@ function setState(state, words) {
   const el = $("state");
   el.dataset.state = state;
   el.textContent = words;
-  const busy = state === "connecting" || state === "live" || state === "finishing";
+  const busy = state === "connecting" || state === "live" || state === "finishing" || state === "reconnecting";
   $("start").disabled = busy;
   $("file").disabled = busy;
   $("stop").disabled = !(state === "live");
@@ -152,34 +152,135 @@ async function keyAccepted() {
   return r.status !== 401;
 }
 
-function openSession(sampleRate) {
-  return new Promise((resolve, reject) => {
+// Close codes after which the session is resumed on a new connection: the gateway died or the
+// network dropped (no close frame), it is going away or restarting (a drain).
+const RESUMABLE = new Set([1001, 1005, 1006, 1012]);
+const BUFFER_S = 30;       // audio kept to send again after a resume
+const RESUME_FOR_MS = 60000;
+
+// One session, across as many connections as it takes: a broken connection is reconnected with
+// backoff and the session resumed (README "Resuming a session"); the messages it missed come
+// again (each shown once), and the audio the gateway does not hold is sent again.
+class Live {
+  constructor(sampleRate) {
+    this.sampleRate = sampleRate;
+    this.sock = null;
+    this.sessionId = "";
+    this.token = "";
+    this.lastSeq = -1;
+    this.sent = [];          // [offset in bytes, ArrayBuffer] of the last BUFFER_S seconds
+    this.sentBytes = 0;
+    this.stopped = false;
+    this.done = false;
+    this.resumes = 0;
+  }
+
+  url() {
     const proto = location.protocol === "https:" ? "wss" : "ws";
     const key = $("key").value.trim();
-    const sock = new WebSocket(`${proto}://${location.host}/v1/listen` + (key ? `?token=${encodeURIComponent(key)}` : ""));
+    return `${proto}://${location.host}/v1/listen` + (key ? `?token=${encodeURIComponent(key)}` : "");
+  }
+
+  get open() {
+    return this.sock !== null && this.sock.readyState === WebSocket.OPEN;
+  }
+
+  start() {
+    return new Promise((resolve, reject) => {
+      this.onStarted = resolve;
+      this.onFailed = reject;
+      this.connect({ op: "start", sample_rate: this.sampleRate, lang: $("lang").value, interim: true });
+    });
+  }
+
+  connect(first) {
+    const sock = new WebSocket(this.url());
     sock.binaryType = "arraybuffer";
-    let started = false;
-    sock.onopen = () => {
-      sock.send(JSON.stringify({ op: "start", sample_rate: sampleRate, lang: $("lang").value, interim: true }));
-    };
-    sock.onmessage = (ev) => {
-      const m = JSON.parse(ev.data);
-      if (m.type === "started") {
-        started = true;
-        resolve(sock);
-      }
-      onMessage(m);
-    };
-    sock.onclose = (ev) => {
-      if (ws === sock) ws = null;
-      releaseAudio();
-      if (ev.code !== 1000) {
-        showError(CLOSE_WORDS[ev.code] || `The connection closed (code ${ev.code}${ev.reason ? ": " + ev.reason : ""}).`);
-        setState("error", "Disconnected");
-      } else if ($("state").dataset.state !== "idle") setState("idle", "Finished");
-      if (!started) reject(new Error("closed before the session started"));
-    };
-  });
+    this.sock = sock;
+    sock.onopen = () => sock.send(JSON.stringify(first));
+    sock.onmessage = (ev) => this.receive(JSON.parse(ev.data));
+    sock.onclose = (ev) => this.closed(sock, ev);
+  }
+
+  receive(m) {
+    if (typeof m.seq === "number") {
+      if (m.seq <= this.lastSeq) return;  // replayed, and shown before the break
+      this.lastSeq = m.seq;
+    }
+    if (m.type === "started") {
+      this.sessionId = m.session_id;
+      this.token = m.resume_token || "";
+      if (this.onStarted) this.onStarted(this);
+      this.onStarted = null;
+    } else if (m.type === "resumed") {
+      this.resumes += 1;
+      this.resumeBy = 0;
+      this.nextDelay = 0;
+      this.resending(m.audio_received_ms);
+      setState(this.stopped ? "finishing" : "live", this.stopped ? "Finishing the last sentence…" : "Listening");
+      return;
+    } else if (m.type === "reconnect") {
+      return;  // its close follows: the session is resumed on another gateway
+    }
+    if (m.type === "done") this.done = true;
+    onMessage(m);
+  }
+
+  resending(receivedMs) {
+    const from = Math.floor((receivedMs * this.sampleRate) / 1000) * 2;
+    for (const [offset, buf] of this.sent) {
+      if (offset + buf.byteLength > from) this.sock.send(buf.slice(Math.max(0, from - offset)));
+    }
+    if (this.stopped) this.sock.send(JSON.stringify({ op: "stop" }));
+  }
+
+  send(buf) {
+    this.sent.push([this.sentBytes, buf]);
+    this.sentBytes += buf.byteLength;
+    const keep = BUFFER_S * this.sampleRate * 2;
+    while (this.sent.length && this.sent[0][0] + this.sent[0][1].byteLength < this.sentBytes - keep) this.sent.shift();
+    if (this.open) this.sock.send(buf);  // else it is sent again once the session is resumed
+  }
+
+  stop() {
+    this.stopped = true;
+    if (this.open) this.sock.send(JSON.stringify({ op: "stop" }));
+  }
+
+  closed(sock, ev) {
+    if (sock !== this.sock) return;
+    if (!this.done && this.token && (RESUMABLE.has(ev.code) || ev.code === 4409)) {
+      setState("reconnecting", "Reconnecting…");
+      if (!this.resumeBy) this.resumeBy = Date.now() + RESUME_FOR_MS;
+      this.resume(this.resumeBy, this.nextDelay || 100);
+      return;
+    }
+    if (ws === this) ws = null;
+    releaseAudio();
+    if (ev.code !== 1000) {
+      showError(CLOSE_WORDS[ev.code] || `The connection closed (code ${ev.code}${ev.reason ? ": " + ev.reason : ""}).`);
+      setState("error", "Disconnected");
+    } else if ($("state").dataset.state !== "idle") setState("idle", "Finished");
+    if (this.onFailed && !this.sessionId) this.onFailed(new Error("closed before the session started"));
+  }
+
+  resume(deadline, delay) {
+    if (Date.now() > deadline) {
+      this.token = "";
+      this.closed(this.sock, { code: 1006, reason: "the session could not be resumed" });
+      return;
+    }
+    setTimeout(() => {
+      this.connect({ op: "resume", session_id: this.sessionId, resume_token: this.token, last_seq: this.lastSeq });
+      // A refused resume (its old connection not yet known dead: 4409) closes; closed() tries again.
+    }, delay);
+    this.nextDelay = Math.min(2000, delay * 2);
+  }
+}
+
+async function openSession(sampleRate) {
+  const live = new Live(sampleRate);
+  return live.start();
 }
 
 async function begin() {
@@ -219,7 +320,7 @@ async function startMicrophone() {
   }
   node.port.onmessage = (ev) => {
     $("level").value = ev.data.peak;
-    if (ws && ws.readyState === WebSocket.OPEN && !stopping) ws.send(ev.data.pcm);
+    if (ws && !stopping) ws.send(ev.data.pcm);
   };
   ctx.createMediaStreamSource(media).connect(node);
   node.connect(sink).connect(ctx.destination);
@@ -229,8 +330,8 @@ async function startMicrophone() {
 function stop() {
   stopping = true;
   releaseAudio();
-  if (ws && ws.readyState === WebSocket.OPEN) {
-    ws.send(JSON.stringify({ op: "stop" }));
+  if (ws) {
+    ws.stop();
     setState("finishing", "Finishing the last sentence…");
   }
 }
@@ -275,7 +376,7 @@ async function sendFile(file) {
     }
     const due = t0 + ((i + chunk.length) / buffer.sampleRate) * 1000;
     await new Promise((r) => setTimeout(r, Math.max(0, due - performance.now())));
-    if (!ws || ws.readyState !== WebSocket.OPEN || run.cancelled) return;
+    if (!ws || run.cancelled) return;
     $("level").value = peak;
     ws.send(pcm.buffer);
   }

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ from gateway.state import GatewayState
 from stt.speech import SENTENCES, Speech, conversation
 from tests.conftest import REAL_MODEL, Proc, async_wait_for, make_settings, settings_env, wait_for
 from tests.jobs import running_worker
+from tests.proxy import Proxy
 
 
 @dataclass
@@ -156,3 +159,49 @@ def cluster(
     wait_for(lambda: _ready(http) or gateway.popen.poll() is not None, 60, "gateway /ready")
     assert gateway.popen.poll() is None, gateway.output()
     yield Cluster("ws://127.0.0.1:%d/v1/listen" % port, http, settings, decoder, gateway, env)
+
+
+@dataclass
+class Pair:
+    """Two gateways (A serves first), one decoder, a proxy in front."""
+
+    env: dict[str, str]
+    ports: list[int]
+    gateways: dict[int, Proc]
+    decoder: Proc
+    spawn: Callable[..., Proc]
+
+    def start_gateway(self, port: int) -> Proc:
+        proc = self.spawn(["gateway"], {**self.env, "PORT": str(port), "GATEWAY_ID": "gw-%d" % port}, name="gw")
+        self.gateways[port] = proc
+        return proc
+
+    def ready(self, port: int) -> bool:
+        try:
+            return httpx.get("http://127.0.0.1:%d/ready" % port, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def kill(self, port: int) -> None:
+        proc = self.gateways[port]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+@pytest.fixture
+def pair(spawn: Callable[..., Proc], redis_url: str) -> Iterator[Pair]:
+    """Two `stt gateway` processes on one Redis and a decoder with the real tiny.en."""
+    settings = make_settings(REAL_MODEL, redis_url, HOST="127.0.0.1", DECODE_BATCH=2, FINAL_TIMEOUT_S=6.0)
+    env = settings_env(settings, RESUME_TTL_S=30)
+    decoder = spawn(["decoder"], {**env, "DECODER_ID": "dec-1"}, name="decoder")
+    p = Pair(env, [free_port(), free_port()], {}, decoder, spawn)
+    for port in p.ports:
+        p.start_gateway(port)
+    wait_for(lambda: all(p.ready(port) for port in p.ports), 90, "both gateways ready")
+    yield p
+
+
+@pytest.fixture
+async def proxy(pair: Pair) -> AsyncIterator[Proxy]:
+    async with Proxy(pair.ports) as proxy:
+        yield proxy

@@ -18,7 +18,8 @@ import soundfile as sf
 from stt.speech import SENTENCES, Speech, conversation
 from stt.wer import wer
 from tests.conftest import JFK, JFK_TEXT, REAL_MODEL, ROOT
-from tests.gateway.conftest import Gateway
+from tests.gateway.conftest import Gateway, Pair
+from tests.proxy import Proxy
 
 CHROMIUM = os.environ.get("STT_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("STT_TEST_ARTIFACTS", ROOT / "test-artifacts"))
@@ -175,3 +176,26 @@ async def test_the_page_fits_a_phone_and_loads_nothing_from_elsewhere(gateway: G
     await page.screenshot(path=str(artifact("page-phone.png")), full_page=True)
     script = await page.evaluate("fetch('/static/app.js').then(r => r.text())")
     assert "AudioWorkletNode" in script and "ScriptProcessor" not in script
+
+
+@pytest.mark.slow
+async def test_the_page_resumes_its_session_when_its_gateway_dies(
+    pair: Pair, proxy: Proxy, pw: Any, mic_speech: tuple[Speech, Path]
+) -> None:
+    """The page's gateway is SIGKILLed mid-session: the page reconnects (through the proxy, to
+    the other gateway), resumes, sends again the audio that was lost, and every sentence is shown
+    once."""
+    speech, wav = mic_speech
+    http = proxy.url.replace("ws://", "http://").removesuffix("/v1/listen")
+    page = await browser_page(pw, http + "/", wav)
+    await page.click("#start")
+    await page.wait_for_selector("#state[data-state=live]", timeout=15_000)
+    await wait_finals(page, 1, 30)
+    pair.kill(pair.ports[0])
+    await page.wait_for_selector("#state[data-state=live]", timeout=30_000)  # back after "reconnecting"
+    got = await wait_finals(page, len(speech.texts), 40)
+    await page.click("#stop")
+    await page.wait_for_selector("#state[data-state=idle]", timeout=30_000)
+    assert await page.is_hidden("#error"), await page.inner_text("#error")
+    assert len(got) == len(speech.texts) and wer(speech.text, " ".join(got)) <= 0.3, got
+    assert pair.ports[1] in proxy.routed
