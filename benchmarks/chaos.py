@@ -1,17 +1,19 @@
 """Chaos: real speech through `stt up` while its parts are killed, and every utterance counted.
 
-Several clients stream espeak-ng conversations in real time through `stt up` (2+ decoders, the
-real tiny.en) until --utterances have been spoken, while this script
+Several clients (the client library: sessions resume) stream espeak-ng conversations in real
+time through `stt up` (2+ decoders and 2 gateways on one port, the real tiny.en) until
+--utterances have been spoken, while this script
 
 - SIGKILLs a random decoder every 20-40 s (stt up restarts it under the same name),
 - SIGKILLs stt up's Redis at least twice (stt up restarts it; AOF keeps its data),
-- SIGKILLs the gateway once (stt up restarts it; its clients reconnect and start new sessions),
-- publishes a malformed result on the gateway's channel and queues a poison job (its audio key
+- SIGKILLs a gateway every 60-120 s (stt up restarts it; its clients reconnect to the other
+  one on the same port and resume their sessions),
+- publishes a malformed result on a gateway's channel and queues a poison job (its audio key
   is a hash).
 
 Per utterance it counts finals delivered, duplicated, out of order, lost without an error, turned
-into errors (separately: in flight on the killed gateway), and the WER of what was delivered; it
-samples gateway, decoder and Redis memory every 30 s. Prints a table and writes JSON.
+into errors, sessions that a fault ended, resumes, and the WER of what was delivered; it samples
+gateway, decoder and Redis memory every 30 s. Prints a table and writes JSON.
 
     python benchmarks/chaos.py --utterances 1000 --sessions 4 --out benchmarks/results/chaos.json
 """
@@ -35,12 +37,11 @@ from typing import Any
 
 import msgpack
 import redis.asyncio as aioredis
-import websockets
-from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from client.stream import ClientError, connect
 from common import keys
 from common.messages import SCHEMA_VERSION, Job, encode_job
 from common.process import descendants
@@ -63,8 +64,8 @@ class Tally:
     lost: int = 0  # numbered, neither final nor error
     final_failed: int = 0
     other_errors: dict[str, int] = field(default_factory=dict)
-    killed_gateway_sessions: int = 0
-    killed_gateway_in_flight: int = 0  # utterances unresolved when the gateway was killed
+    ended_by_fault: int = 0  # sessions that did not end with `done`
+    resumes: int = 0  # sessions resumed after their connection broke
     refused: int = 0  # connects refused (1013, gateway down): retried
     ref_words: list[str] = field(default_factory=list)
     hyp_words: list[str] = field(default_factory=list)
@@ -83,49 +84,30 @@ def rss_mb(pid: int) -> float:
 
 
 async def stream_session(url: str, speech: Speech, tally: Tally, kills: list[float]) -> bool:
-    """One session: stream `speech` in real time, stop, read until done. False if refused."""
+    """One session: stream `speech` in real time, stop, read until done (resuming across broken
+    connections). False if refused at the start."""
     msgs: list[dict[str, Any]] = []
+    completed = False
     try:
-        ws = await websockets.connect(url, open_timeout=5, max_size=2**22)
-    except (TimeoutError, OSError, InvalidStatus):
-        tally.refused += 1
-        return False
-    tally.sessions += 1
-    completed, started = False, time.monotonic()
-    async with ws:
-        await ws.send(json.dumps({"op": "start", "sample_rate": 16000, "lang": "en"}))
-
-        async def send() -> None:
-            pcm, t0 = speech.pcm16, time.monotonic()
-            for n, i in enumerate(range(0, len(pcm), CHUNK)):
-                await ws.send(pcm[i : i + CHUNK])
-                await asyncio.sleep(max(0.0, t0 + (n + 1) * 0.1 - time.monotonic()))
-            await ws.send(json.dumps({"op": "stop"}))
-
-        sender = asyncio.create_task(send())
-        try:
-            async for raw in ws:
-                msg = json.loads(raw)
-                msgs.append(msg)
-                if msg["type"] == "done":
-                    completed = True
-        except ConnectionClosed:
-            pass
-        finally:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                await sender
-    if msgs and msgs[0].get("code") == "overloaded":
-        tally.refused += 1
-        tally.sessions -= 1
-        return False
-    # A session that was open when the gateway was killed lost what it had in flight with it.
-    killed = any(started <= k <= time.monotonic() for k in kills)
-    account(msgs, speech, completed, tally, killed)
+        async with connect(url, sample_rate=16000, lang="en", open_timeout=5) as stream:
+            tally.sessions += 1
+            try:
+                async for msg in stream.receive_while(stream.send_audio(speech.pcm16, speed=1.0)):
+                    msgs.append(msg)
+                completed = stream.done
+            except ClientError as exc:
+                tally.other_errors[exc.code or "broken"] = tally.other_errors.get(exc.code or "broken", 0) + 1
+            tally.resumes += stream.resumes
+    except ClientError as exc:
+        if exc.code == "overloaded" or exc.close_code is None:
+            tally.refused += 1
+            return False
+        raise
+    account(msgs, speech, completed, tally)
     return True
 
 
-def account(msgs: list[dict[str, Any]], speech: Speech, completed: bool, tally: Tally, killed: bool) -> None:
+def account(msgs: list[dict[str, Any]], speech: Speech, completed: bool, tally: Tally) -> None:
     resolved: list[int] = []
     seen: set[int] = set()
     texts: list[str] = []
@@ -148,20 +130,15 @@ def account(msgs: list[dict[str, Any]], speech: Speech, completed: bool, tally: 
         elif m["type"] == "error":
             tally.other_errors[m["code"]] = tally.other_errors.get(m["code"], 0) + 1
     numbered = max(seen) + 1 if seen else 0
-    unresolved = numbered - len(resolved)
+    tally.lost += numbered - len(resolved)
     if completed:
         tally.sessions_done += 1
         tally.utterances += numbered
-        tally.lost += unresolved
         tally.spoken += len(speech.texts)
         tally.ref_words.append(speech.text)
         tally.hyp_words.append(" ".join(texts))
-    elif killed:
-        tally.killed_gateway_sessions += 1
-        tally.killed_gateway_in_flight += unresolved
     else:
-        tally.lost += unresolved
-        tally.other_errors["closed_without_done"] = tally.other_errors.get("closed_without_done", 0) + 1
+        tally.ended_by_fault += 1
 
 
 async def client(
@@ -202,8 +179,9 @@ async def chaos(
 ) -> None:
     rng = random.Random(7)
     t0 = time.monotonic()
-    plan = {"redis": [0.3 * run_s, 0.7 * run_s], "gateway": [0.5 * run_s], "inject": [0.15 * run_s]}
+    plan = {"redis": [0.3 * run_s, 0.7 * run_s], "inject": [0.15 * run_s]}
     next_decoder = rng.uniform(20, 40)
+    plan["gateway"] = [rng.uniform(60, 120)]
     events: list[tuple[float, str]] = log.setdefault("events", [])
 
     async def wait_until(at: float) -> bool:
@@ -230,10 +208,14 @@ async def chaos(
                 os.kill(pid, signal.SIGKILL)
                 events.append((now, "SIGKILL redis-server %d" % pid))
         elif kind == "gateway":
-            for pid in find(up.pid, "stt gateway"):
+            pids = find(up.pid, "stt gateway")
+            if pids:
+                victim = rng.choice(pids)
                 log["gateway_kills"].append(time.monotonic())
-                os.kill(pid, signal.SIGKILL)
-                events.append((now, "SIGKILL gateway %d" % pid))
+                os.kill(victim, signal.SIGKILL)
+                events.append((now, "SIGKILL gateway %d" % victim))
+            timeline.append((at + rng.uniform(60, 120), "gateway"))
+            timeline.sort(key=lambda e: e[0])
         elif kind == "inject":
             r = await redis_client(data_dir)
             try:
@@ -275,6 +257,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         **os.environ,
         "MODEL_NAME": args.model,
         "DECODERS": str(args.decoders),
+        "GATEWAYS": str(args.gateways),
         "CPU_THREADS": "1",
         "PORT": str(port),
         "METRICS_PORT": "0",
@@ -341,6 +324,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     report = {
         "model": args.model,
         "decoders": args.decoders,
+        "gateways": args.gateways,
         "clients": args.sessions,
         "wall_s": round(time.monotonic() - t0, 1),
         "tally": {k: v for k, v in asdict(tally).items() if k not in ("ref_words", "hyp_words")},
@@ -352,7 +336,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "stt_up_exit": code,
         "restarts_logged": {
             "decoder": out_log.count("decoder-0 exited") + out_log.count("decoder-1 exited"),
-            "gateway": out_log.count("gateway exited"),
+            "gateway": sum(out_log.count("gateway-%d exited" % i) for i in range(args.gateways))
+            + out_log.count("gateway exited"),
             "redis": out_log.count("redis-server exited"),
         },
         "log": str(log_path),
@@ -366,7 +351,7 @@ def print_report(r: dict[str, Any]) -> None:
     print("| what | count |")
     print("| --- | --- |")
     for name in ("sessions", "sessions_done", "spoken", "utterances", "finals", "duplicated", "out_of_order", "lost",
-                 "final_failed", "killed_gateway_sessions", "killed_gateway_in_flight", "refused"):  # fmt: skip
+                 "final_failed", "ended_by_fault", "resumes", "refused"):  # fmt: skip
         print("| %s | %s |" % (name, t[name]))
     print("| other errors | %s |" % (t["other_errors"] or "none"))
     print("| WER of delivered finals | %.1f%% |" % (100 * r["wer"]))
@@ -385,6 +370,7 @@ def cli() -> None:
     p.add_argument("--calm", action="store_true", help="no faults: the same speech's WER without chaos")
     p.add_argument("--sessions", type=int, default=4, help="concurrent clients")
     p.add_argument("--decoders", type=int, default=2)
+    p.add_argument("--gateways", type=int, default=2, help="gateways on the one port (clients resume on another)")
     p.add_argument("--model", default="tiny.en")
     p.add_argument("--conversations", type=int, default=12)
     p.add_argument("--port", type=int, default=8790)

@@ -131,6 +131,9 @@ class Settings:
     SEND_TIMEOUT_S: float = _setting(10.0, "a client that reads nothing for this long is closed", lo=0.5)
     # --- stt up ---
     DECODERS: int = _setting(0, "decoder processes for stt up (0: one per GPU, else 2 on the CPU)", lo=0, hi=64)
+    GATEWAYS: int = _setting(
+        1, "gateway processes for stt up, all on PORT (the kernel spreads connections: SO_REUSEPORT)", lo=1, hi=64
+    )
     # Not a setting: the names that were given (in the environment or as overrides) rather than
     # left at their defaults. A default MODEL_NAME may fall back to the bundled model; a given one
     # never does.

@@ -129,7 +129,7 @@ class Supervisor:
         self.redis_backoff = Backoff(first=0.2, cap=5.0)
         self.redis_next_start = 0.0
         self.children: list[Child] = []
-        self.gateway: Child | None = None
+        self.gateways: list[Child] = []
         self.ready = False
         self.exit_code = ExitCode.OK
 
@@ -162,8 +162,11 @@ class Supervisor:
         gpu = plan[0].device == "cuda"
         for i in range(n):
             self.children.append(Child("decoder-%d" % i, ["decoder"], {**env, **decoder_env(s, i, plan)}))
-        self.gateway = Child("gateway", ["gateway"], env)
-        self.children.append(self.gateway)
+        for i in range(s.GATEWAYS):
+            gw_env = env if s.GATEWAYS == 1 else {**env, "GATEWAY_ID": "%s-%d" % (s.gateway_id, i)}
+            gateway = Child("gateway" if s.GATEWAYS == 1 else "gateway-%d" % i, ["gateway"], gw_env)
+            self.gateways.append(gateway)
+            self.children.append(gateway)
         model = (
             s.MODEL_NAME
             if s.is_set("MODEL_NAME")
@@ -253,9 +256,9 @@ class Supervisor:
 
     def _stop_all(self) -> None:
         timeout = self.settings.SHUTDOWN_TIMEOUT_S + 5
-        logger.info("stopping: gateway, then decoders, then Redis")
-        if self.gateway is not None:
-            self.gateway.stop(timeout)
+        logger.info("stopping: gateways, then decoders, then Redis")
+        for gateway in self.gateways:
+            gateway.stop(timeout)
         for child in self.children:
             child.stop(timeout)
         if self.redis is not None:
