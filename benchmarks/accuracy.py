@@ -54,11 +54,11 @@ from stt.wer import align, normalize
 # --- decoding ---------------------------------------------------------------------------------
 
 
-async def stream_one(url: str, conv: Conversation, speed: float) -> Session:
+async def stream_one(url: str, conv: Conversation, speed: float, eager_ms: int = 0) -> Session:
     out = Session()
     loop = asyncio.get_running_loop()
     try:
-        async with connect(url, sample_rate=16000, lang="en") as stream:
+        async with connect(url, sample_rate=16000, lang="en", eager_eot_ms=eager_ms) as stream:
             t0 = loop.time()
             async for msg in stream.receive_while(stream.send_audio(conv.speech.pcm16, speed=speed)):
                 if msg["type"] == "final":
@@ -77,13 +77,15 @@ async def stream_one(url: str, conv: Conversation, speed: float) -> Session:
     return out
 
 
-async def stream_all(url: str, convs: list[Conversation], concurrency: int, speed: float) -> list[Session]:
+async def stream_all(
+    url: str, convs: list[Conversation], concurrency: int, speed: float, eager_ms: int = 0
+) -> list[Session]:
     gate = asyncio.Semaphore(concurrency)
 
     async def one(conv: Conversation) -> Session:
         async with gate:
             print("  streaming %s (%.1f s) ..." % (conv.name, conv.speech.duration), flush=True)
-            return await stream_one(url, conv, speed)
+            return await stream_one(url, conv, speed, eager_ms)
 
     return list(await asyncio.gather(*(one(c) for c in convs)))
 
@@ -408,6 +410,7 @@ def main() -> int:
     p.add_argument("--no-longform", action="store_true", help="skip the long-form row")
     p.add_argument("--sets", default="recorded,espeak", help="the sets a plain run streams (default: both)")
     p.add_argument("--label", default="", help="name of this run in the output file")
+    p.add_argument("--eager-ms", type=int, default=0, help="clients ask for eager end of turn (ms; 0: off)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args()
     env = {"MODEL_NAME": os.environ.get("MODEL_NAME", "tiny.en"), "DEVICE": "cpu", "COMPUTE_TYPE": "int8"}
@@ -439,6 +442,7 @@ def main() -> int:
         "model": env["MODEL_NAME"],
         "settings": env,
         "concurrency": args.concurrency,
+        "eager_ms": args.eager_ms,
         "speed": args.speed,
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "cpus": os.cpu_count(),
@@ -483,7 +487,7 @@ def main() -> int:
                 % (len(everything), args.concurrency, args.speed),
                 flush=True,
             )
-            sessions = asyncio.run(stream_all(url, everything, args.concurrency, args.speed))
+            sessions = asyncio.run(stream_all(url, everything, args.concurrency, args.speed, args.eager_ms))
             if not args.no_longform:
                 speech, _ = longform()
                 print("long form: %.0f s in one recording ..." % speech.duration, flush=True)

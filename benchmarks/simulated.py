@@ -61,6 +61,8 @@ def simulate(convs: list[Conversation], model_name: str, env: dict[str, str]) ->
         async def drain() -> None:
             while queue.jobs:
                 job = queue.jobs.pop(0)
+                if job.id in queue.cancelled:
+                    continue  # a speculative final whose speaker went on: a decoder drops it too
                 audio, context = queue.audio_of(job)
                 o = engine.decode_one(job, pcm16_to_float32(audio), pcm16_to_float32(context) if context else None)
                 out.decode_ms.setdefault(job.kind, []).append(o.decode_ms)

@@ -275,10 +275,12 @@ async def connect(
     open_timeout: float = 10.0,
     resume: bool = True,
     buffer_s: float = 30.0,
+    eager_eot_ms: int = 0,
 ) -> AsyncIterator[Stream]:
     """Open a session: connects, sends `start`, waits for `started`. `resume`: a broken
     connection is reconnected and the session resumed (keeping the last `buffer_s` seconds of
-    audio sent, for the gateway to have again what it lost)."""
+    audio sent, for the gateway to have again what it lost). `eager_eot_ms`: eager end of turn,
+    the silence that ends an utterance whose text so far ends a sentence (0: the service's)."""
     headers = {"Authorization": "Bearer %s" % api_key} if api_key else None
     try:
         ws = await websockets.connect(url, max_size=2**23, open_timeout=open_timeout, additional_headers=headers)
@@ -297,6 +299,8 @@ async def connect(
         }
         if prompt:
             start["prompt"] = prompt
+        if eager_eot_ms:
+            start["eager_eot_ms"] = eager_eot_ms
         await ws.send(json.dumps(start))
         try:
             first = json.loads(await asyncio.wait_for(ws.recv(), open_timeout))

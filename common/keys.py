@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from common.messages import JobKind
+
 STREAM_FINAL = "stt:jobs:final"
 STREAM_INTERIM = "stt:jobs:interim"
 STREAM_BATCH = "stt:jobs:batch"
+STREAM_SPECULATIVE = "stt:jobs:speculative"
 STREAM_DEAD = "stt:jobs:dead"
-STREAMS = (STREAM_FINAL, STREAM_INTERIM, STREAM_BATCH)
+_STREAM_OF = {
+    JobKind.FINAL: STREAM_FINAL,
+    JobKind.SPECULATIVE: STREAM_SPECULATIVE,
+    JobKind.INTERIM: STREAM_INTERIM,
+    JobKind.BATCH: STREAM_BATCH,
+}
+_KIND_OF = {stream: kind for kind, stream in _STREAM_OF.items()}
+STREAMS = tuple(_STREAM_OF.values())
 # Interims are worth nothing once late: their stream is capped (approximately) at this length.
 INTERIM_MAXLEN = 10000
 DEAD_MAXLEN = 10000
@@ -14,13 +24,13 @@ GROUP = "decoders"
 JOB_FIELD = b"job"
 
 
-def stream_for(kind: str) -> str:
-    return {"final": STREAM_FINAL, "interim": STREAM_INTERIM, "batch": STREAM_BATCH}[kind]
+def stream_for(kind: JobKind) -> str:
+    return _STREAM_OF[kind]
 
 
-def kind_of(stream: str) -> str:
+def kind_of(stream: str) -> JobKind:
     """The job kind a stream holds."""
-    return {STREAM_FINAL: "final", STREAM_INTERIM: "interim", STREAM_BATCH: "batch"}[stream]
+    return _KIND_OF[stream]
 
 
 def audio_key(session: str, utt: int) -> str:
@@ -52,6 +62,24 @@ def final_job_id(session: str, utt: int) -> str:
 
 def interim_job_id(session: str, utt: int, rev: int) -> str:
     return "%s:%d:i%d" % (session, utt, rev)
+
+
+def speculative_job_id(session: str, utt: int, audio_end: int) -> str:
+    """The would-be final of the utterance's audio up to `audio_end`; its final, when the
+    endpoint confirms it, is queued under the same id (the result cache then answers it)."""
+    return "%s:%d:s%d" % (session, utt, audio_end)
+
+
+def cancelled_key(job_id: str) -> str:
+    """Set when a speculative job is no longer wanted (its speaker went on): a decoder drops it
+    undecoded."""
+    return "stt:cancelled:%s" % job_id
+
+
+def decoding_key(job_id: str) -> str:
+    """The decoder decoding a final (or speculative) job now, with a short lease: another decoder
+    that reads the same job id waits for that result instead of decoding it again."""
+    return "stt:decoding:%s" % job_id
 
 
 def session_key(session: str) -> str:

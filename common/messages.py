@@ -8,6 +8,7 @@ wrong; it never reaches the model or a client half-read.
 from __future__ import annotations
 
 import dataclasses
+import enum
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,16 +17,38 @@ import msgpack
 from common.errors import SchemaError
 
 SCHEMA_VERSION = 1
-KINDS = ("final", "interim")  # live work; each has its own decode lane
-BATCH = "batch"  # one utterance of an uploaded file (POST /v1/audio/transcriptions)
-JOB_KINDS = (*KINDS, BATCH)
 TASKS = ("transcribe", "translate")
+
+
+class JobKind(enum.StrEnum):
+    """What a job is for; on the wire, its value."""
+
+    FINAL = "final"  # an utterance's final transcript
+    INTERIM = "interim"  # a revision of the transcript of an utterance still being spoken
+    BATCH = "batch"  # one part of an uploaded file (POST /v1/audio/transcriptions)
+    # The would-be final of an utterance whose speaker has paused: decoded while the endpointer
+    # waits to be sure, so that the final is ready when it is.
+    SPECULATIVE = "speculative"
+
+    @property
+    def decodes_as_final(self) -> bool:
+        """Decoded as a final is (beam search, context, word times): a speculative job's result
+        is its utterance's final."""
+        return self in (JobKind.FINAL, JobKind.SPECULATIVE)
+
+    @property
+    def cached(self) -> bool:
+        """Whether its result is kept for a second request of the same job id."""
+        return self is not JobKind.INTERIM
+
+
+JOB_KINDS = tuple(JobKind)
 
 
 @dataclass
 class Job:
     id: str
-    kind: str
+    kind: JobKind
     session: str
     gateway: str
     utt: int
@@ -50,11 +73,14 @@ class Job:
     hotwords: str = ""
     v: int = SCHEMA_VERSION
 
+    def __post_init__(self) -> None:
+        self.kind = JobKind(self.kind)
+
 
 @dataclass
 class Result:
     id: str
-    kind: str
+    kind: JobKind
     session: str
     utt: int
     rev: int = 0
@@ -71,6 +97,9 @@ class Result:
     # A file part's timestamped segments, in file time: {start, end, text, words}.
     segments: list[dict[str, Any]] | None = None
     v: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        self.kind = JobKind(self.kind)
 
     @classmethod
     def answering(cls, job: Job, **fields: Any) -> Result:
@@ -166,6 +195,13 @@ def _unpack_map(data: bytes, what: str) -> dict[str, Any]:
     return obj
 
 
+def _kind(value: str, what: str) -> JobKind:
+    try:
+        return JobKind(value)
+    except ValueError:
+        raise SchemaError("%s kind %r is not one of %s" % (what, value, ", ".join(JOB_KINDS))) from None
+
+
 def encode_job(job: Job) -> bytes:
     return _pack(job)
 
@@ -173,9 +209,8 @@ def encode_job(job: Job) -> bytes:
 def decode_job(data: bytes) -> Job:
     obj = _unpack_map(data, "job")
     kwargs = _checked_fields(obj, _JOB_FIELDS, _JOB_TYPES, "job")
+    kwargs["kind"] = _kind(kwargs["kind"], "job")
     job = Job(**kwargs)
-    if job.kind not in JOB_KINDS:
-        raise SchemaError("job kind %r is not one of %s" % (job.kind, ", ".join(JOB_KINDS)))
     if job.task not in TASKS:
         raise SchemaError("job task %r is not one of %s" % (job.task, ", ".join(TASKS)))
     if job.audio_end < 0 or job.context_end < 0:
@@ -189,9 +224,9 @@ def encode_result(result: Result) -> bytes:
 
 def decode_result(data: bytes) -> Result:
     obj = _unpack_map(data, "result")
-    result = Result(**_checked_fields(obj, _RESULT_FIELDS, _RESULT_TYPES, "result"))
-    if result.kind not in JOB_KINDS:
-        raise SchemaError("result kind %r is not one of %s" % (result.kind, ", ".join(JOB_KINDS)))
+    kwargs = _checked_fields(obj, _RESULT_FIELDS, _RESULT_TYPES, "result")
+    kwargs["kind"] = _kind(kwargs["kind"], "result")
+    result = Result(**kwargs)
     if result.words is not None and not all(isinstance(w, dict) for w in result.words):
         raise SchemaError("result words must be maps")
     if result.segments is not None and not all(isinstance(s, dict) for s in result.segments):

@@ -44,6 +44,12 @@ class Settings:
     INTERIM_MIN_MS: int = _setting(350, "new speech needed before the next interim", lo=0)
     FINAL_SILENCE_MS_MIN: int = _setting(400, "shortest trailing silence that ends an utterance", lo=30)
     FINAL_SILENCE_MS_MAX: int = _setting(700, "longest trailing silence that ends an utterance", lo=30)
+    SPECULATE_MS: int = _setting(
+        200,
+        "trailing silence after which the would-be final is decoded while the endpoint is still open (0: off)",
+        lo=0,
+        hi=5000,
+    )
     # --- shared ---
     REDIS_URL: str = _setting("", "Redis URL; empty: redis://127.0.0.1:6379/0 (stt up: a private one)")
     LOG_LEVEL: str = _setting("INFO", "logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
@@ -77,7 +83,7 @@ class Settings:
     )
     INTERIM_WINDOW_PAD_S: float = _setting(2.0, "the same for interims", lo=0.0, hi=30.0)
     BATCH_SHARE: float = _setting(
-        0.25, "share of the background lane's runs file jobs get while interims wait too", lo=0.01, hi=1.0
+        0.25, "share of the background lane's time file jobs get while interims wait too", lo=0.01, hi=1.0
     )
     WINDOW_MIN_S: float = _setting(
         0.0, "a cut encoder window is never shorter than this (0: as short as audio + pad)", lo=0.0, hi=30.0

@@ -17,11 +17,12 @@ from typing import Any, TypeVar
 import numpy as np
 
 from common.errors import DecodeError, ModelLoadError
-from common.messages import BATCH, KINDS, Job
+from common.messages import Job, JobKind
 from common.settings import Settings
 from decoder import devices, lanes, models, profiles
 from decoder.batching import WINDOW_FRAMES, BatchingModel, window_frames
 from decoder.devices import Placement
+from decoder.scheduler import Lane, lane_of
 from decoder.text import (
     cut_loop,
     drop_context_words,
@@ -63,7 +64,7 @@ class Engine:
         self.model: Any = None  # the final lane's WhisperModel (its .model is that lane's batcher)
         self.batcher: Any = None
         self._pool: ThreadPoolExecutor | None = None
-        self._lanes: dict[str, Lane] = {}
+        self._lanes: dict[Lane, LaneModel] = {}
 
     @property
     def device(self) -> str:
@@ -111,15 +112,15 @@ class Engine:
             loaded.set()
             ticker.join()
         logger.info("model %s loaded and warmed up in %.1fs", self.model_name, time.monotonic() - started)
-        sot = whispers["final"].hf_tokenizer.token_to_id("<|startoftranscript|>")
-        for kind in KINDS:
+        sot = whispers[Lane.FINAL].hf_tokenizer.token_to_id("<|startoftranscript|>")
+        for lane in Lane:
             # A shallow copy per lane: the same tokenizer and feature extractor, its own batcher
             # (a batch is gathered per lane) and its own decode threads.
-            whisper = copy.copy(whispers[kind])
-            whisper.model = BatchingModel(whispers[kind].model, sot, pad=self.device == "cuda")
-            pool = ThreadPoolExecutor(max_workers=self.settings.DECODE_BATCH, thread_name_prefix="decode-" + kind)
-            self._lanes[kind] = Lane(whisper, whisper.model, pool)
-        final = self._lanes["final"]
+            whisper = copy.copy(whispers[lane])
+            whisper.model = BatchingModel(whispers[lane].model, sot, pad=self.device == "cuda")
+            pool = ThreadPoolExecutor(max_workers=self.settings.DECODE_BATCH, thread_name_prefix="decode-" + lane)
+            self._lanes[lane] = LaneModel(whisper, whisper.model, pool)
+        final = self._lanes[Lane.FINAL]
         self.model, self.batcher, self._pool = final.model, final.batcher, final.pool
 
     def _load(self, factory: Any, path: str) -> dict[str, Any]:
@@ -177,7 +178,7 @@ class Engine:
         A final whose text echoes what came before is decoded again with less of it: alone
         after its context, then without its prompt too. A final is never worse off than a
         decode of its audio alone."""
-        if job.kind == "interim":
+        if job.kind == JobKind.INTERIM:
             return self._decode(job, audio, None)
         total_ms = 0.0
         if context is not None and len(context) and job.context_text.strip():
@@ -194,10 +195,10 @@ class Engine:
         return output
 
     @contextlib.contextmanager
-    def windowed(self, job: Job, clip_s: float) -> Iterator[Lane]:
+    def windowed(self, job: Job, clip_s: float) -> Iterator[LaneModel]:
         """The lane of the job's kind, its encoder window cut for a clip of `clip_s` seconds
         (context included) in this thread while the block runs."""
-        pad = self.settings.INTERIM_WINDOW_PAD_S if job.kind == "interim" else self.settings.FINAL_WINDOW_PAD_S
+        pad = self.settings.INTERIM_WINDOW_PAD_S if job.kind == JobKind.INTERIM else self.settings.FINAL_WINDOW_PAD_S
         lane = self.lane(job.kind)
         lane.batcher.window(window_frames(clip_s, pad, self.settings.WINDOW_MIN_S), job.word_timestamps)
         try:
@@ -206,10 +207,8 @@ class Engine:
             # The window is this job's: a later transcribe in this thread gets the whole again.
             lane.batcher.window(WINDOW_FRAMES)
 
-    def lane(self, kind: str) -> Lane:
-        # File jobs take turns with interims in the background lane (decoder/worker.py).
-        kind = "interim" if kind == BATCH else kind
-        return self._lanes.get(kind) or Lane(self.model, self.batcher, self._pool)
+    def lane(self, kind: JobKind) -> LaneModel:
+        return self._lanes.get(lane_of(kind)) or LaneModel(self.model, self.batcher, self._pool)
 
     def _decode(self, job: Job, audio: np.ndarray, context: np.ndarray | None) -> DecodeOutput:
         samples = np.concatenate([context, audio]) if context is not None else audio
@@ -219,7 +218,7 @@ class Engine:
         try:
             with self.windowed(job, len(samples) / 16000.0) as lane:
                 segments, info = lane.model.transcribe(samples, **self.options(job, audio_s, context is not None))
-                if job.kind == BATCH:
+                if job.kind == JobKind.BATCH:
                     # A file part is decoded with timestamps: its segments are its subtitle
                     # cues. One that starts in the padding after the audio is not speech.
                     kept = [seg for seg in segments if seg.start < audio_s - 0.1]
@@ -289,7 +288,7 @@ class Engine:
             text = strip_context(text, context)
         text = cut_loop(text)
         words = None
-        if job.kind != "interim" and job.word_timestamps:
+        if job.kind != JobKind.INTERIM and job.word_timestamps:
             words = [
                 word_json(w, job.t0, context_s)
                 for w in first_words(
@@ -297,7 +296,7 @@ class Engine:
                 )
             ]
         cues: list[dict[str, Any]] | None = None
-        if job.kind == BATCH:
+        if job.kind == JobKind.BATCH:
             cues = [
                 {
                     "start": round(job.t0 + max(0.0, s.start), 3),
@@ -333,8 +332,8 @@ def word_json(word: Any, t0: float, context_s: float = 0.0) -> dict[str, Any]:
 
 
 @dataclass
-class Lane:
-    """What decodes one kind of job: a WhisperModel view, its batcher, its threads."""
+class LaneModel:
+    """What decodes one lane's jobs: a WhisperModel view, its batcher, its threads."""
 
     model: Any
     batcher: Any

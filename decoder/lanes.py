@@ -25,10 +25,10 @@ from typing import Any, TypeVar
 import numpy as np
 
 from common.errors import ModelLoadError
-from common.messages import KINDS
 from common.process import threads_per_lane, usable_cores
 from common.settings import Settings
 from decoder.devices import Placement
+from decoder.scheduler import Lane
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def cpu_threads(settings: Settings) -> int:
     (a lane each), at most 4. CTranslate2's own default is 4 whatever the machine: on 2 cores
     (measured with tiny.en) two lanes of 4 threads decode a final 15-25% slower than two of 1,
     and a lane of 2 threads is no faster than one of 1 (`benchmarks/README.md`)."""
-    return settings.CPU_THREADS or threads_per_lane(usable_cores(), len(KINDS))
+    return settings.CPU_THREADS or threads_per_lane(usable_cores(), len(Lane))
 
 
 def at_nice(nice: int, build: Callable[[], T]) -> T:
@@ -87,10 +87,10 @@ def load_lanes(factory: Any, path: str, settings: Settings, place: Placement, co
 
     if place.device == "cpu":
         if not settings.BACKGROUND_NICE:
-            shared = load(len(KINDS))
-            return {kind: shared for kind in KINDS}
-        return {"final": load(1), "interim": at_nice(settings.BACKGROUND_NICE, lambda: load(1))}
-    return {"final": load(1), "interim": load(1)}
+            shared = load(len(Lane))
+            return {lane: shared for lane in Lane}
+        return {Lane.FINAL: load(1), Lane.BACKGROUND: at_nice(settings.BACKGROUND_NICE, lambda: load(1))}
+    return {Lane.FINAL: load(1), Lane.BACKGROUND: load(1)}
 
 
 def warm_up(whisper: Any) -> None:

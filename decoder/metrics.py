@@ -18,12 +18,14 @@ from prometheus_client.registry import Collector
 
 from common import keys
 from common.clock import now_ms
+from common.messages import JobKind
 
 logger = logging.getLogger(__name__)
 
 DECODE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32)
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
-OUTCOMES = ("done", "cached", "failed", "stale_dropped", "superseded", "reclaimed", "dead")
+# cancelled: a speculative job whose speaker went on; shed: one past its deadline, undecoded.
+OUTCOMES = ("done", "cached", "failed", "stale_dropped", "superseded", "cancelled", "shed", "reclaimed", "dead")
 
 
 def stream_depths(client: redis.Redis) -> dict[str, tuple[int, float]]:
@@ -103,9 +105,11 @@ class DecoderMetrics:
         self.info = Gauge(
             "stt_decoder_info", "This decoder's model", ["decoder", "model", "device", "compute_type"], registry=r
         )
-        for kind in ("final", "interim"):
+        for kind in JobKind:
             for outcome in OUTCOMES:
                 self.jobs.labels(kind, outcome)
+            for family in (self.decode_seconds, self.batch_size, self.queue_wait, self.rtf):
+                family.labels(kind)
         self._collector: QueueCollector | None = None
         self._server: Any = None
 

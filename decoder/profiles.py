@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.messages import BATCH, Job
+from common.messages import Job, JobKind
 from common.settings import Settings
 
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -54,7 +54,7 @@ def options_for(
         "language": job.lang,
         "task": job.task,
         # A file part's segments are its subtitle cues: decoded with timestamps.
-        "without_timestamps": job.kind != BATCH,
+        "without_timestamps": job.kind != JobKind.BATCH,
         "condition_on_previous_text": False,
         "vad_filter": False,
         "initial_prompt": prompt,
@@ -63,7 +63,7 @@ def options_for(
         "log_prob_threshold": settings.LOG_PROB_THRESHOLD,
         "prefix": prefix or None,
     }
-    if job.kind == "interim":
+    if job.kind == JobKind.INTERIM:
         common.update(
             beam_size=1,
             best_of=1,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -12,29 +13,76 @@ from redis.exceptions import ResponseError
 from common import keys
 from common.clock import now_ms
 from common.errors import AudioError, SchemaError
-from common.messages import Job, Result, decode_job, encode_result
+from common.messages import Job, JobKind, Result, decode_job, encode_result
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class Entry:
-    """One stream entry: its job, or why it could not be read."""
+    """A stream entry read as a job."""
+
+    stream: str
+    entry_id: str
+    raw: bytes
+    job: Job
+    deliveries: int = 1
+
+    @property
+    def kind(self) -> JobKind:
+        return self.job.kind
+
+    @property
+    def label(self) -> str:
+        return self.job.id
+
+    @property
+    def entry_order(self) -> tuple[int, int]:
+        return _id_order(self.entry_id)
+
+
+@dataclass
+class BadEntry:
+    """A stream entry that is not a job this decoder can read, and why."""
 
     stream: str
     entry_id: str
     raw: bytes | None
-    job: Job | None = None
-    problem: str | None = None
+    problem: str
     deliveries: int = 1
 
     @property
-    def kind(self) -> str:
-        return keys.kind_of(self.stream)
-
-    @property
     def label(self) -> str:
-        return self.job.id if self.job else "%s/%s" % (self.stream, self.entry_id)
+        return "%s/%s" % (self.stream, self.entry_id)
+
+
+@dataclass
+class Preflight:
+    """What Redis says of a final-lane job about to be decoded."""
+
+    cached: bytes | None  # its result, already published once
+    cancelled: bool  # a speculative job no longer wanted
+    mine: bool  # False: another decoder is decoding the same job id now
+
+
+@dataclass
+class Read:
+    """Entries read at once: the jobs, and the entries that are not."""
+
+    jobs: list[Entry] = field(default_factory=list)
+    bad: list[BadEntry] = field(default_factory=list)
+
+    def add(self, entry: Entry | BadEntry) -> None:
+        if isinstance(entry, Entry):
+            self.jobs.append(entry)
+        else:
+            self.bad.append(entry)
+
+    def __bool__(self) -> bool:
+        return bool(self.jobs or self.bad)
+
+    def __len__(self) -> int:
+        return len(self.jobs) + len(self.bad)
 
 
 def _to_str(value: Any) -> str:
@@ -46,22 +94,19 @@ def _id_order(entry_id: str) -> tuple[int, int]:
     return int(ms), int(n or 0)
 
 
-def parse_entry(stream: str, entry_id: Any, fields: dict[bytes, bytes] | None) -> Entry:
+def parse_entry(stream: str, entry_id: Any, fields: dict[bytes, bytes] | None, deliveries: int = 1) -> Entry | BadEntry:
     raw = (fields or {}).get(keys.JOB_FIELD)
-    entry = Entry(stream=stream, entry_id=_to_str(entry_id), raw=raw)
+    eid = _to_str(entry_id)
     if raw is None:
-        entry.problem = "entry has no %r field" % keys.JOB_FIELD.decode()
-        return entry
+        return BadEntry(stream, eid, raw, "entry has no %r field" % keys.JOB_FIELD.decode(), deliveries)
     try:
-        entry.job = decode_job(raw)
+        job = decode_job(raw)
     except SchemaError as exc:
-        entry.problem = str(exc)
-        return entry
+        return BadEntry(stream, eid, raw, str(exc), deliveries)
     expected = keys.kind_of(stream)
-    if entry.job.kind != expected:
-        entry.problem = "a %s job on %s" % (entry.job.kind, stream)
-        entry.job = None
-    return entry
+    if job.kind != expected:
+        return BadEntry(stream, eid, raw, "a %s job on %s" % (job.kind, stream), deliveries)
+    return Entry(stream, eid, raw, job, deliveries)
 
 
 class JobStreams:
@@ -79,21 +124,26 @@ class JobStreams:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
-    async def read(self, streams: dict[Any, Any], count: int, block_ms: int | None) -> list[Entry]:
+    async def read(self, kinds: tuple[JobKind, ...], count: int, block_ms: int | None) -> Read:
+        """New entries of the streams of `kinds` (up to `count` of each), waiting up to `block_ms`
+        for one (None: not at all)."""
+        out = Read()
+        if not kinds:
+            return out
+        streams: dict[Any, Any] = {keys.stream_for(kind): ">" for kind in kinds}
         reply: Any = await self.redis.xreadgroup(keys.GROUP, self.consumer, streams, count=count, block=block_ms)
-        entries: list[Entry] = []
         for stream, items in reply or []:
             name = _to_str(stream)
             for entry_id, fields in items:
-                entries.append(parse_entry(name, entry_id, fields))
-        return entries
+                out.add(parse_entry(name, entry_id, fields))
+        return out
 
-    async def claim_own_pending(self, count: int) -> list[Entry]:
+    async def claim_own_pending(self, count: int) -> Read:
         """Entries this consumer was given before a restart or a lost connection, claimed again
         (XCLAIM counts a delivery, where re-reading with XREADGROUP would not): a job that kills
         its decoder every time reaches MAX_DELIVERIES like any other, even when the decoder
         comes back under the same name."""
-        entries: list[Entry] = []
+        out = Read()
         for stream in keys.STREAMS:
             pending: Any = await self.redis.xpending_range(
                 stream, keys.GROUP, min="-", max="+", count=count, consumername=self.consumer
@@ -105,10 +155,8 @@ class JobStreams:
             for entry_id, fields in claimed:
                 if fields is None:
                     continue  # deleted meanwhile (its job was done); XCLAIM drops it from the list
-                entry = parse_entry(stream, entry_id, fields)
-                entry.deliveries = times.get(entry.entry_id, 1)
-                entries.append(entry)
-        return entries
+                out.add(parse_entry(stream, entry_id, fields, times.get(_to_str(entry_id), 1)))
+        return out
 
     async def keep_claimed(self, entries: list[Entry]) -> None:
         """Reset the idle time of the entries in hand that are still this consumer's, without
@@ -123,22 +171,23 @@ class JobStreams:
             if mine:
                 await self.redis.xclaim(stream, keys.GROUP, self.consumer, 0, mine, justid=True)
 
-    async def claim_idle(self, stream: str, min_idle_ms: int, count: int) -> list[Entry]:
+    async def claim_idle(self, stream: str, min_idle_ms: int, count: int) -> Read:
         """XAUTOCLAIM entries idle in other consumers (a crashed decoder) and learn how often
         each was delivered."""
         reply = await self.redis.xautoclaim(
             stream, keys.GROUP, self.consumer, min_idle_ms, start_id=self._claim_cursor[stream], count=count
         )
         self._claim_cursor[stream] = _to_str(reply[0])
-        entries = [parse_entry(stream, eid, fields) for eid, fields in reply[1] if eid]
-        if not entries:
-            return []
+        claimed = [(_to_str(eid), fields) for eid, fields in reply[1] if eid]
+        out = Read()
+        if not claimed:
+            return out
         pipe = self.redis.pipeline(transaction=False)
-        for e in entries:
-            pipe.xpending_range(stream, keys.GROUP, min=e.entry_id, max=e.entry_id, count=1)
-        for e, info in zip(entries, await pipe.execute()):
-            e.deliveries = int(info[0]["times_delivered"]) if info else 1
-        return entries
+        for eid, _ in claimed:
+            pipe.xpending_range(stream, keys.GROUP, min=eid, max=eid, count=1)
+        for (eid, fields), info in zip(claimed, await pipe.execute()):
+            out.add(parse_entry(stream, eid, fields, int(info[0]["times_delivered"]) if info else 1))
+        return out
 
     async def prune_consumers(self, min_idle_ms: int) -> list[str]:
         """Remove the consumers of dead decoders: those that hold no entries and have not read
@@ -154,18 +203,22 @@ class JobStreams:
                     removed.append("%s/%s" % (stream, name))
         return removed
 
-    async def ack(self, entries: list[Entry], pipe: Any = None) -> None:
-        """XACK and XDEL: the streams hold only work in flight."""
+    async def ack(self, entries: Sequence[Entry | BadEntry], pipe: Any = None) -> None:
+        """XACK and XDEL (the streams hold only work in flight), and give up the decoding
+        leases of final-lane jobs."""
         own = pipe is None
         pipe = pipe if pipe is not None else self.redis.pipeline(transaction=True)
         for stream in {e.stream for e in entries}:
             ids = [e.entry_id for e in entries if e.stream == stream]
             pipe.xack(stream, keys.GROUP, *ids)
             pipe.xdel(stream, *ids)
+        leases = [keys.decoding_key(e.job.id) for e in entries if isinstance(e, Entry) and e.kind.decodes_as_final]
+        if leases:
+            pipe.delete(*leases)
         if own:
             await pipe.execute()
 
-    async def dead_letter(self, entry: Entry, reason: str, decoder: str) -> None:
+    async def dead_letter(self, entry: Entry | BadEntry, reason: str, decoder: str) -> None:
         """Move an entry to the dead stream; its utterance gets an error result if we know whose."""
         pipe = self.redis.pipeline(transaction=True)
         fields: dict[Any, Any] = {
@@ -179,7 +232,7 @@ class JobStreams:
         if entry.raw is not None:
             fields["job"] = entry.raw
         pipe.xadd(keys.STREAM_DEAD, fields, maxlen=keys.DEAD_MAXLEN, approximate=True)
-        if entry.job is not None:
+        if isinstance(entry, Entry):
             result = Result.failure(entry.job, "dead-lettered: %s" % reason, decoder)
             self._publish(pipe, entry.job, result, cache_ttl=None)
         await self.ack([entry], pipe)
@@ -190,6 +243,41 @@ class JobStreams:
             return []
         replies: list[Any] = await self.redis.mget([keys.result_key(j.id) for j in jobs])
         return replies
+
+    async def preflight(self, jobs: list[Job], lease_ms: int) -> list[Preflight]:
+        """Before decoding final-lane jobs: each one's cached result, whether it was cancelled (a
+        speculative job whose speaker went on), and whether this decoder now holds its decoding
+        lease (SET NX: when another decoder holds it, that one is decoding the same job id)."""
+        if not jobs:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for job in jobs:
+            pipe.get(keys.result_key(job.id))
+            pipe.exists(keys.cancelled_key(job.id))
+            pipe.set(keys.decoding_key(job.id), self.consumer, nx=True, px=lease_ms)
+            pipe.get(keys.decoding_key(job.id))
+        replies = await pipe.execute()
+        out = []
+        for i in range(len(jobs)):
+            cached, cancelled, _, holder = replies[4 * i : 4 * i + 4]
+            out.append(Preflight(cached, bool(cancelled), holder is None or _to_str(holder) == self.consumer))
+        return out
+
+    async def renew_leases(self, jobs: list[Job], lease_ms: int) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for job in jobs:
+            pipe.set(keys.decoding_key(job.id), self.consumer, px=lease_ms)
+        await pipe.execute()
+
+    async def elsewhere(self, jobs: list[Job]) -> list[tuple[bytes | None, bool]]:
+        """For jobs another decoder was decoding: each one's result if it is in, and whether the
+        other decoder still holds its lease."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job in jobs:
+            pipe.get(keys.result_key(job.id))
+            pipe.exists(keys.decoding_key(job.id))
+        replies = await pipe.execute()
+        return [(replies[2 * i], bool(replies[2 * i + 1])) for i in range(len(jobs))]
 
     async def fetch_audio(self, jobs: list[Job]) -> list[tuple[bytes | AudioError, bytes | None]]:
         """Each job's byte range of its utterance's audio, or why it cannot be had, and its
@@ -247,8 +335,7 @@ class JobStreams:
         the entry to be claimed, and the cache answers it without a second decode."""
         pipe = self.redis.pipeline(transaction=False)
         for entry, result in done:
-            assert entry.job is not None
-            cache = cache_ttl if entry.kind != "interim" and not (isinstance(result, Result) and result.error) else None
+            cache = cache_ttl if entry.kind.cached and not (isinstance(result, Result) and result.error) else None
             self._publish(pipe, entry.job, result, cache)
         await self.ack([e for e, _ in done], pipe)
         await pipe.execute()

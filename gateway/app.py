@@ -19,7 +19,8 @@ from common import keys
 from common.lifecycle import Watchdog
 from common.settings import Settings
 from gateway.auth import offered_subprotocol
-from gateway.protocols.deepgram import DeepgramAdapter, speaks_deepgram
+from gateway.protocols.deepgram import DeepgramAdapter
+from gateway.protocols.deepgram_query import speaks_deepgram
 from gateway.protocols.native import NativeAdapter
 from gateway.protocols.openai import OpenAIAdapter
 from gateway.state import GatewayState

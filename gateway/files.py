@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common import keys
-from common.messages import BATCH, Job, Result
+from common.messages import Job, JobKind, Result
 from common.settings import Settings
 from gateway.filesplit import BYTES_PER_S, FileReader, Part
 from gateway.jobqueue import JobQueue
@@ -85,7 +85,7 @@ class FileTranscription:
         await self.queue.append_audio(self.id, n, part.pcm, 0)
         job = Job(
             id="%s-%d" % (self.id, n),
-            kind=BATCH,
+            kind=JobKind.BATCH,
             session=self.id,
             gateway=self.gateway_id,
             utt=n,

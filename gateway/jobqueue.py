@@ -19,12 +19,13 @@ from common import keys
 from common.backoff import Backoff
 from common.clock import now_ms
 from common.lifecycle import REDIS_TRANSIENT
-from common.messages import Job, encode_job
+from common.messages import Job, JobKind, encode_job
 
 logger = logging.getLogger(__name__)
 
 Command = tuple[Any, ...]  # (pipeline method name, *args)
 RIDE_THROUGH_S = 15.0  # how long writes wait for Redis to come back (a restart takes ~1 s)
+CANCEL_TTL_MS = 60_000  # far longer than a speculative job waits before it is shed
 
 
 class WriteBatcher:
@@ -101,6 +102,8 @@ class Queue(Protocol):
 
     async def enqueue(self, job: Job) -> str: ...
 
+    async def cancel(self, job_id: str) -> None: ...
+
     async def drop_audio(self, session: str, *utts: int) -> None: ...
 
 
@@ -128,11 +131,15 @@ class JobQueue:
             job.enqueued = now_ms()
         # Interims are capped (approximately): a late one is worth nothing, and the cap bounds what
         # a stalled cluster holds. Finals never are: each is an utterance a client waits for.
-        maxlen = keys.INTERIM_MAXLEN if job.kind == "interim" else None
+        maxlen = keys.INTERIM_MAXLEN if job.kind == JobKind.INTERIM else None
         [entry_id] = await self.writes.pipelined(
             ("xadd", keys.stream_for(job.kind), {keys.JOB_FIELD: encode_job(job)}, "*", maxlen, True)
         )
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    async def cancel(self, job_id: str) -> None:
+        """A speculative job is no longer wanted: a decoder that has not started it drops it."""
+        await self.writes.pipelined(("set", keys.cancelled_key(job_id), b"1", None, CANCEL_TTL_MS))
 
     async def final_backlog(self) -> int:
         return int(await self.redis.xlen(keys.STREAM_FINAL))
@@ -148,6 +155,7 @@ class MemoryQueue:
     def __init__(self) -> None:
         self.audio: dict[str, bytes] = {}
         self.jobs: list[Job] = []
+        self.cancelled: set[str] = set()
 
     async def append_audio(self, session: str, utt: int, pcm16k: bytes, offset: int) -> int:
         key = keys.audio_key(session, utt)
@@ -159,6 +167,9 @@ class MemoryQueue:
             job.enqueued = now_ms()
         self.jobs.append(job)
         return "%d-0" % len(self.jobs)
+
+    async def cancel(self, job_id: str) -> None:
+        self.cancelled.add(job_id)
 
     async def drop_audio(self, session: str, *utts: int) -> None:
         for n in utts:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from common.messages import JobKind
+
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30)
 
 
@@ -24,6 +26,27 @@ class GatewayMetrics:
             registry=r,
         )
         self.interims_dropped = Counter("stt_interims_dropped", "Interim results not sent", ["reason"], registry=r)
+        self.speculative = Counter(
+            "stt_speculative_finals",
+            "Speculative finals by outcome: queued; ready (the result was in at the endpoint) or awaited "
+            "(it came after) when used; cancelled (speech went on, or the turn ended otherwise), invalid "
+            "(the final asked for another decode), discarded (a result that came and was not used)",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("queued", "ready", "awaited", "cancelled", "invalid", "discarded"):
+            self.speculative.labels(outcome)
+        self.speculative_wasted = Counter(
+            "stt_speculative_wasted_seconds", "Decoder time of speculative results not used", registry=r
+        )
+        self.decoded_seconds = Counter(
+            "stt_gateway_decoded_seconds",
+            "Decoder time of the results this gateway used or discarded, by job kind",
+            ["kind"],
+            registry=r,
+        )
+        for kind in JobKind:
+            self.decoded_seconds.labels(kind)
         self.errors = Counter("stt_gateway_errors", "Errors sent to clients", ["code"], registry=r)
         self.audio_seconds = Counter("stt_gateway_audio_seconds", "Audio received", registry=r)
         self.files = Gauge("stt_gateway_files", "Uploaded files being transcribed", registry=r)

@@ -41,12 +41,14 @@ def excerpt(value: Any) -> str:
 class Turn:
     """How the end of an utterance is decided. `silence_min_ms`..`silence_max_ms`: the adaptive
     end-of-speech silence (equal: a fixed one); `on_silence` False: only the client ends a turn
-    (finalize/commit), and MAX_UTTERANCE_S."""
+    (finalize/commit), and MAX_UTTERANCE_S. `eager_ms` (eager end of turn): the silence that
+    ends a turn whose latest text ends a sentence (0: `silence_min_ms`)."""
 
     silence_min_ms: int
     silence_max_ms: int
     pre_roll_ms: int
     on_silence: bool = True
+    eager_ms: int = 0
 
 
 @dataclass
@@ -59,7 +61,20 @@ class SessionOptions:
     prompt: str = ""
     hotwords: tuple[str, ...] = ()
     turn: Turn | None = None  # None: the service's adaptive endpointer (settings)
+    eager_ms: int = 0  # with the service's endpointer: eager end of turn (see Turn)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+EAGER_MS = (60, 2000)  # the bounds of an eager end-of-turn silence
+
+
+def check_eager(value: Any, name: str = "eager_eot_ms") -> int:
+    """An eager end-of-turn silence in ms (0 or absent: off)."""
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or not (value == 0 or EAGER_MS[0] <= value <= EAGER_MS[1]):
+        raise BadInput("bad_start", "%s must be 0 (off) or %d-%d ms" % (name, *EAGER_MS))
+    return value
 
 
 def check_rate(rate: Any, name: str = "sample_rate") -> int:

@@ -16,45 +16,39 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from common import keys
 from common.audio import StreamResampler
 from common.clock import now_ms
-from common.messages import Job, Result
+from common.messages import Job, JobKind, Result
 from common.settings import Settings
 from gateway.events import (
     EndReason,
     Event,
     Final,
     FinalFailed,
-    Interim,
     SessionFailed,
     SpeechStarted,
     SpeechStopped,
 )
+from gateway.interims import Interims
 from gateway.jobqueue import Queue
+from gateway.jobs import PROMPT_CHARS, job_for
 from gateway.metrics import GatewayMetrics
 from gateway.options import SessionOptions, Turn
 from gateway.resume import LEASE_MS, Journal, NullJournal
-from gateway.sessionstate import Core, Heard, PendingFinal, Utterance, dump_pending, pending_field
-from gateway.stable import interim_text, stable_prefix
-from gateway.vad import FRAME_MS, FRAME_SAMPLES, RATE, Endpointer, State
+from gateway.sessionstate import Core, Heard, PendingFinal, Utterance, dump_pending, held_position, pending_field
+from gateway.speculation import Speculation
+from gateway.vad import RATE, Endpointer
 
 logger = logging.getLogger(__name__)
-PROMPT_CHARS = 400
-# Context and utterance together stay inside Whisper's 30 s window, with room to spare.
-WINDOW_S = 28.0
-BYTES_PER_S = RATE * 2
 RENEW_S = 1.0  # how often a connected session renews its lease (and records its position)
 FENCED = "taken over by another gateway"  # what `broken` says of a session resumed elsewhere
+SPECULATION_SLACK_MS = 500  # a speculative job outlives the latest its endpoint can come by this
 
 
-def final_prompt(user_prompt: str, recent_text: str) -> str:
-    """The decoder's prompt: the client's prompt and the session's recent finals, the most recent kept."""
-    return (user_prompt + " " + recent_text).strip()[-PROMPT_CHARS:]
-
-
-def default_turn(settings: Settings) -> Turn:
-    return Turn(settings.FINAL_SILENCE_MS_MIN, settings.FINAL_SILENCE_MS_MAX, settings.PRE_ROLL_MS)
+def default_turn(settings: Settings, options: SessionOptions) -> Turn:
+    return Turn(
+        settings.FINAL_SILENCE_MS_MIN, settings.FINAL_SILENCE_MS_MAX, settings.PRE_ROLL_MS, eager_ms=options.eager_ms
+    )
 
 
 class Session:
@@ -78,7 +72,7 @@ class Session:
         self.id = uuid.uuid4().hex[:16]
         self.lang = options.lang
         self.resampler = StreamResampler(options.sample_rate, RATE) if options.sample_rate != RATE else None
-        turn = options.turn or default_turn(settings)
+        turn = options.turn or default_turn(settings, options)
         self.endpointer = Endpointer(
             settings.VAD_MODE,
             turn.pre_roll_ms,
@@ -87,25 +81,27 @@ class Session:
             turn.silence_max_ms,
             settings.MAX_UTTERANCE_S,
             turn.on_silence,
+            speculate_ms=settings.SPECULATE_MS,
+            eager_ms=turn.eager_ms,
         )
+        self.speculation = Speculation(self.id, queue, metrics)
+        self.interims = Interims(settings, self.endpointer, self._job, queue.enqueue, emit, metrics)
         self.samples_in = 0  # 16 kHz samples of audio received
         self.next_utt = 0
         self.current: Utterance | None = None
         self.pending: dict[int, PendingFinal] = {}
         self.next_final = 0  # the utterance whose final goes out next
-        self.interim_in_flight: tuple[int, int, int] | None = None  # (utt, rev, deadline ms)
         self.recent_text = ""
         self.heard: Heard | None = None
         self.audio_dropped = 0  # utterances below this have had their audio keys deleted
-        self.interim_queued_at = 0.0
         self.finals_done = asyncio.Event()  # set while no final is outstanding
         self.finals_done.set()
         self.room = asyncio.Event()  # set while fewer than MAX_PENDING_FINALS finals are outstanding
         self.room.set()
-        # Where a resumable session records its state (gateway/resume.py); the changes that
-        # happen in results (deliveries, interims) are recorded by the next tick.
+        # Where a resumable session records its state (gateway/resume.py). The changes that
+        # happen in results (deliveries, stable prefixes) are recorded with the next lease
+        # renewal: until then the log of sent messages, written before each is sent, has them.
         self.journal: Journal = NullJournal()
-        self.dirty = False
         self.resolved: list[int] = []  # utterances whose pending final went out since the last record
         self.renewed_at = 0.0
 
@@ -118,19 +114,12 @@ class Session:
 
     @property
     def position(self) -> int:
-        """16 kHz samples of the client's audio this gateway holds for good: everything before it
-        is in an utterance's audio key or was silence left behind. A client that resumes sends
-        its audio again from here."""
-        if self.current is not None:
-            return round(self.current.start * RATE) + self.current.appended // 2
-        ep = self.endpointer
-        if ep.state is State.CANDIDATE:
-            return max(0, ep.utt_start)
-        return max(0, ep.samples - len(ep.pre_roll) * FRAME_SAMPLES)
+        """16 kHz samples of the client's audio this gateway holds for good (a resuming client
+        sends its audio again from here)."""
+        return held_position(self.endpointer, self.current)
 
     async def record(self, **fields: str) -> None:
         """Write the session's state (and `fields`) to its journal now."""
-        self.dirty = False
         gone = {pending_field(n): "" for n in self.resolved}
         self.resolved = []
         await self.journal.update({"core": self.core().dumps(), "pos": str(self.position), **gone, **fields})
@@ -158,21 +147,23 @@ class Session:
         audio is deleted and its number goes to the next one."""
         utt = self.current
         self.endpointer.reset()
+        await self.speculation.drop("the client discarded the utterance")
         if utt is None:
             return
         self.current = None
         if utt.n == self.next_utt - 1:
             self.next_utt -= 1
-        if self.interim_in_flight and self.interim_in_flight[0] == utt.n:
-            self.interim_in_flight = None
+        self.interims.forget(utt.n)
         await self.queue.drop_audio(self.id, utt.n)
         await self.record()
         logger.info("session %s utt %d: discarded by the client", self.id, utt.n)
 
     def set_turn(self, turn: Turn | None) -> None:
-        turn = turn or default_turn(self.settings)
+        turn = turn or default_turn(self.settings, self.options)
         self.options.turn = turn
-        self.endpointer.configure(turn.silence_min_ms, turn.silence_max_ms, turn.pre_roll_ms, turn.on_silence)
+        self.endpointer.configure(
+            turn.silence_min_ms, turn.silence_max_ms, turn.pre_roll_ms, turn.on_silence, turn.eager_ms
+        )
 
     def set_rate(self, rate: int) -> None:
         """The client's audio comes at another rate from now on."""
@@ -193,51 +184,39 @@ class Session:
                 self.current.appended = await self.queue.append_audio(
                     self.id, self.current.n, ev.audio, self.current.appended
                 )
+            elif ev.kind == "pause" and self.current is not None:
+                await self._speculate(self.current)
+            elif ev.kind == "speech":
+                await self.speculation.drop("speech went on")
             elif ev.kind == "end" and self.current is not None:
                 utt, end, reason = self.current, ev.sample / RATE, EndReason(ev.reason)
                 self.current = None
-                if await self._queue_final(
-                    utt, end, utt.appended - ev.tail_bytes, max(0, ev.decided - ev.sample) / RATE, reason
-                ):
+                guess = self.speculation.guess
+                if reason is EndReason.SILENCE and guess is not None and guess.job.utt == utt.n:
+                    # The final decodes what the speculative job did: the speech and the
+                    # trailing silence up to the pause.
+                    audio_end = guess.job.audio_end
+                else:
+                    audio_end = utt.appended - ev.tail_bytes
+                if await self._queue_final(utt, end, audio_end, max(0, ev.decided - ev.sample) / RATE, reason):
                     queued += 1
                     self.emit(SpeechStopped(utt.n, end, reason))
         return queued
 
     # --- jobs ----------------------------------------------------------------------------
 
-    def _job(self, kind: str, utt: Utterance, audio_end: int, **extra: Any) -> Job:
-        recent = self.recent_text
-        heard = self.heard if kind == "final" else None
-        if heard is not None and (
-            heard.utt != utt.n - 1
-            or heard.audio_end > self.settings.CONTEXT_S * BYTES_PER_S
-            or heard.audio_end + audio_end > WINDOW_S * BYTES_PER_S
-        ):
-            heard = None
-        if heard is not None:
-            extra.update(
-                context_key=keys.audio_key(self.id, heard.utt), context_end=heard.audio_end, context_text=heard.text
-            )
-            # The context's text is forced after the prompt, so the prompt is what came before it.
-            recent = recent[: len(recent) - len(heard.text)].rstrip() if recent.endswith(heard.text) else ""
-        return Job(
-            id=keys.final_job_id(self.id, utt.n)
-            if kind == "final"
-            else keys.interim_job_id(self.id, utt.n, extra.get("rev", 0)),
-            kind=kind,
-            session=self.id,
-            gateway=self.gateway_id,
-            utt=utt.n,
-            audio_key=keys.audio_key(self.id, utt.n),
-            audio_end=audio_end,
-            t0=utt.start,
-            lang=self.lang,
-            task=self.options.task,
-            word_timestamps=self.options.word_timestamps and kind == "final",
-            prompt=final_prompt(self.options.prompt, recent),
-            hotwords=", ".join(self.options.hotwords) if kind == "final" else "",
-            **extra,
-        )
+    def _job(self, kind: JobKind, utt: Utterance, audio_end: int, **extra: Any) -> Job:
+        return job_for(self, kind, utt, audio_end, **extra)
+
+    async def _speculate(self, utt: Utterance) -> None:
+        """The speaker paused: queue the would-be final of the audio so far. It is worth nothing
+        once the endpoint must have been decided (then its final stands in the final queue)."""
+        if utt.appended <= 0:
+            return
+        keep = utt.stable if self.settings.FINAL_KEEPS_STABLE else ""
+        wait_ms = max(0, self.endpointer.silence_max_ms - self.endpointer.speculate_ms)
+        deadline = now_ms() + wait_ms + SPECULATION_SLACK_MS
+        await self.speculation.begin(self._job(JobKind.SPECULATIVE, utt, utt.appended, prefix=keep, deadline=deadline))
 
     async def _queue_final(
         self, utt: Utterance, end: float, audio_end: int, waited_s: float, reason: EndReason
@@ -250,7 +229,8 @@ class Session:
             await self.record()
             return False
         keep = utt.stable if self.settings.FINAL_KEEPS_STABLE else ""
-        job = self._job("final", utt, audio_end, prefix=keep)
+        job = self._job(JobKind.FINAL, utt, audio_end, prefix=keep)
+        ready = await self.speculation.settle(job)
         now = time.monotonic()
         self.pending[utt.n] = PendingFinal(
             job=job,
@@ -262,39 +242,22 @@ class Session:
             reason=reason,
         )
         self.finals_done.clear()
-        if self.interim_in_flight and self.interim_in_flight[0] == utt.n:
-            # Its utterance is over, so is its interim (dropped as stale whenever it comes): the
-            # next utterance's first interim does not wait for it (of two waiting at a decoder,
-            # the newer is decoded).
-            self.interim_in_flight = None
+        self.interims.forget(utt.n)
         if len(self.pending) >= self.settings.MAX_PENDING_FINALS:
             self.room.clear()
         # Recorded before it is queued: a gateway taking over queues it again.
         await self.record(**{pending_field(utt.n): dump_pending(self.pending[utt.n])})
+        if ready is not None:
+            logger.info("session %s utt %d: final ready at the endpoint (speculative %s)", self.id, utt.n, job.id)
+            self._resolve(self.pending[utt.n], ready)
+            return True
         await self.queue.enqueue(job)
         logger.info("session %s utt %d: final queued (%.2f-%.2fs, %d bytes)", self.id, utt.n, utt.start, end, audio_end)
         return True
 
     async def _maybe_interim(self) -> None:
-        utt = self.current
-        if utt is None or not self.options.interim or self.interim_in_flight is not None:
-            return
-        # New *speech*, not new audio: in the trailing silence before an end of speech an interim
-        # would tell the client nothing new and keep the decoder busy just as the final comes.
-        voiced = self.endpointer.speech_frames
-        new_ms = (voiced - utt.voiced_from) * FRAME_MS
-        if new_ms < self.settings.INTERIM_MIN_MS:
-            if utt.interim_from and utt.appended > utt.interim_from:
-                self.metrics.interims_coalesced.inc()
-            return
-        utt.voiced_from = voiced
-        utt.rev += 1
-        deadline = now_ms() + self.settings.INTERIM_DEADLINE_MS
-        job = self._job("interim", utt, utt.appended, rev=utt.rev, prefix=utt.stable, deadline=deadline)
-        utt.interim_from = utt.appended
-        self.interim_in_flight = (utt.n, utt.rev, deadline)
-        self.interim_queued_at = time.monotonic()
-        await self.queue.enqueue(job)
+        if self.options.interim:
+            await self.interims.maybe_ask(self.current)
 
     async def tick(self) -> None:
         """Periodic: free an interim slot past its deadline; re-queue finals without result; delete
@@ -303,15 +266,13 @@ class Session:
         if done_below > self.audio_dropped:
             await self.queue.drop_audio(self.id, *range(self.audio_dropped, done_below))
             self.audio_dropped = done_below
-        if self.interim_in_flight and now_ms() > self.interim_in_flight[2] + 250:
-            self.interim_in_flight = None
-            self.metrics.interims_dropped.labels("timeout").inc()
+        if self.interims.expired():
             await self._maybe_interim()
         now = time.monotonic()
         for p in list(self.pending.values()):
             if p.result is None and now - p.queued_at > self.settings.FINAL_TIMEOUT_S:
                 await self._try_again(p, "no final after %.0fs" % self.settings.FINAL_TIMEOUT_S)
-        if self.dirty or now - self.renewed_at > RENEW_S:
+        if now - self.renewed_at > RENEW_S:
             # The lease says its client is still connected here, and the position moves on.
             self.renewed_at = now
             await self.record(connected="1", lease=str(now_ms() + LEASE_MS))
@@ -334,56 +295,40 @@ class Session:
         for p in list(self.pending.values()):
             if p.result is None:
                 await self._try_again(p, "results may have been missed while resubscribing")
-        self.interim_in_flight = None
+        self.interims.reset()
 
     # --- results -------------------------------------------------------------------------
 
     def on_result(self, result: Result) -> None:
-        if result.kind == "interim":
+        if result.kind == JobKind.INTERIM:
+            self.metrics.decoded_seconds.labels(result.kind).inc(result.decode_ms / 1000.0)
             self._on_interim(result)
-        else:
-            p = self.pending.get(result.utt)
-            if p is None or p.result is not None:
-                return  # a duplicate (re-queued job answered twice): already resolved
-            self._resolve(p, result)
+            return
+        p = self.pending.get(result.utt)
+        if result.kind == JobKind.SPECULATIVE:
+            used = self.speculation.on_result(result, p.job.id if p is not None and p.result is None else None)
+            if used is not None and p is not None:
+                self._resolve(p, used)
+            elif self.endpointer.eager_ms and self.speculation.holds(result) and result.text:
+                # Eager end of turn: the whole utterance's text says whether it ends a sentence.
+                self.endpointer.last_text = result.text
+            return
+        if p is None or p.result is not None:
+            return  # a duplicate (re-queued job answered twice): already resolved
+        self._resolve(p, result)
 
     def _on_interim(self, result: Result) -> None:
-        if self.interim_in_flight and self.interim_in_flight[:2] == (result.utt, result.rev):
-            self.interim_in_flight = None
-        utt = self.current
-        if utt is None or utt.n != result.utt or result.rev <= utt.delivered_rev or result.error:
-            self.metrics.interims_dropped.labels("stale").inc()
-            return
-        text = interim_text(result.text)
-        if not text:
-            self.metrics.interims_dropped.labels("empty").inc()
-            return
-        if not text.startswith(utt.stable):
-            self.metrics.interims_dropped.labels("unstable").inc()
-            return
-        was_stable = utt.stable
-        unchanged = bool(utt.texts) and text == utt.texts[-1]
-        utt.delivered_rev = result.rev
-        utt.texts = [*utt.texts[-1:], text]
-        utt.stable = stable_prefix(utt.texts, utt.stable)
-        # The raw text: whether the model heard a sentence end is what the endpointer asks.
-        self.endpointer.last_text = result.text
-        if unchanged and utt.stable == was_stable:
-            self.metrics.interims_dropped.labels("unchanged").inc()
-            return
-        self.dirty = True  # its stable prefix, should a gateway take the session over
-        self.metrics.interim_latency.observe(time.monotonic() - self.interim_queued_at)
-        end = utt.start + result.audio_s
-        self.emit(Interim(utt.n, result.rev, text, utt.stable, utt.start, end, result.confidence))
+        self.interims.on_result(result, self.current)
 
     def _resolve(self, p: PendingFinal, result: Result) -> None:
         p.result = result
+        if result.kind == JobKind.FINAL:
+            self.metrics.decoded_seconds.labels(result.kind).inc(result.decode_ms / 1000.0)
         while self.next_final in self.pending and self.pending[self.next_final].result is not None:
             done = self.pending.pop(self.next_final)
             self._deliver(done)
             self.resolved.append(done.job.utt)
             self.next_final += 1
-            self.dirty = True
         if not self.pending:
             self.finals_done.set()
         if len(self.pending) < self.settings.MAX_PENDING_FINALS:
@@ -433,7 +378,6 @@ class Session:
         for n in owed:
             self.emit(FinalFailed(n, why))
         self.resolved += list(self.pending)
-        self.dirty = True
         self.pending.clear()
         self.current = None
         self.next_final = self.next_utt
@@ -463,6 +407,7 @@ class Session:
     async def cleanup(self) -> None:
         """Session gone: its audio keys are only needed by finals still pending (and, as their
         context, the audio of the utterance before the first of them)."""
+        await self.speculation.drop("the session ended")
         needed = set(self.pending) | {n - 1 for n in self.pending}
         gone = [n for n in range(self.audio_dropped, self.next_utt) if n not in needed]
         if gone:

@@ -18,6 +18,7 @@ from typing import Any
 from common.messages import Job, Result
 from gateway.events import EndReason
 from gateway.options import SessionOptions, Turn
+from gateway.vad import FRAME_SAMPLES, RATE, Endpointer, State
 
 
 @dataclass
@@ -126,3 +127,14 @@ def load_options(text: str) -> SessionOptions:
     obj: dict[str, Any] = json.loads(text)
     turn = Turn(**obj["turn"]) if obj.get("turn") else None
     return SessionOptions(**{**obj, "turn": turn, "hotwords": tuple(obj.get("hotwords", ()))})
+
+
+def held_position(endpointer: Endpointer, current: Utterance | None) -> int:
+    """16 kHz samples of the client's audio a gateway holds for good: everything before it is in
+    an utterance's audio key or was silence left behind (an open utterance's audio counts once
+    it is in its key; the pre-roll and a candidate onset do not)."""
+    if current is not None:
+        return round(current.start * RATE) + current.appended // 2
+    if endpointer.state is State.CANDIDATE:
+        return max(0, endpointer.utt_start)
+    return max(0, endpointer.samples - len(endpointer.pre_roll) * FRAME_SAMPLES)

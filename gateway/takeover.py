@@ -97,7 +97,6 @@ async def restore(session: Session, resumed: Resumed, redis: aioredis.Redis) -> 
         session.finals_done.clear()
     if len(session.pending) >= session.settings.MAX_PENDING_FINALS:
         session.room.clear()
-    session.dirty = True
     await session.record(**{pending_field(n): dump_pending(p) for n, p in session.pending.items()})
     for p in session.pending.values():
         # Results for the old owner's channel are lost with it: asked for again, here.

@@ -21,7 +21,13 @@ Adaptive end-of-speech threshold, between FINAL_SILENCE_MS_MIN and FINAL_SILENCE
   and moves linearly toward MIN as the utterance grows from 1 s to 8 s of speech (long
   utterances are worth closing promptly);
 - when the latest interim text ends a sentence (. ? ! or the like), it is MIN at once;
-- when the latest interim ends mid-phrase (a comma, a conjunction or article), it is MAX.
+- when the latest interim ends mid-phrase (a comma, a conjunction or article), it is MAX;
+- eager end of turn (a session's option): when the latest text ends a sentence it is that
+  session's `eager_ms` instead of MIN.
+
+Speculation: once the trailing silence reaches `speculate_ms` (and the threshold is longer) the
+endpointer says so ("pause": the session queues the would-be final of the audio so far), and
+says again if speech comes back before the end ("speech": the session cancels it).
 """
 
 from __future__ import annotations
@@ -40,10 +46,10 @@ SENTENCE_END = tuple(".?!。？！…")
 MID_PHRASE_WORDS = frozenset("and or but the a an of to in with for that which because so".split())
 
 
-def end_threshold_ms(speech_ms: float, last_text: str, lo: int, hi: int) -> float:
+def end_threshold_ms(speech_ms: float, last_text: str, lo: int, hi: int, eager: int = 0) -> float:
     text = last_text.rstrip()
     if text.endswith(SENTENCE_END):
-        return float(lo)
+        return float(eager or lo)
     if text.endswith((",", ";", ":", "-")) or (text and text.split()[-1].lower() in MID_PHRASE_WORDS):
         return float(hi)
     frac = min(1.0, max(0.0, (speech_ms - 1000.0) / 7000.0))
@@ -58,7 +64,7 @@ class State(enum.Enum):
 
 @dataclass
 class Event:
-    kind: str  # "start" | "audio" | "end"
+    kind: str  # "start" | "audio" | "pause" | "speech" | "end"
     sample: int  # session sample (16 kHz) where the event applies
     audio: bytes = b""
     reason: str = ""
@@ -78,6 +84,8 @@ class Endpointer:
         silence_max_ms: int,
         max_utterance_s: float,
         on_silence: bool = True,
+        speculate_ms: int = 0,
+        eager_ms: int = 0,
     ) -> None:
         import webrtcvad
 
@@ -86,6 +94,9 @@ class Endpointer:
         self.min_speech_frames = max(1, -(-min_speech_ms // FRAME_MS))
         self.silence_min_ms, self.silence_max_ms = silence_min_ms, silence_max_ms
         self.on_silence = on_silence  # False: only force_end (and MAX_UTTERANCE_S) ends an utterance
+        self.speculate_ms = speculate_ms  # 0: no "pause" events
+        self.eager_ms = eager_ms
+        self.paused = False  # a "pause" was said in this silence
         self.max_frames = int(max_utterance_s * 1000 // FRAME_MS)
         self.state = State.IDLE
         self.pending = bytearray()  # a partial frame carried to the next chunk
@@ -104,11 +115,16 @@ class Endpointer:
     def threshold_ms(self) -> float:
         if not self.on_silence:
             return float("inf")
-        return end_threshold_ms(self.speech_frames * FRAME_MS, self.last_text, self.silence_min_ms, self.silence_max_ms)
+        return end_threshold_ms(
+            self.speech_frames * FRAME_MS, self.last_text, self.silence_min_ms, self.silence_max_ms, self.eager_ms
+        )
 
-    def configure(self, silence_min_ms: int, silence_max_ms: int, pre_roll_ms: int, on_silence: bool) -> None:
+    def configure(
+        self, silence_min_ms: int, silence_max_ms: int, pre_roll_ms: int, on_silence: bool, eager_ms: int = 0
+    ) -> None:
         """New end-of-speech rules, from the next frame on (a client may change them mid-session)."""
         self.silence_min_ms, self.silence_max_ms, self.on_silence = silence_min_ms, silence_max_ms, on_silence
+        self.eager_ms = eager_ms
         frames = max(0, pre_roll_ms // FRAME_MS)
         if frames != self.pre_roll.maxlen:
             self.pre_roll = collections.deque(self.pre_roll, maxlen=frames)
@@ -121,6 +137,7 @@ class Endpointer:
         self.pre_roll.clear()
         self.candidate = []
         self.silence_frames = 0
+        self.paused = False
         if speech_start is None:
             self.state = State.IDLE
             return
@@ -135,6 +152,7 @@ class Endpointer:
         self.candidate = []
         self.pre_roll.clear()
         self.silence_frames = 0
+        self.paused = False
 
     def feed(self, pcm16k: bytes) -> list[Event]:
         self.pending += pcm16k
@@ -185,13 +203,21 @@ class Endpointer:
             self.speech_frames += 1
             self.silence_frames = 0
             self.last_voiced = self.samples
+            if self.paused:
+                self.paused = False
+                events.append(Event("speech", start_sample))
         else:
             self.silence_frames += 1
-            if self.silence_frames * FRAME_MS >= self.threshold_ms():
+            silence_ms = self.silence_frames * FRAME_MS
+            threshold = self.threshold_ms()
+            if silence_ms >= threshold:
                 # The utterance ends where its speech ended, not where the silence was judged long
                 # enough; its audio keeps the trailing silence (Whisper needs no trimming).
                 self._close(events, self.last_voiced, "silence")
                 return
+            if self.speculate_ms and not self.paused and silence_ms >= self.speculate_ms and self.on_silence:
+                self.paused = True
+                events.append(Event("pause", self.samples))
         if self.utt_frames >= self.max_frames:
             self._cut(events)
 
@@ -210,6 +236,7 @@ class Endpointer:
         self.utt_frames = len(audio) // FRAME_BYTES
         self.speech_frames = frames
         self.silence_frames = 0
+        self.paused = False
         self.recent.clear()
         self.last_text = ""
         self.last_voiced = self.samples
@@ -219,6 +246,7 @@ class Endpointer:
     def _close(self, events: list[Event], at_sample: int, reason: str) -> None:
         events.append(Event("end", at_sample, reason=reason, decided=self.samples))
         self.state = State.IDLE
+        self.paused = False
         self.pre_roll.clear()
         self.candidate = []
 

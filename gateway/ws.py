@@ -20,7 +20,6 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, cast
 
 from fastapi import WebSocket
@@ -41,7 +40,7 @@ from gateway.connection import (
     Connection,
 )
 from gateway.events import Event, SessionFailed
-from gateway.limits import FINALIZE_BURST, FINALIZE_RATE, TokenBucket
+from gateway.limits import Budgets
 from gateway.options import BadInput, SessionOptions
 from gateway.protocols.base import Adapter, Host
 from gateway.resume import Fenced, ResumeRefused
@@ -51,19 +50,9 @@ from gateway.takeover import make_resumable, resume_on
 
 logger = logging.getLogger(__name__)
 
-# A client held back (for sending too fast) longer than this in all is refused: it is not streaming
-# in real time, and it is taking time from the others.
-MAX_HELD_S = 10.0
 # After the last message, how long the client may take to close first. Clients written for the
 # seed read until a 3 s silence and do not expect the server to close under them.
 DONE_LINGER_S = 5.0
-
-
-@dataclass
-class Budgets:
-    audio: TokenBucket
-    finalize: TokenBucket
-    held_s: float = 0.0  # how long this client was held back for sending too fast, in all
 
 
 async def serve(
@@ -88,10 +77,7 @@ class ConnectionHandler:
         self.finished = False  # the session ended (the client was told so): nothing to resume
         self.adapter = adapter(self)
         self.conn: Connection | None = None
-        self.budget = Budgets(
-            TokenBucket(self.settings.AUDIO_BURST_S, self.settings.AUDIO_RATE_MAX),
-            TokenBucket(FINALIZE_BURST, FINALIZE_RATE),
-        )
+        self.budget = Budgets.of(self.settings)
 
     async def serve(self, subprotocol: str | None) -> None:
         ws, state = self.ws, self.state
@@ -392,19 +378,12 @@ class ConnectionHandler:
         """Read no more from this client for `wait` seconds (it sent faster than allowed: its socket
         fills, TCP slows it down), and while too many of its finals are outstanding. A client held
         back for more than MAX_HELD_S in all is refused: it is not a real-time stream. False then."""
-        settings, budget = self.settings, self.budget
         if wait > 0:
-            if budget.held_s + wait > MAX_HELD_S:
-                limit = (
-                    "%.1fx real time beyond a %.0f s burst" % (settings.AUDIO_RATE_MAX, settings.AUDIO_BURST_S)
-                    if what == "audio"
-                    else "%.0f finalize a second beyond a burst of %.0f" % (FINALIZE_RATE, FINALIZE_BURST)
-                )
-                message = "%s arrives faster than this service takes it (%s); stream in real time" % (what, limit)
-                self.send(self.adapter.error("too_fast", message), error="too_fast")
+            refusal = self.budget.over(wait, what, self.settings)
+            if refusal:
+                self.send(self.adapter.error("too_fast", refusal), error="too_fast")
                 self.close(CLOSE_POLICY)
                 return False
-            budget.held_s += wait
             self.state.metrics.throttled_seconds.inc(wait)
             await asyncio.sleep(wait)
         for session in self.sessions:

@@ -29,6 +29,8 @@ import numpy as np
 from common.errors import ExitCode, SttError
 from common.process import cpu_seconds, descendants
 from stt.bench_clients import PROTOCOLS, ClientRun, run_client
+from stt.bench_metrics import scrape, speculation
+from stt.bench_report import plot, table, waste
 from stt.speech import SENTENCES, Speech, conversation
 from stt.wer import align
 
@@ -46,6 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label", default="", help="name of this run in the output files")
     p.add_argument("--out", default="benchmarks/results", help="directory for the JSON and PNG")
     p.add_argument("--protocol", choices=PROTOCOLS, default="native", help="what the clients speak (default: native)")
+    p.add_argument("--eager-ms", type=int, default=0, help="native clients ask for eager end of turn (ms; 0: off)")
 
 
 def tree_cpu_s(pid: int) -> dict[str, float]:
@@ -62,7 +65,7 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 def analyse(runs: list[ClientRun], speech: Speech, speed: float) -> dict[str, Any]:
-    e2e, overhead, queue, decode, first_interim, cadence = [], [], [], [], [], []
+    e2e, over, overhead, queue, decode, first_interim, cadence = [], [], [], [], [], [], []
     missing = duplicated = out_of_order = errors = words = word_errors = 0
     for run in runs:
         errors += bool(run.error)
@@ -81,6 +84,9 @@ def analyse(runs: list[ClientRun], speech: Speech, speed: float) -> dict[str, An
             at, msg = best
             latency = (at - (run.t0 + end / speed)) * 1000.0
             e2e.append(latency)
+            if "endpoint_ms" in msg:
+                # What the final took beyond the silence the endpointer waited: the floor is 0.
+                over.append(latency - msg["endpoint_ms"])
             if "decode_ms" in msg:  # the native protocol says where a final's time went
                 queue.append(msg["queue_ms"])
                 decode.append(msg["decode_ms"])
@@ -100,6 +106,7 @@ def analyse(runs: list[ClientRun], speech: Speech, speed: float) -> dict[str, An
         "sessions_failed": errors,
         "wer": round(100.0 * word_errors / max(1, words), 2),
         "e2e_final_ms": {"p50": pct(e2e, 50), "p95": pct(e2e, 95), "max": pct(e2e, 100)},
+        "over_endpoint_ms": {"p50": pct(over, 50), "p95": pct(over, 95)},
         "service_overhead_ms": {"p50": pct(overhead, 50), "p95": pct(overhead, 95)},
         "final_queue_ms": {"p50": pct(queue, 50), "p95": pct(queue, 95)},
         "final_decode_ms": {"p50": pct(decode, 50), "p95": pct(decode, 95)},
@@ -112,10 +119,10 @@ def analyse(runs: list[ClientRun], speech: Speech, speed: float) -> dict[str, An
 def floor(speech: Speech, texts: list[str]) -> dict[str, Any]:
     """The model's own time on the same utterances: a direct final-profile decode of each, with
     the prompt the service gave it (the texts of the finals before it, from the N=1 run)."""
-    from common.messages import Job
+    from common.messages import Job, JobKind
     from common.settings import Settings
     from decoder.engine import Engine
-    from gateway.session import final_prompt
+    from gateway.jobs import final_prompt
 
     settings = Settings.from_env()
     engine = Engine(settings)
@@ -130,7 +137,7 @@ def floor(speech: Speech, texts: list[str]) -> dict[str, Any]:
             audio = speech.audio[a:b]
             job = Job(
                 id="floor",
-                kind="final",
+                kind=JobKind.FINAL,
                 session="floor",
                 gateway="",
                 utt=i,
@@ -207,15 +214,24 @@ async def sweep(
         spread = speech.duration / max(1, len(speech.spans)) / args.speed
         rng = random.Random(n)
         cpu0, wall0 = tree_cpu_s(service_pid) if service_pid else {}, time.monotonic()
+        counters = scrape(url)
         runs = await asyncio.gather(
             *(
-                run_client(args.protocol, url, speech, args.speed, rng.uniform(0, spread) if n > 1 else 0)
+                run_client(
+                    args.protocol,
+                    url,
+                    speech,
+                    args.speed,
+                    rng.uniform(0, spread) if n > 1 else 0,
+                    eager_ms=args.eager_ms,
+                )
                 for _ in range(n)
             )
         )
         if not texts:
             texts += [m["text"] for _, m in sorted(runs[0].finals, key=lambda f: f[1]["utterance"])]
         stats = {"streams": n, **analyse(list(runs), speech, args.speed)}
+        stats["speculative"] = speculation(counters, scrape(url))
         if service_pid:
             # Cores the service used while the clients ran (the decoders' share: decode utilisation).
             cpu1, wall = tree_cpu_s(service_pid), time.monotonic() - wall0
@@ -224,16 +240,18 @@ async def sweep(
         results.append(stats)
         p95 = stats["e2e_final_ms"]["p95"]
         print(
-            "      e2e final p50 %s ms, p95 %s ms; first interim p50 %s ms; WER %.1f%%; missing %d, duplicated %d, "
-            "out of order %d"
+            "      e2e final p50 %s ms, p95 %s ms (over the endpoint p50 %s ms); first interim p50 %s ms; WER %.1f%%; "
+            "missing %d, duplicated %d, out of order %d; speculation %s"
             % (
                 stats["e2e_final_ms"]["p50"],
                 p95,
+                stats["over_endpoint_ms"]["p50"],
                 stats["first_interim_ms"]["p50"],
                 stats["wer"],
                 stats["finals_missing"],
                 stats["finals_duplicated"],
                 stats["finals_out_of_order"],
+                waste(stats),
             ),
             flush=True,
         )
@@ -243,75 +261,6 @@ async def sweep(
             break
         capacity = n
     return results, capacity
-
-
-def table(results: list[dict[str, Any]]) -> str:
-    head = "%6s %9s %9s %9s %10s %10s %10s %11s %8s %6s %8s %6s" % (
-        "N",
-        "e2e p50",
-        "e2e p95",
-        "ovh p50",
-        "queue p95",
-        "decode p50",
-        "interim1st",
-        "cadence p50",
-        "missing",
-        "WER",
-        "cores/N",
-        "int/s",
-    )
-    rows = [head]
-    for r in results:
-        rows.append(
-            "%6d %9s %9s %9s %10s %10s %10s %11s %8d %5.1f%% %8s %6s"
-            % (
-                r["streams"],
-                r["e2e_final_ms"]["p50"],
-                r["e2e_final_ms"]["p95"],
-                r["service_overhead_ms"]["p50"],
-                r["final_queue_ms"]["p95"],
-                r["final_decode_ms"]["p50"],
-                r["first_interim_ms"]["p50"],
-                r["interim_cadence_ms"]["p50"],
-                r["finals_missing"],
-                r["wer"],
-                r.get("cores_per_stream", "-"),
-                r["interims_per_stream_s"],
-            )
-        )
-    return "\n".join(rows)
-
-
-def plot(results: list[dict[str, Any]], slo: float, path: Path, title: str) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    ns = [r["streams"] for r in results]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for key, label in (("p50", "end-of-speech to final p50"), ("p95", "end-of-speech to final p95")):
-        ax.plot(ns, [r["e2e_final_ms"][key] for r in results], marker="o", label=label)
-    ax.plot(
-        ns,
-        [r["first_interim_ms"]["p50"] for r in results],
-        marker="s",
-        linestyle=":",
-        label="onset to first interim p50",
-    )
-    ax.axhline(slo, color="red", linestyle="--", label="SLO (p95)")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("concurrent real-time streams")
-    ax.set_ylabel("ms")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -335,6 +284,7 @@ def run(args: argparse.Namespace) -> int:
         "benchmark": "stt bench",
         "label": args.label,
         "protocol": args.protocol,
+        "eager_ms": args.eager_ms,
         "slo_p95_ms": args.slo_ms,
         "sentences": args.sentences,
         "conversation_s": round(speech.duration, 2),
@@ -350,6 +300,7 @@ def run(args: argparse.Namespace) -> int:
                 "FINAL_WINDOW_PAD_S",
                 "INTERIM_WINDOW_PAD_S",
                 "WINDOW_MIN_S",
+                "SPECULATE_MS",
             )
             if k in os.environ
         },

@@ -32,7 +32,7 @@ async def put_job(
     end = 0
     if audio is not None and len(audio):
         end = await queue.append_audio(session, utt, float32_to_pcm16(audio), 0)
-    job_id = keys.final_job_id(session, utt) if kind == "final" else keys.interim_job_id(session, utt, rev)
+    job_id = keys.final_job_id(session, utt) if kind != "interim" else keys.interim_job_id(session, utt, rev)
     values: dict[str, Any] = dict(
         id=job_id,
         kind=kind,

@@ -19,6 +19,7 @@ from gateway.events import Event, Final, FinalFailed, Interim, SessionFailed
 from gateway.options import (
     BadInput,
     SessionOptions,
+    check_eager,
     check_keyterms,
     check_language,
     check_prompt,
@@ -118,6 +119,7 @@ def parse_start(obj: dict[str, Any]) -> SessionOptions:
         if flag in obj and not isinstance(obj[flag], bool):
             raise BadInput("bad_start", "%s must be true or false" % flag)
     hotwords = check_keyterms(obj.get("keyterms"))
+    eager = check_eager(obj.get("eager_eot_ms"))
     return SessionOptions(
         sample_rate=check_rate(rate),
         lang=lang,
@@ -126,6 +128,7 @@ def parse_start(obj: dict[str, Any]) -> SessionOptions:
         task=task,
         prompt=prompt,
         hotwords=hotwords,
+        eager_ms=eager,
     )
 
 

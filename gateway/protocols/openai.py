@@ -25,29 +25,14 @@ from gateway.events import Event, Final, FinalFailed, Interim, SessionFailed, Sp
 from gateway.options import (
     BadInput,
     SessionOptions,
-    Turn,
     check_keyterms,
     check_language,
     check_prompt,
-    check_rate,
     check_served_language,
     excerpt,
 )
 from gateway.protocols.base import Host
-
-PCM_RATE = 24000  # audio/pcm (beta pcm16) is 24 kHz mono PCM16
-G711_RATE = 8000
-MIN_COMMIT_MS = 100  # OpenAI's own floor: a shorter buffer cannot be committed
-MAX_SILENCE_MS = 10000
-# semantic_vad's eagerness picks the adaptive endpointer's bounds (ms of trailing silence).
-EAGERNESS = {"low": (700, 1200), "medium": None, "auto": None, "high": (250, 450)}
-BETA_FORMATS = {
-    "pcm16": ("audio/pcm", PCM_RATE),
-    "g711_ulaw": ("audio/pcmu", G711_RATE),
-    "g711_alaw": ("audio/pcma", G711_RATE),
-}
-GA_FORMATS = {"audio/pcm": "pcm16", "audio/pcmu": "g711_ulaw", "audio/pcma": "g711_alaw"}
-LAW = {"audio/pcmu": "ulaw", "audio/pcma": "alaw"}
+from gateway.protocols.openai_config import GA_FORMATS, LAW, MIN_COMMIT_MS, PCM_RATE, parse_format, parse_turn
 
 
 def error_event(
@@ -362,59 +347,3 @@ def completed(item: str, transcript: str, seconds: float) -> dict[str, Any]:
         "transcript": transcript,
         "usage": {"type": "duration", "seconds": round(max(0.0, seconds), 3)},
     }
-
-
-def parse_format(fmt: Any, beta: bool) -> tuple[str, int]:
-    """(GA format type, sample rate) of a session's audio format."""
-    if beta or isinstance(fmt, str):
-        if fmt not in BETA_FORMATS:
-            raise BadInput(
-                "invalid_audio_format",
-                "input_audio_format %s is not one of %s" % (excerpt(fmt), ", ".join(BETA_FORMATS)),
-            )
-        return BETA_FORMATS[fmt]
-    if not isinstance(fmt, dict) or fmt.get("type") not in GA_FORMATS:
-        raise BadInput(
-            "invalid_audio_format",
-            "format %s is not one of %s" % (excerpt(fmt), ", ".join("{'type': '%s'}" % t for t in GA_FORMATS)),
-        )
-    kind = fmt["type"]
-    if kind in LAW:
-        return kind, G711_RATE
-    # OpenAI takes 24 kHz only; any rate the service resamples is taken here.
-    return kind, check_rate(fmt.get("rate", PCM_RATE), "format.rate")
-
-
-def parse_turn(turn: Any, default_pre_roll_ms: int) -> Turn | None:
-    """The endpointer's rules for a `turn_detection` (None: the service's adaptive one).
-    `server_vad`: `silence_duration_ms` is the fixed end-of-speech silence, `prefix_padding_ms`
-    the pre-roll, `threshold` is accepted and ignored (VAD_MODE sets WebRTC VAD's
-    aggressiveness). `semantic_vad`: the adaptive endpointer, its bounds set by `eagerness`.
-    `null`: only a commit ends a turn."""
-    if turn is None:
-        return Turn(0, 0, default_pre_roll_ms, on_silence=False)
-    if not isinstance(turn, dict):
-        raise BadInput("invalid_turn_detection", "turn_detection must be an object or null")
-    kind = turn.get("type")
-    pre_roll = int_field(turn, "prefix_padding_ms", default_pre_roll_ms, 0, 2000)
-    if kind == "server_vad":
-        silence = int_field(turn, "silence_duration_ms", 500, 30, MAX_SILENCE_MS)
-        return Turn(silence, silence, pre_roll)
-    if kind == "semantic_vad":
-        eagerness = turn.get("eagerness", "auto")
-        if eagerness not in EAGERNESS:
-            raise BadInput("invalid_turn_detection", "eagerness must be one of %s" % ", ".join(EAGERNESS))
-        bounds = EAGERNESS[eagerness]
-        if bounds is None:
-            return None
-        return Turn(bounds[0], bounds[1], pre_roll)
-    raise BadInput("invalid_turn_detection", "turn_detection type %s is not server_vad or semantic_vad" % excerpt(kind))
-
-
-def int_field(obj: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
-    value = obj.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not lo <= value <= hi:
-        raise BadInput("invalid_turn_detection", "%s must be a number of %d-%d" % (name, lo, hi))
-    return int(value)

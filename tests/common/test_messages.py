@@ -6,6 +6,7 @@ import pytest
 from common.errors import SchemaError
 from common.messages import (
     Job,
+    JobKind,
     Result,
     decode_job,
     decode_result,
@@ -16,7 +17,7 @@ from common.messages import (
 
 def job(**kw: object) -> Job:
     values: dict[str, object] = dict(
-        id="s:0:f", kind="final", session="s", gateway="g", utt=0, audio_key="stt:audio:s:0", audio_end=3200
+        id="s:0:f", kind=JobKind.FINAL, session="s", gateway="g", utt=0, audio_key="stt:audio:s:0", audio_end=3200
     )
     values.update(kw)
     return Job(**values)  # type: ignore[arg-type]
@@ -30,7 +31,7 @@ def test_job_round_trip() -> None:
 def test_result_round_trip() -> None:
     r = Result(
         id="x",
-        kind="final",
+        kind=JobKind.FINAL,
         session="s",
         utt=3,
         text="hi",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from common.errors import DecodeError
-from common.messages import Job
+from common.messages import Job, JobKind
 from decoder.engine import DecodeOutput, Engine
 from stt.speech import SENTENCES, conversation
 from tests.conftest import make_settings
@@ -27,7 +27,7 @@ def audios() -> list[np.ndarray]:
     return [conversation([t], lead_s=0.3, tail_s=0.5).audio for t in SENTENCES[:6]]
 
 
-def job(kind: str, i: int, audio: np.ndarray, prompt: str = "", prefix: str = "") -> tuple[Job, np.ndarray]:
+def job(kind: JobKind, i: int, audio: np.ndarray, prompt: str = "", prefix: str = "") -> tuple[Job, np.ndarray]:
     return Job(
         id="%s-%d" % (kind, i),
         kind=kind,
@@ -46,8 +46,8 @@ def texts(outputs: list[DecodeOutput | DecodeError]) -> list[str]:
     return [o.text if isinstance(o, DecodeOutput) else "ERROR %s" % o for o in outputs]
 
 
-@pytest.mark.parametrize("kind", ["final", "interim"])
-def test_batched_jobs_get_the_text_they_get_alone(engine: Engine, audios: list[np.ndarray], kind: str) -> None:
+@pytest.mark.parametrize("kind", [JobKind.FINAL, JobKind.INTERIM])
+def test_batched_jobs_get_the_text_they_get_alone(engine: Engine, audios: list[np.ndarray], kind: JobKind) -> None:
     long_prompt = " ".join(SENTENCES)  # longer than the prompt window: cut to the same length
     jobs = [
         job(kind, i, a, prompt=long_prompt if i % 2 else "", prefix="the quick" if kind == "interim" and i == 3 else "")
@@ -65,9 +65,9 @@ def test_batched_jobs_get_the_text_they_get_alone(engine: Engine, audios: list[n
 def test_batch_of_one_and_batch_size_one_go_straight_through(micro_model: Path, audios: list[np.ndarray]) -> None:
     e = Engine(make_settings(micro_model, "redis://127.0.0.1:1/0", DECODE_BATCH=1))
     e.load()
-    jobs = [job("final", i, a) for i, a in enumerate(audios[:2])]
+    jobs = [job(JobKind.FINAL, i, a) for i, a in enumerate(audios[:2])]
     assert texts(e.decode_many(jobs)) == [e.decode_one(j, a).text for j, a in jobs]
-    assert e.lane("final").batcher.calls == 0
+    assert e.lane(JobKind.FINAL).batcher.calls == 0
 
 
 class Poisoned:
@@ -88,10 +88,10 @@ class Poisoned:
 def test_a_bad_job_in_a_batch_fails_alone(
     engine: Engine, audios: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    jobs = [job("interim", i, a, prefix="zebra" if i == 2 else "") for i, a in enumerate(audios[:4])]
+    jobs = [job(JobKind.INTERIM, i, a, prefix="zebra" if i == 2 else "") for i, a in enumerate(audios[:4])]
     alone = [engine.decode_one(j, a).text for j, a in jobs]
     poison = engine._tokens("zebra")[0]
-    batcher = engine.lane("interim").batcher
+    batcher = engine.lane(JobKind.INTERIM).batcher
     monkeypatch.setattr(batcher, "_model", Poisoned(batcher._model, poison))
     got = engine.decode_many(jobs)
     assert isinstance(got[2], DecodeError) and "out of memory" in str(got[2])
@@ -112,9 +112,9 @@ def test_encoder_windows_are_the_clip_and_its_pad_in_steps() -> None:
 def test_a_cut_window_is_used_for_its_job_only(micro_model: Path, audios: list[np.ndarray]) -> None:
     e = Engine(make_settings(micro_model, "redis://127.0.0.1:1/0", FINAL_WINDOW_PAD_S=1.0, DECODE_BATCH=1))
     e.load()
-    j, a = job("final", 0, audios[0])
+    j, a = job(JobKind.FINAL, 0, audios[0])
     seen: list[int] = []
-    real = e.lane("final").batcher._model
+    real = e.lane(JobKind.FINAL).batcher._model
 
     class Spy:
         def __getattr__(self, name: str) -> Any:
@@ -124,7 +124,7 @@ def test_a_cut_window_is_used_for_its_job_only(micro_model: Path, audios: list[n
             seen.append(np.asarray(features).shape[-1])
             return real.encode(features, to_cpu=to_cpu)
 
-    e.lane("final").batcher._model = Spy()
+    e.lane(JobKind.FINAL).batcher._model = Spy()
     assert isinstance(e.decode_one(j, a), DecodeOutput)
     assert seen and seen[0] < 3000  # the encoder saw the clip + 1 s, not 30 s
     list(e.model.transcribe(a)[0])  # another transcribe in this thread: the whole window again

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from common.errors import ExitCode, ModelLoadError
+from common.messages import JobKind
 from common.settings import Settings
 from decoder import cuda_libs, devices
 from decoder import main as decoder_main
@@ -156,7 +157,7 @@ def test_a_gpu_engine_builds_a_model_per_lane_with_one_worker_each() -> None:
         ("cuda", 1, "float16", 1),
         ("cuda", 1, "float16", 1),
     ]
-    final, background = engine.lane("final"), engine.lane("interim")
+    final, background = engine.lane(JobKind.FINAL), engine.lane(JobKind.INTERIM)
     assert final.batcher._model is not background.batcher._model, "finals never wait for the background's worker"
     assert final.batcher.pad and background.batcher.pad, "on a GPU, windows pad to one group"
     assert engine.device == "cuda" and engine.device_index == 1
@@ -167,7 +168,7 @@ def test_a_cpu_engine_keeps_its_measured_lanes() -> None:
     factory = Factory()
     engine.load(factory=factory)
     assert [(m["device"], m["num_workers"]) for m in factory.made] == [("cpu", 2)]
-    assert not engine.lane("final").batcher.pad
+    assert not engine.lane(JobKind.FINAL).batcher.pad
 
 
 def test_a_missing_cublas_is_a_load_error_with_its_fix() -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from common.errors import ModelLoadError
-from common.messages import Job
+from common.messages import Job, JobKind
 from decoder import engine as engine_module
 from decoder.engine import DecodeOutput, Engine
 from stt.speech import SENTENCES, conversation
@@ -56,7 +56,7 @@ def test_a_directory_that_holds_no_model_cannot_load(tmp_path: Path) -> None:
 def test_the_forced_context_is_taken_off_the_text_and_its_words() -> None:
     from types import SimpleNamespace
 
-    from common.messages import Job
+    from common.messages import Job, JobKind
     from decoder.engine import forced_prefix
     from decoder.text import drop_context_words, strip_context
 
@@ -66,7 +66,7 @@ def test_the_forced_context_is_taken_off_the_text_and_its_words() -> None:
     assert [w.word for w in drop_context_words(words, "The juice, of lemons.")] == [" See", " you"]
     job = Job(
         id="j",
-        kind="final",
+        kind=JobKind.FINAL,
         session="s",
         gateway="g",
         utt=1,
@@ -107,7 +107,7 @@ def thread_nices() -> dict[int, int]:
 
 def decode_on_both_lanes(engine: Engine) -> None:
     audio = conversation([SENTENCES[0]], lead_s=0.3, tail_s=0.5).audio
-    for kind in ("final", "interim", "batch"):
+    for kind in (JobKind.FINAL, JobKind.INTERIM, JobKind.BATCH):
         job = Job(id=kind, kind=kind, session="s", gateway="g", utt=0, audio_key="", audio_end=len(audio) * 2)
         [out] = engine.decode_many([(job, audio.astype(np.float32))])
         assert isinstance(out, DecodeOutput), out
@@ -119,8 +119,8 @@ def test_on_a_cpu_the_background_lane_decodes_at_a_lower_priority(micro_model: P
     engine = Engine(make_settings(micro_model, "redis://127.0.0.1:1/0", BACKGROUND_NICE=19, CPU_THREADS=2))
     engine.load()
     decode_on_both_lanes(engine)
-    final, background = engine.lane("final"), engine.lane("interim")
-    assert engine.lane("batch") is background, "file parts take turns with interims"
+    final, background = engine.lane(JobKind.FINAL), engine.lane(JobKind.INTERIM)
+    assert engine.lane(JobKind.BATCH) is background, "file parts take turns with interims"
     assert final.batcher._model is not background.batcher._model, "the background lane has a model of its own"
     new = {tid: nice for tid, nice in thread_nices().items() if tid not in before}
     assert 19 in new.values(), "CTranslate2's background threads run at nice 19: %s" % new
@@ -134,7 +134,7 @@ def test_background_nice_0_shares_one_model_at_one_priority(micro_model: Path) -
     engine = Engine(make_settings(micro_model, "redis://127.0.0.1:1/0", BACKGROUND_NICE=0))
     engine.load()
     decode_on_both_lanes(engine)
-    assert engine.lane("final").batcher._model is engine.lane("interim").batcher._model
+    assert engine.lane(JobKind.FINAL).batcher._model is engine.lane(JobKind.INTERIM).batcher._model
     new = {tid: nice for tid, nice in thread_nices().items() if tid not in before}
     assert new and set(new.values()) == {os.getpriority(os.PRIO_PROCESS, 0)}, new
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import redis.asyncio as aioredis
 
 from common import keys
 from common.audio import float32_to_pcm16, pcm16_to_float32
+from common.messages import Result, encode_result
 from common.settings import Settings
 from decoder.engine import Engine
 from stt.speech import synth
@@ -72,18 +74,44 @@ async def test_interim_keeps_forced_prefix(
     assert r.text == direct_text(engine, job, speech[1])
 
 
-async def test_finals_before_interims(
-    settings: Settings, engine: Engine, aredis: aioredis.Redis, speech: list[np.ndarray]
+def record_runs(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[str], float, float]]:
+    """Every decode run of `engine`: (the lane thread, job kinds, start, end)."""
+    runs: list[tuple[str, list[str], float, float]] = []
+    original = engine.decode_many
+
+    def decode_many(jobs: Any, contexts: Any = None) -> Any:
+        started = time.monotonic()
+        try:
+            return original(jobs, contexts)
+        finally:
+            runs.append((threading.current_thread().name, [j.kind for j, _ in jobs], started, time.monotonic()))
+
+    monkeypatch.setattr(engine, "decode_many", decode_many)
+    return runs
+
+
+async def test_finals_never_wait_behind_interims(
+    settings: Settings,
+    engine: Engine,
+    aredis: aioredis.Redis,
+    speech: list[np.ndarray],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    runs = record_runs(engine, monkeypatch)
     async with ResultCollector(aredis) as col:
         for i in range(4):
             await put_job(aredis, speech[0], kind="interim", session="s%d" % i, utt=0)
         for i in range(3):
             await put_job(aredis, speech[2], kind="final", session="f%d" % i, utt=0)
-        async with running_worker(settings, engine):
+        async with running_worker(settings.replace(DECODE_BATCH=4), engine):
             results = await col.wait(7)
-    kinds = [r.kind for r in results]
-    assert kinds == ["final"] * 3 + ["interim"] * 4
+    assert sorted(r.kind for r in results) == ["final"] * 3 + ["interim"] * 4
+    # The finals' lane took all three in its first run, at once: not after an interim run.
+    finals = [r for r in runs if "final" in r[1]]
+    assert [len(r[1]) for r in finals] == [3] and finals[0][0].startswith("final")
+    first_background_end = min(r[3] for r in runs if r[1][0] == "interim")
+    assert finals[0][2] < first_background_end
+    assert all(r[0].startswith("background") for r in runs if r[1][0] == "interim")
 
 
 async def test_stale_interim_is_acked_not_decoded(
@@ -316,9 +344,14 @@ async def test_a_decode_longer_than_claim_idle_is_not_taken_by_another_decoder(
     assert sum(w.metrics.jobs.labels("final", "done")._value.get() for w in workers) == 1
 
 
-async def test_file_jobs_come_after_finals_and_take_turns_with_interims(
-    settings: Settings, engine: Engine, aredis: aioredis.Redis, speech: list[np.ndarray]
+async def test_file_jobs_share_the_background_lane_with_interims(
+    settings: Settings,
+    engine: Engine,
+    aredis: aioredis.Redis,
+    speech: list[np.ndarray],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    runs = record_runs(engine, monkeypatch)
     s = settings.replace(DECODE_BATCH=1, BATCH_SHARE=0.5, BATCH_WAIT_MS=0)
     async with ResultCollector(aredis) as col:
         for i in range(3):
@@ -329,11 +362,15 @@ async def test_file_jobs_come_after_finals_and_take_turns_with_interims(
             await put_job(aredis, speech[2], kind="final", session="f%d" % i)
         async with running_worker(s, engine):
             results = await col.wait(8)
-    kinds = [r.kind for r in results]
-    # Finals first; then the background lane alternates (a share of one half) while both wait.
-    assert kinds == ["final", "final", "interim", "batch", "interim", "batch", "interim", "batch"], kinds
+    assert sorted(r.kind for r in results) == ["batch"] * 3 + ["final"] * 2 + ["interim"] * 3
     assert [r.utt for r in results if r.kind == "batch"] == [0, 1, 2]
     assert all(r.error is None for r in results)
+    # File parts and interims take turns on the background lane (by time: decoder/scheduler.py);
+    # finals never go there.
+    background = [r[1][0] for r in runs if r[0].startswith("background")]
+    assert sorted(background) == ["batch"] * 3 + ["interim"] * 3
+    assert background[:2] != ["batch", "batch"] and background[:2] != ["interim", "interim"], background
+    assert all(r[0].startswith("final") for r in runs if r[1][0] == "final")
     assert await stream_state(aredis) == {keys.STREAM_FINAL: (0, 0), keys.STREAM_INTERIM: (0, 0)}
     assert await aredis.xlen(keys.STREAM_BATCH) == 0
 
@@ -353,3 +390,84 @@ async def test_a_file_job_held_by_a_dead_decoder_is_claimed(
             assert worker.metrics.jobs.labels("batch", "reclaimed")._value.get() == 1
     assert result.id == job.id and result.error is None and result.text
     assert await aredis.xlen(keys.STREAM_BATCH) == 0
+
+
+# --- speculative finals and the final lane's gate ----------------------------------------------
+
+
+async def test_a_speculative_job_decodes_what_its_final_would(
+    settings: Settings, engine: Engine, aredis: aioredis.Redis, speech: list[np.ndarray]
+) -> None:
+    async with ResultCollector(aredis) as col:
+        guess = await put_job(aredis, speech[1], kind="speculative", id="s1:0:s1", prompt="earlier text")
+        final = await put_job(aredis, speech[1], kind="final", id="s1:0:f", prompt="earlier text")
+        async with running_worker(settings, engine):
+            results = {r.id: r for r in await col.wait(2)}
+    assert results[guess.id].kind == "speculative" and results[final.id].kind == "final"
+    assert results[guess.id].text == results[final.id].text == direct_text(engine, final, speech[1])
+    assert await aredis.exists(keys.result_key(guess.id))  # cached like a final's
+
+
+async def test_a_final_and_its_speculative_job_are_decoded_once(
+    settings: Settings, engine: Engine, aredis: aioredis.Redis, speech: list[np.ndarray]
+) -> None:
+    async with ResultCollector(aredis) as col:
+        guess = await put_job(aredis, speech[1], kind="speculative", id="s1:0:s9")
+        await put_job(aredis, speech[1], kind="final", id=guess.id)  # the endpoint confirmed it
+        async with running_worker(settings, engine) as worker:
+            [first] = await col.wait(1)
+            done = sum(worker.metrics.jobs.labels(k, "done")._value.get() for k in ("final", "speculative"))
+            cached = worker.metrics.jobs.labels
+
+            def both_acknowledged() -> bool:
+                return bool(cached("final", "cached")._value.get() + cached("speculative", "cached")._value.get())
+
+            await async_wait_for(both_acknowledged, 10, "the second entry of the job id to be acknowledged")
+    assert first.id == guess.id and first.error is None and done == 1
+    assert await aredis.xlen(keys.STREAM_FINAL) == 0 and await aredis.xlen(keys.STREAM_SPECULATIVE) == 0
+    assert not await aredis.exists(keys.decoding_key(guess.id))
+
+
+async def test_cancelled_and_late_speculation_is_dropped_undecoded(
+    settings: Settings, engine: Engine, aredis: aioredis.Redis, speech: list[np.ndarray]
+) -> None:
+    await aredis.set(keys.cancelled_key("s1:0:s1"), 1)
+    await put_job(aredis, speech[1], kind="speculative", id="s1:0:s1", deadline=int(time.time() * 1000) + 60_000)
+    await put_job(aredis, speech[1], kind="speculative", id="s2:0:s1", session="s2", deadline=1)
+    async with ResultCollector(aredis) as col, running_worker(settings, engine) as worker:
+        jobs = worker.metrics.jobs
+        await async_wait_for(
+            lambda: (
+                jobs.labels("speculative", "cancelled")._value.get() == 1
+                and jobs.labels("speculative", "shed")._value.get() == 1
+            ),
+            10,
+            "both to be dropped",
+        )
+        assert jobs.labels("speculative", "done")._value.get() == 0 and col.results == []
+    assert await aredis.xlen(keys.STREAM_SPECULATIVE) == 0
+
+
+@pytest.mark.parametrize("other_finishes", [True, False])
+async def test_a_final_another_decoder_is_decoding_waits_for_that_result(
+    other_finishes: bool, settings: Settings, engine: Engine, aredis: aioredis.Redis, speech: list[np.ndarray]
+) -> None:
+    job_id = "s1:0:s5"
+    # Another decoder holds the job id's decoding lease (it took the speculative job).
+    await aredis.set(keys.decoding_key(job_id), "other-decoder", px=60_000 if other_finishes else 1500)
+    async with ResultCollector(aredis) as col:
+        final = await put_job(aredis, speech[1], kind="final", id=job_id)
+        async with running_worker(settings, engine) as worker:
+            await async_wait_for(lambda: bool(worker.gate.parked), 10, "the final to be parked")
+            if other_finishes:
+                theirs = Result.answering(final, text="their words", decoder="other-decoder")
+                await aredis.set(keys.result_key(job_id), encode_result(theirs))
+                await aredis.delete(keys.decoding_key(job_id))
+            [result] = await col.wait(1)
+            decoded = worker.metrics.jobs.labels("final", "done")._value.get()
+    if other_finishes:
+        assert result.text == "their words" and decoded == 0  # not decoded twice
+    else:
+        # The other decoder stopped without a result: its lease lapsed, the final was decoded here.
+        assert result.decoder == settings.decoder_id and decoded == 1
+    assert await aredis.xlen(keys.STREAM_FINAL) == 0

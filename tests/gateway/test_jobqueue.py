@@ -33,10 +33,11 @@ async def test_appends_of_one_turn_share_a_pipeline_and_keep_their_own_lengths(a
 
 async def test_a_failing_command_fails_only_its_caller(aredis: Any) -> None:
     queue = JobQueue(aredis, 60)
-    await aredis.xadd(keys.audio_key("bad", 0), {"x": "y"})  # SETRANGE on a stream: WRONGTYPE
+    # SETRANGE on a stream: WRONGTYPE (past offset 0: a new utterance's first write clears its key).
+    await aredis.xadd(keys.audio_key("bad", 0), {"x": "y"})
     good, bad = await asyncio.gather(
         queue.append_audio("good", 0, b"\x00\x00", 0),
-        queue.append_audio("bad", 0, b"\x00\x00", 0),
+        queue.append_audio("bad", 0, b"\x00\x00", 2),
         return_exceptions=True,
     )
     assert good == 2
@@ -44,11 +45,11 @@ async def test_a_failing_command_fails_only_its_caller(aredis: Any) -> None:
 
 
 async def test_the_interim_stream_is_capped_and_the_final_stream_is_not(aredis: Any) -> None:
-    from common.messages import Job
+    from common.messages import Job, JobKind
 
     queue = JobQueue(aredis, 60)
     n = keys.INTERIM_MAXLEN + 3000
-    for kind in ("interim", "final"):
+    for kind in (JobKind.INTERIM, JobKind.FINAL):
         await asyncio.gather(
             *(
                 queue.enqueue(Job(id="j%d" % i, kind=kind, session="s", gateway="g", utt=i, audio_key="a", audio_end=2))

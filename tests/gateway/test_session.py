@@ -21,6 +21,8 @@ from tests.conftest import make_settings
 
 class Harness:
     def __init__(self, **overrides: Any) -> None:
+        # Speculation is tested on its own (test_speculation.py); here each final is its own job.
+        overrides.setdefault("SPECULATE_MS", 0)
         self.settings = make_settings("tiny.en", "redis://127.0.0.1:1/0", **overrides)
         self.queue = MemoryQueue()
         self.sent: list[dict[str, Any]] = []  # the events, as the native protocol says them
@@ -133,7 +135,7 @@ async def test_the_next_utterances_first_interim_does_not_wait_for_the_last_ones
     h = Harness(INTERIM_MIN_MS=300)
     await h.feed(conversation([SENTENCES[0]], tail_s=0.0))
     last = h.jobs("interim")[-1]
-    assert h.session.interim_in_flight is not None  # nobody answers: it is still in flight
+    assert h.session.interims.in_flight is not None  # nobody answers: it is still in flight
     await h.feed(conversation([SENTENCES[4]], lead_s=1.2, tail_s=0.0))
     assert [j.utt for j in h.jobs("final")] == [0]
     following = [j for j in h.jobs("interim") if j.utt == 1]

@@ -17,9 +17,10 @@ import websockets
 
 from common import keys
 from common.audio import float32_to_pcm16, pcm16_to_float32
-from common.messages import Job
+from common.messages import Job, JobKind
 from decoder.engine import Engine
-from gateway.session import final_prompt
+from gateway.jobs import final_prompt
+from gateway.vad import FRAME_BYTES, FRAME_MS
 from stt.noise import mixed_set, nonspeech_set
 from stt.speech import SENTENCES, Speech, conversation, joined, recording
 from stt.wer import wer
@@ -87,14 +88,17 @@ async def test_recorded_speakers_in_turn_get_their_words(
         assert not any(f["start"] < end - 0.3 and f["end"] > start + 0.3 for f in got), (end, start, got)
 
 
-@pytest.mark.parametrize("gateway", [REAL], indirect=True)
+@pytest.mark.parametrize("gateway", [{**REAL, "SPECULATE_MS": 0}, REAL], indirect=True, ids=["direct", "speculative"])
 async def test_each_final_is_a_direct_decode_of_its_audio_after_its_context(
     gateway: Gateway, real_engine: Engine, sredis: Any
 ) -> None:
     """In real time each final arrives before the next utterance ends, so the next final is
     decoded after it: the previous utterance's audio with its text forced, the finals before as
     prompt. The same decode in this process gives the same text, and every utterance's audio is
-    exactly the session's audio from its start."""
+    exactly the session's audio from its start. With speculation (the default) the final is the
+    speculative decode of the speech and SPECULATE_MS of the silence after it: the same words
+    as that decode done directly."""
+    speculate_ms = gateway.settings.SPECULATE_MS
     speech = conversation(list(SENTENCES[:2]), pause_s=1.2)
     audio_by_utt: dict[int, bytes] = {}
     got: list[dict[str, Any]] = []
@@ -132,9 +136,14 @@ async def test_each_final_is_a_direct_decode_of_its_audio_after_its_context(
         offset = round(f["start"] * 16000)
         assert np.allclose(audio, session_audio[offset : offset + len(audio)], atol=1e-4)
         before = recent[: len(recent) - len(context_text)].rstrip()
+        if speculate_ms:
+            # Up to the frame where the silence after the speech reached SPECULATE_MS.
+            frames = -(-speculate_ms // FRAME_MS)
+            data = data[: round((f["end"] - f["start"]) * 16000) * 2 + frames * FRAME_BYTES]
+            audio = pcm16_to_float32(data)
         job = Job(
             id="x",
-            kind="final",
+            kind=JobKind.FINAL,
             session=session,
             gateway="g",
             utt=f["utterance"],

@@ -8,8 +8,8 @@ import pytest
 from starlette.datastructures import QueryParams
 
 from gateway.options import BadInput, Turn
-from gateway.protocols.deepgram import keyterms, language, speaks_deepgram, spoken_words, spread
-from gateway.protocols.openai import parse_format, parse_turn
+from gateway.protocols.deepgram_query import keyterms, language, speaks_deepgram, spoken_words, spread
+from gateway.protocols.openai_config import parse_format, parse_turn
 
 
 def test_openai_formats() -> None:
@@ -28,7 +28,7 @@ def test_openai_turn_detection() -> None:
         900, 900, 100
     )
     assert parse_turn({"type": "semantic_vad"}, 300) is None  # the service's adaptive endpointer
-    assert parse_turn({"type": "semantic_vad", "eagerness": "high"}, 300) == Turn(250, 450, 300)
+    assert parse_turn({"type": "semantic_vad", "eagerness": "high"}, 300) == Turn(250, 450, 300, eager_ms=150)
     bad: Any
     for bad in (
         {"type": "vad"},
