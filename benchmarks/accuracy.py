@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.evalset import LENGTHS, RECORDED_LENGTHS, Conversation, Session, eval_set, longform, recorded_set
 from benchmarks.simulated import last_interims, simulate
 from client.stream import ClientError, connect
+from stt.bench_metrics import scrape, speculation
 from stt.wer import align, normalize
 
 # --- decoding ---------------------------------------------------------------------------------
@@ -487,7 +488,10 @@ def main() -> int:
                 % (len(everything), args.concurrency, args.speed),
                 flush=True,
             )
+            before = scrape(url)
             sessions = asyncio.run(stream_all(url, everything, args.concurrency, args.speed, args.eager_ms))
+            report["speculative"] = speculation(before, scrape(url))
+            print("speculative finals:", json.dumps(report["speculative"]), flush=True)
             if not args.no_longform:
                 speech, _ = longform()
                 print("long form: %.0f s in one recording ..." % speech.duration, flush=True)

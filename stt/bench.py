@@ -1,8 +1,12 @@
 """`stt bench`: N concurrent real-time clients through a running service, swept over N.
 
 Every client streams the same espeak-ng conversation (known sentence boundaries) in real time.
-Per final: end of speech (the known end of its sentence) to final received; per utterance:
-speech onset to first interim, and the gaps between interims. Finals missing, duplicated or out
+Per final: end of speech (the known end of its sentence) to final received, and the latency
+over the endpoint (final received less the end of speech as the VAD heard it and the silence
+the endpointer waited: what decoding and delivery add to the endpoint; 0 is the floor); per
+utterance: speech onset to first interim, and the gaps between interims. With speculation on,
+the speculative finals used, cancelled and the decoder time they wasted (from the gateway's
+/metrics). Finals missing, duplicated or out
 of order are counted. A sweep stops once p95 end-of-speech-to-final exceeds `--slo-ms`;
 "capacity at SLO" is the largest N that held it with no final missing. The floor is the same
 utterances decoded directly with faster-whisper in this process, so the report separates the
@@ -65,7 +69,7 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 def analyse(runs: list[ClientRun], speech: Speech, speed: float) -> dict[str, Any]:
-    e2e, over, overhead, queue, decode, first_interim, cadence = [], [], [], [], [], [], []
+    e2e, over, vad_lag, overhead, queue, decode, first_interim, cadence = [], [], [], [], [], [], [], []
     missing = duplicated = out_of_order = errors = words = word_errors = 0
     for run in runs:
         errors += bool(run.error)
@@ -85,8 +89,12 @@ def analyse(runs: list[ClientRun], speech: Speech, speed: float) -> dict[str, An
             latency = (at - (run.t0 + end / speed)) * 1000.0
             e2e.append(latency)
             if "endpoint_ms" in msg:
-                # What the final took beyond the silence the endpointer waited: the floor is 0.
-                over.append(latency - msg["endpoint_ms"])
+                # What the final took beyond the endpoint: from the end of speech as the VAD
+                # heard it (the final's `end`) and the silence the endpointer then waited. The
+                # floor is 0; the known end of the sentence is `vad_lag` earlier.
+                heard_end = run.t0 + msg["end"] / speed
+                over.append((at - heard_end) * 1000.0 - msg["endpoint_ms"])
+                vad_lag.append((msg["end"] - end) * 1000.0)
             if "decode_ms" in msg:  # the native protocol says where a final's time went
                 queue.append(msg["queue_ms"])
                 decode.append(msg["decode_ms"])
@@ -107,6 +115,7 @@ def analyse(runs: list[ClientRun], speech: Speech, speed: float) -> dict[str, An
         "wer": round(100.0 * word_errors / max(1, words), 2),
         "e2e_final_ms": {"p50": pct(e2e, 50), "p95": pct(e2e, 95), "max": pct(e2e, 100)},
         "over_endpoint_ms": {"p50": pct(over, 50), "p95": pct(over, 95)},
+        "vad_lag_ms": {"p50": pct(vad_lag, 50), "p95": pct(vad_lag, 95)},
         "service_overhead_ms": {"p50": pct(overhead, 50), "p95": pct(overhead, 95)},
         "final_queue_ms": {"p50": pct(queue, 50), "p95": pct(queue, 95)},
         "final_decode_ms": {"p50": pct(decode, 50), "p95": pct(decode, 95)},
