@@ -16,6 +16,8 @@ from typing import Any
 
 from common.errors import SettingsError
 from common.logs import redact
+from common.redisconn import BadRedisUrl
+from common.redisconn import check_url as check_redis_url
 
 
 def _setting(
@@ -51,7 +53,11 @@ class Settings:
         hi=5000,
     )
     # --- shared ---
-    REDIS_URL: str = _setting("", "Redis URL; empty: redis://127.0.0.1:6379/0 (stt up: a private one)")
+    REDIS_URL: str = _setting(
+        "",
+        "Redis URL, or redis+sentinel://[:password@]host:26379,.../service_name[/db] for a Sentinel-managed "
+        "primary; empty: redis://127.0.0.1:6379/0 (stt up: a private one)",
+    )
     LOG_LEVEL: str = _setting("INFO", "logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
     HEARTBEAT_S: float = _setting(2.0, "node heartbeat period", lo=0.1)
     NODE_TTL_S: float = _setting(10.0, "a node without heartbeat for this long is gone", lo=0.5)
@@ -184,8 +190,11 @@ class Settings:
             )
         if self.API_KEY and any(not key.strip() for key in self.API_KEY.split(",")):
             raise SettingsError("API_KEY", "<hidden>", "holds a blank key (leave it unset to switch auth off)")
-        if self.REDIS_URL and not self.REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
-            raise SettingsError("REDIS_URL", redact(self.REDIS_URL), "must start with redis://, rediss:// or unix://")
+        if self.REDIS_URL:
+            try:
+                check_redis_url(self.REDIS_URL)
+            except BadRedisUrl as exc:
+                raise SettingsError("REDIS_URL", redact(self.REDIS_URL), str(exc)) from None
 
     def replace(self, **changes: Any) -> Settings:
         new = dataclasses.replace(self, **changes, given=self.given | frozenset(changes))

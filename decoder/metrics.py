@@ -19,6 +19,8 @@ from prometheus_client.registry import Collector
 from common import keys
 from common.clock import now_ms
 from common.messages import JobKind
+from common.redisconn import close as close_client
+from common.redisconn import sync_client
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ def stream_depths(client: redis.Redis) -> dict[str, tuple[int, float]]:
 
 class QueueCollector(Collector):
     def __init__(self, redis_url: str) -> None:
-        self._client = redis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self._client = sync_client(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily(
@@ -74,7 +76,7 @@ class QueueCollector(Collector):
         yield up
 
     def close(self) -> None:
-        self._client.close()
+        close_client(self._client)
 
 
 class DecoderMetrics:

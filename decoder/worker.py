@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from common import keys
@@ -29,6 +28,7 @@ from common.clock import now_ms
 from common.errors import AudioError, DecodeError
 from common.lifecycle import REDIS_TRANSIENT, StopFlag, Watchdog, heartbeat
 from common.messages import Job, JobKind, Result
+from common.redisconn import aclose, async_client
 from common.settings import Settings
 from decoder.engine import DecodeOutput, Engine
 from decoder.gate import LEASE_MS, FinalGate
@@ -50,9 +50,7 @@ class DecoderWorker:
         self.engine = engine
         self.metrics = metrics or DecoderMetrics()
         self.id = settings.decoder_id
-        self.redis = aioredis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=2.0, socket_timeout=BLOCK_MS / 1000 + 5.0
-        )
+        self.redis = async_client(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=BLOCK_MS / 1000 + 5.0)
         self.streams = JobStreams(self.redis, self.id)
         self.scheduler = Scheduler(settings.DECODE_BATCH, settings.BATCH_SHARE, cpu=engine.device == "cpu")
         self.stop = StopFlag()
@@ -143,7 +141,7 @@ class DecoderWorker:
                 self._count(held, "stale_dropped")
         except RedisError as exc:
             logger.warning("could not acknowledge held interims at shutdown: %s", exc)
-        await self.redis.aclose()
+        await aclose(self.redis)
         for executor in self._executors.values():
             executor.shutdown(wait=True)
         logger.info("decoder %s stopped after %d jobs", self.id, self._jobs_done)

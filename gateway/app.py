@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from common import keys
+from common import keys, redisconn
 from common.lifecycle import Watchdog
 from common.settings import Settings
 from gateway.auth import offered_subprotocol
@@ -54,7 +54,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
             # The sessions are gone (uvicorn closed them first): no result can reach anyone, so
             # nothing is left for the router to finish; the heartbeat removes itself.
             await watchdog.finish(timeout=2.0)
-            await state.redis.aclose()
+            await redisconn.aclose(state.redis)
             logger.info("gateway %s stopped", state.id)
 
     app = FastAPI(title="stt-cluster gateway", lifespan=lifespan)

@@ -7,10 +7,10 @@ import asyncio
 import logging
 import time
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from common.lifecycle import StopFlag, Watchdog, heartbeat, live_nodes
+from common.redisconn import async_client
 from common.settings import Settings
 from gateway.auth import ApiKeys
 from gateway.jobqueue import JobQueue
@@ -28,7 +28,7 @@ class GatewayState:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.id = settings.gateway_id
-        self.redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0)
+        self.redis = async_client(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0)
         self.queue = JobQueue(self.redis, settings.AUDIO_TTL_S)
         self.router = ResultRouter(self.redis, self.id)
         self.metrics = GatewayMetrics()
