@@ -33,6 +33,11 @@ class AudioError(SttError):
     """A job's audio cannot be read: missing key, empty or truncated range."""
 
 
+class AudioMissing(AudioError):
+    """A job's audio key is missing or shorter than the job's range: not written yet, as far as
+    Redis knows (after a failover the promoted replica may lack the newest appends)."""
+
+
 class DecodeError(SttError):
     """The model call failed for a job."""
 

@@ -108,6 +108,7 @@ async def heartbeat(
     period_s: float,
     ttl_s: float,
     stop: StopFlag,
+    on_beat: Callable[[], None] | None = None,
 ) -> None:
     """Keep `stt:node:{kind}:{id}` (and its entry in `stt:nodes:{kind}`) alive until stopped: a
     node whose heartbeat expired is gone. Then remove both. A failed beat is logged and retried
@@ -133,6 +134,8 @@ async def heartbeat(
             pipe.zremrangebyscore(index, "-inf", now)
             pipe.pexpire(index, int(ttl_s * 3000))
             await pipe.execute()
+            if on_beat is not None:
+                on_beat()
         except (RedisError, OSError) as exc:
             logger.debug("%s %s: heartbeat failed: %s", kind, node_id, exc)
         await stop.sleep(period_s)

@@ -84,7 +84,7 @@ def check_url(url: str) -> None:
 
 
 def _sentinel_kwargs(target: SentinelTarget, kwargs: dict[str, Any]) -> dict[str, Any]:
-    timeouts = {k: kwargs[k] for k in ("socket_timeout", "socket_connect_timeout") if k in kwargs}
+    timeouts: dict[str, Any] = {k: kwargs[k] for k in ("socket_timeout", "socket_connect_timeout") if k in kwargs}
     if target.sentinel_password:
         timeouts["password"] = target.sentinel_password
     return timeouts
@@ -95,10 +95,11 @@ def async_client(url: str, **kwargs: Any) -> aioredis.Redis:
     if not url.startswith("redis+sentinel://"):
         return aioredis.Redis.from_url(url, **kwargs)
     target = parse_sentinel_url(url)
-    sentinel = asentinel.Sentinel(
+    sentinel = asentinel.Sentinel(  # type: ignore[no-untyped-call]
         list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target, kwargs), password=target.password, **kwargs
     )
-    return sentinel.master_for(target.service, db=target.db)
+    client: aioredis.Redis = sentinel.master_for(target.service, db=target.db)
+    return client
 
 
 def sync_client(url: str, **kwargs: Any) -> redis.Redis:
@@ -106,10 +107,11 @@ def sync_client(url: str, **kwargs: Any) -> redis.Redis:
     if not url.startswith("redis+sentinel://"):
         return redis.Redis.from_url(url, **kwargs)
     target = parse_sentinel_url(url)
-    sentinel = ssentinel.Sentinel(
+    sentinel = ssentinel.Sentinel(  # type: ignore[no-untyped-call]
         list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target, kwargs), password=target.password, **kwargs
     )
-    return sentinel.master_for(target.service, db=target.db)
+    client: redis.Redis = sentinel.master_for(target.service, db=target.db)  # type: ignore[no-untyped-call]
+    return client
 
 
 async def aclose(client: aioredis.Redis) -> None:

@@ -130,6 +130,12 @@ class Settings:
     )
     MAX_FILE_DECODES: int = _setting(2, "uploads a gateway decodes at once (the others wait their turn)", lo=1)
     AUDIO_TTL_S: int = _setting(600, "TTL of an utterance's audio key", lo=10)
+    AUDIO_WAIT_S: float = _setting(
+        30.0,
+        "a final whose audio Redis lacks (a failover lost the newest appends) is left for its gateway to re-queue "
+        "with the audio for this long after it was queued; then it fails",
+        lo=0.0,
+    )
     MAX_SESSIONS: int = _setting(256, "connections per gateway before 1013 (counted from accept)", lo=1)
     MAX_FINAL_BACKLOG: int = _setting(500, "final queue depth before new sessions get 1013", lo=1)
     MAX_FRAME_BYTES: int = _setting(1 << 20, "largest WebSocket message", lo=1024)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from common.errors import DecodeError, ModelLoadError
-from common.messages import Job, JobKind
+from common.messages import Job, JobKind, Result
 from common.settings import Settings
 from decoder import devices, lanes, models, profiles
 from decoder.batching import WINDOW_FRAMES, BatchingModel, window_frames
@@ -49,6 +49,22 @@ class DecodeOutput:
     decode_ms: float
     confidence: float = 0.0  # exp(average token log-probability)
     segments: list[dict[str, Any]] | None = None  # a file part's timestamped segments (file times)
+
+    def answering(self, job: Job, queue_ms: float, decoder: str) -> Result:
+        """The Result this output makes for `job`."""
+        return Result.answering(
+            job,
+            text=self.text,
+            language=self.language,
+            words=self.words,
+            audio_s=round(self.audio_s, 3),
+            queue_ms=queue_ms,
+            decode_ms=round(self.decode_ms, 1),
+            decoder=decoder,
+            no_speech=self.no_speech,
+            confidence=self.confidence,
+            segments=self.segments,
+        )
 
 
 class Engine:

@@ -26,6 +26,7 @@ async def serve(settings: Settings, engine: Engine) -> None:
         metrics.serve(settings.METRICS_PORT, settings.redis_url, host=settings.METRICS_HOST)
     metrics.info.labels(settings.decoder_id, engine.model_name, engine.device, engine.compute_type).set(1)
     worker = DecoderWorker(settings, engine, metrics)
+    metrics.not_ready = worker.not_ready
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop.request)

@@ -7,16 +7,20 @@ length is exactly its work in flight: not yet delivered plus pending.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import redis
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from common import keys
+from common import keys, queues
 from common.clock import now_ms
 from common.messages import JobKind
 from common.redisconn import close as close_client
@@ -27,7 +31,19 @@ logger = logging.getLogger(__name__)
 DECODE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32)
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 # cancelled: a speculative job whose speaker went on; shed: one past its deadline, undecoded.
-OUTCOMES = ("done", "cached", "failed", "stale_dropped", "superseded", "cancelled", "shed", "reclaimed", "dead")
+# audio_missing: a final whose audio Redis lacks (after a failover), left for its gateway to re-queue.
+OUTCOMES = (
+    "done",
+    "cached",
+    "failed",
+    "stale_dropped",
+    "superseded",
+    "cancelled",
+    "shed",
+    "reclaimed",
+    "dead",
+    "audio_missing",
+)
 
 
 def stream_depths(client: redis.Redis) -> dict[str, tuple[int, float]]:
@@ -36,19 +52,34 @@ def stream_depths(client: redis.Redis) -> dict[str, tuple[int, float]]:
     streams = keys.STREAMS
     for stream in streams:
         pipe.xlen(stream)
+        pipe.xinfo_groups(stream)
+        # The first entry is the oldest one not done: done ones are trimmed (common/queues.py).
         pipe.xrange(stream, count=1)
-    replies = pipe.execute()
+    replies = pipe.execute(raise_on_error=False)
+    for reply in replies[0::3]:
+        if isinstance(reply, Exception):
+            raise reply
     now = now_ms()
     out = {}
     for i, stream in enumerate(streams):
-        depth, first = int(replies[2 * i]), replies[2 * i + 1]
+        n = queues.depth(int(replies[3 * i]), replies[3 * i + 1], keys.GROUP)
+        first = replies[3 * i + 2]
         age = 0.0
         if first:
             entry_id = first[0][0]
             entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
             age = max(0.0, (now - int(entry_id.split("-")[0])) / 1000.0)
-        out[stream] = (depth, age)
+        out[stream] = (n, age)
     return out
+
+
+class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a scrape every few seconds is not news
 
 
 class QueueCollector(Collector):
@@ -114,16 +145,32 @@ class DecoderMetrics:
                 family.labels(kind)
         self._collector: QueueCollector | None = None
         self._server: Any = None
+        self._metrics_app = make_wsgi_app(self.registry)
+        self.not_ready: Callable[[], str | None] | None = None
 
     def serve(self, port: int, redis_url: str, host: str = "0.0.0.0") -> int:
-        """Start the scrape endpoint; returns the bound port (0 picks a free one)."""
+        """Start the scrape endpoint (with /health and /ready for probes); returns the bound
+        port (0 picks a free one)."""
         self._collector = QueueCollector(redis_url)
         self.registry.register(self._collector)
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        server = make_server(host, port, self._app, ThreadingWSGIServer, handler_class=QuietHandler)
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
         self._server = server
         bound = int(server.server_address[1])
         logger.info("metrics on http://%s:%d/metrics", host, bound)
         return bound
+
+    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path not in ("/health", "/ready"):
+            served: Iterable[bytes] = self._metrics_app(environ, start_response)
+            return served
+        # Liveness: this thread answers. Readiness: the worker takes jobs (see not_ready).
+        reason = self.not_ready() if path == "/ready" and self.not_ready is not None else None
+        body = json.dumps({"ok": reason is None, **({"reason": reason} if reason else {})}).encode()
+        status = "200 OK" if reason is None else "503 Service Unavailable"
+        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
 
     def close(self) -> None:
         if self._server is not None:

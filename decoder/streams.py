@@ -10,9 +10,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from common import keys
+from common import keys, queues
 from common.clock import now_ms
-from common.errors import AudioError, SchemaError
+from common.errors import AudioError, AudioMissing, SchemaError
 from common.messages import Job, JobKind, Result, decode_job, encode_result
 
 logger = logging.getLogger(__name__)
@@ -204,14 +204,13 @@ class JobStreams:
         return removed
 
     async def ack(self, entries: Sequence[Entry | BadEntry], pipe: Any = None) -> None:
-        """XACK and XDEL (the streams hold only work in flight), and give up the decoding
-        leases of final-lane jobs."""
+        """Acknowledge and trim (common/queues.py), and give up the decoding leases of final-lane
+        jobs."""
         own = pipe is None
         pipe = pipe if pipe is not None else self.redis.pipeline(transaction=True)
         for stream in {e.stream for e in entries}:
             ids = [e.entry_id for e in entries if e.stream == stream]
-            pipe.xack(stream, keys.GROUP, *ids)
-            pipe.xdel(stream, *ids)
+            pipe.eval(queues.ACK_AND_TRIM, 1, stream, keys.GROUP, *ids)
         leases = [keys.decoding_key(e.job.id) for e in entries if isinstance(e, Entry) and e.kind.decodes_as_final]
         if leases:
             pipe.delete(*leases)
@@ -306,18 +305,12 @@ class JobStreams:
             ):
                 context = None
             if total == 0:
-                out.append((AudioError("audio key %s is missing or empty" % job.audio_key), None))
+                out.append((AudioMissing("audio key %s is missing or empty" % job.audio_key), None))
             elif job.audio_end <= 0:
                 out.append((AudioError("job names an empty audio range"), None))
             elif total < job.audio_end:
-                out.append(
-                    (
-                        AudioError(
-                            "audio truncated: %s holds %d bytes, job needs %d" % (job.audio_key, total, job.audio_end)
-                        ),
-                        None,
-                    )
-                )
+                short = "audio truncated: %s holds %d bytes, job needs %d" % (job.audio_key, total, job.audio_end)
+                out.append((AudioMissing(short), None))
             elif job.audio_end % 2:
                 out.append((AudioError("audio range of %d bytes is not whole 16-bit samples" % job.audio_end), None))
             else:

@@ -25,7 +25,7 @@ from common import keys
 from common.audio import pcm16_to_float32
 from common.backoff import Backoff
 from common.clock import now_ms
-from common.errors import AudioError, DecodeError
+from common.errors import AudioError, AudioMissing, DecodeError
 from common.lifecycle import REDIS_TRANSIENT, StopFlag, Watchdog, heartbeat
 from common.messages import Job, JobKind, Result
 from common.redisconn import aclose, async_client
@@ -54,6 +54,7 @@ class DecoderWorker:
         self.streams = JobStreams(self.redis, self.id)
         self.scheduler = Scheduler(settings.DECODE_BATCH, settings.BATCH_SHARE, cpu=engine.device == "cpu")
         self.stop = StopFlag()
+        self._last_beat: float | None = None
         # A thread per lane (the engine's lanes have their own too): a decode in the background
         # lane never delays a final.
         self._executors = {lane: ThreadPoolExecutor(max_workers=1, thread_name_prefix=lane) for lane in Lane}
@@ -162,7 +163,26 @@ class DecoderWorker:
             self.settings.HEARTBEAT_S,
             self.settings.NODE_TTL_S,
             self.stop,
+            on_beat=self._beat,
         )
+
+    def _audio_may_come(self, e: Entry) -> bool:
+        """A final-lane job whose audio is missing was queued recently enough that its gateway
+        may still write it (a failover lost the newest appends): AUDIO_WAIT_S."""
+        return e.kind.decodes_as_final and now_ms() - e.job.enqueued < self.settings.AUDIO_WAIT_S * 1000
+
+    def _beat(self) -> None:
+        self._last_beat = time.monotonic()
+
+    def not_ready(self) -> str | None:
+        """Why this decoder should get no work now (its readiness probe), or None."""
+        if self.watchdog.failed:
+            return self.watchdog.failed
+        if self.stop.requested:
+            return "stopping"
+        if self._last_beat is None or time.monotonic() - self._last_beat > self.settings.NODE_TTL_S:
+            return "Redis does not answer"
+        return None
 
     # --- one turn of the loop --------------------------------------------------------------
 
@@ -291,7 +311,14 @@ class DecoderWorker:
         audio = await self.streams.fetch_audio([e.job for e in todo])
         ready: list[tuple[Entry, np.ndarray, np.ndarray | None]] = []
         for e, (data, context) in zip(todo, audio):
-            if isinstance(data, AudioError):
+            if isinstance(data, AudioMissing) and self._audio_may_come(e):
+                # Not yet: its gateway writes the audio again when it re-queues the final.
+                logger.warning(
+                    "job %s (session %s utt %d): %s; left to its gateway", e.job.id, e.job.session, e.job.utt, data
+                )
+                await self.streams.ack([e])
+                self._count([e], "audio_missing")
+            elif isinstance(data, AudioError):
                 logger.error("job %s (session %s utt %d): %s", e.job.id, e.job.session, e.job.utt, data)
                 done.append((e, Result.failure(e.job, "audio: %s" % data, self.id)))
                 self._count([e], "failed")
@@ -331,27 +358,12 @@ class DecoderWorker:
             assert isinstance(output, DecodeOutput)
             if output.audio_s > 0:
                 m.rtf.labels(job.kind).observe(output.decode_ms / 1000.0 / output.audio_s)
-            out.append((entry, self._result(job, output, queue_ms)))
+            out.append((entry, output.answering(job, queue_ms, self.id)))
             self._count([entry], "done")
             logger.debug(
                 "job %s (session %s utt %d) decoded in %.0f ms", job.id, job.session, job.utt, output.decode_ms
             )
         return out
-
-    def _result(self, job: Job, output: DecodeOutput, queue_ms: float) -> Result:
-        return Result.answering(
-            job,
-            text=output.text,
-            language=output.language,
-            words=output.words,
-            audio_s=round(output.audio_s, 3),
-            queue_ms=queue_ms,
-            decode_ms=round(output.decode_ms, 1),
-            decoder=self.id,
-            no_speech=output.no_speech,
-            confidence=output.confidence,
-            segments=output.segments,
-        )
 
     async def _keep_claimed(self, entries: list[Entry], decoding: asyncio.Future[Any]) -> None:
         """While a decode runs: keep its entries ours, well within CLAIM_IDLE_MS, and the

@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from common import keys, redisconn
+from common import keys, queues, redisconn
 from common.lifecycle import Watchdog
 from common.settings import Settings
 from gateway.auth import offered_subprotocol
@@ -94,18 +94,34 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     async def realtime(ws: WebSocket) -> None:
         await serve(ws, gateway(), OpenAIAdapter, offered_subprotocol(ws.headers, "realtime"))
 
-    @app.get("/ready")
-    async def ready() -> Response:
+    async def not_ready() -> str | None:
         state = gateway()
         if state.watchdog is not None and state.watchdog.failed:
-            return JSONResponse({"ready": False, "reason": state.watchdog.failed}, status_code=503)
+            return state.watchdog.failed
+        if state.draining.requested:
+            return "draining"
         try:
             await state.redis.ping()
         except (RedisError, OSError):
-            return JSONResponse({"ready": False, "reason": "Redis does not answer"}, status_code=503)
+            return "Redis does not answer"
         if not state.decoders:
-            return JSONResponse({"ready": False, "reason": "no live decoder"}, status_code=503)
-        return JSONResponse({"ready": True, "decoders": len(state.decoders)})
+            return "no live decoder"
+        return None
+
+    @app.get("/ready")
+    async def ready() -> Response:
+        if (reason := await not_ready()) is not None:
+            return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+        return JSONResponse({"ready": True, "decoders": len(gateway().decoders)})
+
+    @app.get("/health")
+    async def health() -> Response:
+        # Liveness: the event loop answers and no task it needs has died (Redis and decoders
+        # are /ready's business: restarting a gateway fixes neither).
+        state = gateway()
+        if state.watchdog is not None and state.watchdog.failed:
+            return JSONResponse({"alive": False, "reason": state.watchdog.failed}, status_code=503)
+        return JSONResponse({"alive": True})
 
     @app.get("/status")
     async def status(request: Request) -> Response:
@@ -123,12 +139,9 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
             ],
         }
         try:
-            pipe = state.redis.pipeline(transaction=False)
-            pipe.xlen(keys.STREAM_FINAL)
-            pipe.xlen(keys.STREAM_INTERIM)
-            pipe.xlen(keys.STREAM_BATCH)
-            final, interim, batch = await pipe.execute()
-            body["queues"] = {"final": final, "interim": interim, "batch": batch}
+            streams = {"final": keys.STREAM_FINAL, "interim": keys.STREAM_INTERIM, "batch": keys.STREAM_BATCH}
+            found = await queues.depths(state.redis, list(streams.values()), keys.GROUP)
+            body["queues"] = {name: found[stream] for name, stream in streams.items()}
         except (RedisError, OSError):
             body["queues"] = None
         return JSONResponse(body)
@@ -145,6 +158,8 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
             return refused
         state = gateway()
         state.metrics.sessions.set(len(state.router.sessions))
+        state.metrics.ready.set(0 if await not_ready() else 1)
+        state.metrics.live_decoders.set(len(state.decoders))
         state.metrics.file_parts_waiting.set(sum(len(f.parts) - len(f.results) for f in state.router.files.values()))
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

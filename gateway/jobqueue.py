@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
-from common import keys
+from common import keys, queues
 from common.backoff import Backoff
 from common.clock import now_ms
 from common.lifecycle import REDIS_TRANSIENT
@@ -102,6 +102,8 @@ class Queue(Protocol):
 
     async def enqueue(self, job: Job) -> str: ...
 
+    async def restore_audio(self, session: str, utt: int, pcm16k: bytes) -> None: ...
+
     async def cancel(self, job_id: str) -> None: ...
 
     async def drop_audio(self, session: str, *utts: int) -> None: ...
@@ -126,6 +128,12 @@ class JobQueue:
         length, _ = await self.writes.pipelined(("setrange", key, offset, pcm16k), ("expire", key, self.audio_ttl_s))
         return int(length)
 
+    async def restore_audio(self, session: str, utt: int, pcm16k: bytes) -> None:
+        """Write an utterance's whole audio again, from offset 0 (what survived is overwritten
+        with the same bytes): after a failover the promoted replica may lack its newest appends."""
+        key = keys.audio_key(session, utt)
+        await self.writes.pipelined(("setrange", key, 0, pcm16k), ("expire", key, self.audio_ttl_s))
+
     async def enqueue(self, job: Job) -> str:
         if not job.enqueued:
             job.enqueued = now_ms()
@@ -142,7 +150,7 @@ class JobQueue:
         await self.writes.pipelined(("set", keys.cancelled_key(job_id), b"1", None, CANCEL_TTL_MS))
 
     async def final_backlog(self) -> int:
-        return int(await self.redis.xlen(keys.STREAM_FINAL))
+        return (await queues.depths(self.redis, [keys.STREAM_FINAL], keys.GROUP))[keys.STREAM_FINAL]
 
     async def drop_audio(self, session: str, *utts: int) -> None:
         if utts:
@@ -161,6 +169,10 @@ class MemoryQueue:
         key = keys.audio_key(session, utt)
         self.audio[key] = self.audio.get(key, b"")[:offset] + pcm16k
         return len(self.audio[key])
+
+    async def restore_audio(self, session: str, utt: int, pcm16k: bytes) -> None:
+        key = keys.audio_key(session, utt)
+        self.audio[key] = pcm16k + self.audio.get(key, b"")[len(pcm16k) :]
 
     async def enqueue(self, job: Job) -> str:
         if not job.enqueued:

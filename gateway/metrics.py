@@ -14,6 +14,10 @@ class GatewayMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.sessions = Gauge("stt_gateway_sessions", "Active sessions", registry=r)
+        self.ready = Gauge("stt_gateway_ready", "Whether this gateway is ready (its /ready)", registry=r)
+        self.live_decoders = Gauge(
+            "stt_gateway_live_decoders", "Decoders whose heartbeat this gateway sees", registry=r
+        )
         self.final_latency = Histogram(
             "stt_final_latency_seconds", "End of speech to final sent", buckets=LATENCY_BUCKETS, registry=r
         )

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+import time
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -25,6 +26,8 @@ from gateway.files import FileTranscription
 from gateway.session import Session
 
 logger = logging.getLogger(__name__)
+PING_S = 1.0  # a quiet subscription is pinged this often
+SILENCE_S = 3.0  # and given up (then made again) after this long without a word
 
 
 class Receiver(Protocol):
@@ -91,10 +94,7 @@ class ResultRouter:
                     for receiver in self.receivers():
                         await receiver.requeue_pending()
                     backoff.reset()
-                while not stop.requested:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
-                    if msg is not None and msg.get("type") == "message":
-                        self._dispatch(msg["data"])
+                await self._listen(pubsub, stop)
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 self.subscribed.clear()
                 delay = backoff.next()
@@ -105,6 +105,24 @@ class ResultRouter:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
                 except (RedisConnectionError, OSError):
                     pass
+
+    async def _listen(self, pubsub: Any, stop: StopFlag) -> None:
+        # A subscriber only reads, so a server that vanished without a word (its host lost, as
+        # in a failover) would go unnoticed for good: it is pinged when quiet, and a silence
+        # past SILENCE_S counts as a lost connection.
+        heard = pinged = time.monotonic()
+        while not stop.requested:
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+            now = time.monotonic()
+            if msg is not None:
+                heard = now
+                if msg.get("type") == "message":
+                    self._dispatch(msg["data"])
+            elif now - heard > SILENCE_S:
+                raise RedisTimeoutError("no answer on the result channel for %.0f s" % SILENCE_S)
+            if now - heard >= PING_S and now - pinged >= PING_S:
+                pinged = now
+                await pubsub.ping()
 
     def _dispatch(self, data: bytes) -> None:
         try:

@@ -23,19 +23,28 @@ from common.settings import Settings
 from gateway.events import (
     EndReason,
     Event,
-    Final,
     FinalFailed,
     SessionFailed,
     SpeechStarted,
     SpeechStopped,
 )
+from gateway.heldaudio import HeldAudio
 from gateway.interims import Interims
 from gateway.jobqueue import Queue
 from gateway.jobs import PROMPT_CHARS, job_for
 from gateway.metrics import GatewayMetrics
 from gateway.options import SessionOptions, Turn
 from gateway.resume import LEASE_MS, Journal, NullJournal
-from gateway.sessionstate import Core, Heard, PendingFinal, Utterance, dump_pending, held_position, pending_field
+from gateway.sessionstate import (
+    Core,
+    Heard,
+    PendingFinal,
+    Utterance,
+    dump_pending,
+    final_event,
+    held_position,
+    pending_field,
+)
 from gateway.speculation import Speculation
 from gateway.vad import RATE, Endpointer
 
@@ -90,6 +99,7 @@ class Session:
         self.next_utt = 0
         self.current: Utterance | None = None
         self.pending: dict[int, PendingFinal] = {}
+        self.held = HeldAudio()  # written again when a final is re-queued (a failover may lose it)
         self.next_final = 0  # the utterance whose final goes out next
         self.recent_text = ""
         self.heard: Heard | None = None
@@ -154,6 +164,7 @@ class Session:
         if utt.n == self.next_utt - 1:
             self.next_utt -= 1
         self.interims.forget(utt.n)
+        self.held.release(utt.n)
         await self.queue.drop_audio(self.id, utt.n)
         await self.record()
         logger.info("session %s utt %d: discarded by the client", self.id, utt.n)
@@ -181,6 +192,7 @@ class Session:
                 await self.record()
                 self.emit(SpeechStarted(self.current.n, self.current.start))
             elif ev.kind == "audio" and self.current is not None:
+                self.held.add(self.current.n, ev.audio, self.current.appended)
                 self.current.appended = await self.queue.append_audio(
                     self.id, self.current.n, ev.audio, self.current.appended
                 )
@@ -226,6 +238,7 @@ class Session:
             # An utterance that opened at a forced cut with nothing after it: no audio, no number.
             if utt.n == self.next_utt - 1:
                 self.next_utt -= 1
+            self.held.release(utt.n)
             await self.record()
             return False
         keep = utt.stable if self.settings.FINAL_KEEPS_STABLE else ""
@@ -287,6 +300,9 @@ class Session:
         p.tries += 1
         p.queued_at = time.monotonic()
         logger.warning("session %s utt %d: %s, re-queued (try %d)", self.id, p.job.utt, why, p.tries)
+        held = self.held.of(p.job.utt)
+        if held is not None:
+            await self.queue.restore_audio(self.id, p.job.utt, held)
         await self.queue.enqueue(p.job)
 
     async def requeue_pending(self) -> None:
@@ -326,6 +342,7 @@ class Session:
             self.metrics.decoded_seconds.labels(result.kind).inc(result.decode_ms / 1000.0)
         while self.next_final in self.pending and self.pending[self.next_final].result is not None:
             done = self.pending.pop(self.next_final)
+            self.held.release(done.job.utt)
             self._deliver(done)
             self.resolved.append(done.job.utt)
             self.next_final += 1
@@ -351,22 +368,7 @@ class Session:
                 self.recent_text = (self.recent_text + " " + r.text).strip()[-PROMPT_CHARS:]
             self.heard = Heard(r.utt, p.job.audio_end, r.text) if r.text and self.settings.CONTEXT_S else None
             self.metrics.final_latency.observe(latency)
-            self.emit(
-                Final(
-                    utt=r.utt,
-                    text=r.text,
-                    start=p.start,
-                    end=p.end,
-                    language=r.language,
-                    words=r.words,
-                    no_speech=r.no_speech,
-                    confidence=r.confidence,
-                    reason=p.reason,
-                    endpoint_ms=p.endpoint_ms,
-                    queue_ms=r.queue_ms,
-                    decode_ms=r.decode_ms,
-                )
-            )
+            self.emit(final_event(p, r))
         logger.info("session %s utt %d: final delivered %.0f ms after end of speech", self.id, r.utt, latency * 1000)
 
     def fail_outstanding(self, why: str) -> int:

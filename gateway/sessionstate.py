@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.messages import Job, Result
-from gateway.events import EndReason
+from gateway.events import EndReason, Final
 from gateway.options import SessionOptions, Turn
 from gateway.vad import FRAME_SAMPLES, RATE, Endpointer, State
 
@@ -32,6 +32,24 @@ class PendingFinal:
     reason: EndReason = EndReason.SILENCE
     tries: int = 1
     result: Result | None = None
+
+
+def final_event(p: PendingFinal, r: Result) -> Final:
+    """The Final a pending final's result makes."""
+    return Final(
+        utt=r.utt,
+        text=r.text,
+        start=p.start,
+        end=p.end,
+        language=r.language,
+        words=r.words,
+        no_speech=r.no_speech,
+        confidence=r.confidence,
+        reason=p.reason,
+        endpoint_ms=p.endpoint_ms,
+        queue_ms=r.queue_ms,
+        decode_ms=r.decode_ms,
+    )
 
 
 @dataclass

@@ -9,7 +9,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 import redis
@@ -166,7 +166,7 @@ def test_clients_follow_a_failover_when_the_primary_is_killed(topology: Topology
                 assert time.monotonic() - killed < 30, "no failover within 30 s"
                 await asyncio.sleep(0.1)
         gap = time.monotonic() - killed
-        before = await client.get("before")
+        before: Any = await client.get("before")
         port = int((await client.info("server"))["tcp_port"])
         await aclose(client)
         return gap, before.decode() if before else None, port

@@ -157,6 +157,9 @@ async def test_bad_job_gets_error_result_and_loop_goes_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     audio = speech[0]
+    # A final whose audio is missing or short waits for its gateway for AUDIO_WAIT_S (the test
+    # below); with 0 it fails at once, as any other bad audio.
+    settings = settings.replace(AUDIO_WAIT_S=0.0)
     if case == "model_error":
         real = engine.model.transcribe
 
@@ -186,6 +189,27 @@ async def test_bad_job_gets_error_result_and_loop_goes_on(
     assert by_id[bad.id].error and by_id[bad.id].utt == 0
     assert by_id[good.id].error is None and by_id[good.id].text
     assert await stream_state(aredis) == {keys.STREAM_FINAL: (0, 0), keys.STREAM_INTERIM: (0, 0)}
+
+
+async def test_a_final_whose_audio_redis_lacks_is_left_to_its_gateway_which_writes_it_again(
+    settings: Settings, engine: Engine, aredis: aioredis.Redis, speech: list[np.ndarray]
+) -> None:
+    """After a failover the job survived but the newest audio did not: no error result (the
+    utterance is not lost), and the gateway's re-queue with the audio written again decodes it."""
+    pcm = float32_to_pcm16(speech[0])
+    key = keys.audio_key("s1", 0)
+    async with ResultCollector(aredis) as col, running_worker(settings, engine) as worker:
+        await aredis.set(key, pcm[: len(pcm) // 2])  # what the promoted replica had
+        job = await put_job(aredis, None, audio_end=len(pcm), utt=0)
+        await async_wait_for(
+            lambda: worker.metrics.jobs.labels("final", "audio_missing")._value.get() >= 1, 20, "the job left"
+        )
+        assert await stream_state(aredis) == {keys.STREAM_FINAL: (0, 0), keys.STREAM_INTERIM: (0, 0)}
+        assert col.results == []
+        await aredis.setrange(key, 0, pcm)  # the gateway's copy, written again
+        again = await put_job(aredis, None, audio_end=len(pcm), utt=0)
+        [r] = await col.wait(1)
+    assert again.id == job.id and r.id == job.id and r.error is None and r.text
 
 
 @pytest.mark.parametrize(
@@ -271,6 +295,31 @@ async def test_metrics_queue_depth_agrees_with_redis(
     assert 'stt_queue_depth{stream="stt:jobs:final"} %.1f' % (undelivered + 2) in body
     assert 'stt_queue_depth{stream="stt:jobs:interim"} 3.0' in body
     assert "stt_queue_oldest_age_seconds" in body and "stt_redis_up 1.0" in body
+
+
+async def test_the_probes_say_live_and_ready_while_the_worker_takes_jobs(settings: Settings, engine: Engine) -> None:
+    import httpx
+
+    from decoder.metrics import DecoderMetrics
+
+    metrics = DecoderMetrics()
+    port = metrics.serve(0, settings.redis_url, host="127.0.0.1")
+    url = "http://127.0.0.1:%d" % port
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=5) as http, running_worker(settings, engine) as worker:
+            metrics.not_ready = worker.not_ready
+            assert (await http.get("/health")).json() == {"ok": True}
+
+            async def ready() -> bool:
+                return (await http.get("/ready")).status_code == 200
+
+            await async_wait_for(ready, 20, "/ready once the heartbeat is written")
+            worker.stop.request()
+            stopping = await http.get("/ready")
+            assert stopping.status_code == 503 and stopping.json()["reason"] == "stopping"
+            assert "stt_jobs_total" in (await http.get("/metrics")).text
+    finally:
+        metrics.close()
 
 
 async def test_the_consumers_of_dead_decoders_are_removed(aredis: aioredis.Redis) -> None:

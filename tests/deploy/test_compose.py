@@ -118,3 +118,41 @@ def test_the_gpu_image_needs_no_cudnn_and_assumes_no_library_path() -> None:
     assert floor is not None
     assert tuple(int(x) for x in floor.group(1).split(".")) >= (4, 6, 3), "a floor that needs no cuDNN"
     assert re.search(r'^gpu = \["nvidia-cublas-cu12', pyproject, re.M)
+
+
+def test_the_ha_file_puts_redis_behind_three_sentinels_and_every_process_on_them() -> None:
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.skip("docker-compose is not installed")
+    out = subprocess.run(
+        [
+            exe,
+            "-f",
+            "docker-compose.yml",
+            "-f",
+            "docker-compose.ha.yml",
+            "--profile",
+            "gpu",
+            "--profile",
+            "cpu",
+            "config",
+        ],
+        env={**os.environ, **COMPOSE_ENV},
+        cwd=DEPLOY,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    config: dict[str, Any] = yaml.safe_load(out.stdout)
+    services = config["services"]
+    sentinels = [name for name in services if name.startswith("sentinel-")]
+    assert len(sentinels) == 3
+    for name in sentinels:
+        script = services[name]["command"][0]
+        assert "sentinel monitor mymaster redis 6379 2" in script and "--sentinel" in script
+    assert "--replicaof redis 6379" in services["redis-replica"]["command"][0]
+    for name, svc in stt_services(config).items():
+        settings = Settings.from_env({k: str(v) for k, v in svc["environment"].items()})
+        url = settings.redis_url
+        assert url.startswith("redis+sentinel://") and all(s in url for s in sentinels), (name, url)

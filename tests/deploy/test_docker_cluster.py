@@ -11,14 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
-import shutil
-import socket
-import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +25,7 @@ from stt.speech import SENTENCES as ALL_SENTENCES
 from stt.speech import Speech, conversation, joined, recording
 from stt.wer import wer
 from tests.conftest import JFK, JFK_TEXT, ROOT, wait_for
+from tests.deploy.conftest import TIMINGS, Cluster, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -39,104 +34,6 @@ ARTIFACTS = Path(os.environ.get("STT_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 # The three sentences the in-process speech tests hear (tests/gateway/test_speech.py).
 SENTENCES = list(ALL_SENTENCES[:3])
 timings: dict[str, Any] = {}
-
-
-def run(cmd: list[str], env: dict[str, str], timeout: float, cwd: Path = ROOT) -> str:
-    out = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    assert out.returncode == 0, "%s failed (%d):\n%s\n%s" % (" ".join(cmd), out.returncode, out.stdout, out.stderr)
-    return out.stdout
-
-
-def free_port(preferred: int) -> int:
-    for port in (preferred, 0):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(s.getsockname()[1])
-    raise AssertionError("no free port")
-
-
-class Cluster:
-    """One compose project of deploy/docker-compose.yml, CPU profile."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.project = "stte2e%d" % os.getpid()
-        self.port = free_port(8000)
-        self.prom_port = free_port(9090)
-        self.password = secrets.token_hex(16)
-        self.env = {
-            **env,
-            "REDIS_PASSWORD": self.password,
-            "COMPOSE_PROFILES": "cpu",
-            "STT_PORT": str(self.port),
-            "PROMETHEUS_PORT": str(self.prom_port),
-        }
-        self.url = "ws://127.0.0.1:%d/v1/listen" % self.port
-
-    def compose(self, *args: str, timeout: float = 300) -> str:
-        return run(["docker-compose", "-p", self.project, *args], self.env, timeout, cwd=DEPLOY)
-
-    def docker(self, *args: str, timeout: float = 120) -> str:
-        return run(["docker", *args], self.env, timeout)
-
-    def containers(self, service: str) -> list[str]:
-        return self.compose("ps", "-q", service).split()
-
-    def logs(self, service: str) -> str:
-        return self.compose("logs", "--no-color", service)
-
-    def redis(self, *args: str) -> str:
-        [redis] = self.containers("redis")
-        return self.docker("exec", redis, "redis-cli", "--no-auth-warning", "-a", self.password, *args)
-
-    def prometheus(self, query: str) -> list[dict[str, Any]]:
-        url = "http://127.0.0.1:%d/api/v1/query?query=%s" % (self.prom_port, urllib.parse.quote(query))
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                body = json.load(r)
-        except OSError:
-            return []
-        result: list[dict[str, Any]] = body["data"]["result"]
-        return result
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen("http://127.0.0.1:%d/ready" % self.port, timeout=3) as r:
-                return bool(json.load(r).get("ready"))
-        except OSError:
-            return False
-
-    def scale_decoders(self, n: int) -> None:
-        self.compose("up", "-d", "--no-build", "--scale", "decoder-cpu=%d" % n, timeout=300)
-        wait_for(lambda: len(self.live_decoders()) == n, 120, "%d live decoders" % n, interval=0.5)
-
-    def live_decoders(self) -> list[str]:
-        members = self.redis("ZRANGEBYSCORE", keys.node_index("decoder"), str(int(time.time() * 1000)), "+inf")
-        return members.split()
-
-    def decoder_addresses(self) -> set[str]:
-        fmt = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
-        return {self.docker("inspect", "-f", fmt, c).strip() for c in self.containers("decoder-cpu")}
-
-
-@pytest.fixture(scope="module")
-def docker_env() -> Iterator[dict[str, str]]:
-    if shutil.which("docker") is None or shutil.which("docker-compose") is None:
-        pytest.skip("docker and docker-compose are not installed (.ci/run installs docker.io and docker-compose)")
-    env = {**os.environ}
-    started = False
-    if not env.get("DOCKER_HOST"):
-        started = True
-        out = run(["bash", "scripts/private-dockerd", "start"], env, 120)
-        env["DOCKER_HOST"] = out.strip().split("=", 1)[1]
-    t0 = time.monotonic()
-    run(["bash", "scripts/offline-images"], {**env, "PYTHON": sys.executable}, 1500)
-    timings["images_s"] = round(time.monotonic() - t0, 1)
-    yield env
-    if started:
-        run(["bash", "scripts/private-dockerd", "stop"], env, 120)
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +52,7 @@ def cluster(docker_env: dict[str, str]) -> Iterator[Cluster]:
         timings["down_s"] = round(time.monotonic() - t0, 1)
         left = c.docker("ps", "-aq", "--filter", "label=com.docker.compose.project=%s" % c.project).split()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        (ARTIFACTS / "docker-cluster.json").write_text(json.dumps(timings, indent=2))
+        (ARTIFACTS / "docker-cluster.json").write_text(json.dumps({**TIMINGS, **timings}, indent=2))
         assert not left, "containers left after down: %s" % left
 
 
@@ -231,7 +128,7 @@ def test_the_page_works_through_nginx(cluster: Cluster) -> None:
 
 
 def test_prometheus_scrapes_every_decoder(cluster: Cluster) -> None:
-    want = cluster.decoder_addresses()
+    want = cluster.addresses("decoder-cpu")
     assert len(want) == 2
 
     def scraped() -> set[str]:

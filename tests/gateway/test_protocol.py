@@ -165,6 +165,7 @@ async def test_a_wrong_or_missing_api_key_is_refused_before_the_upgrade(gateway:
         assert (await http.get("/metrics")).status_code == 401
         assert (await http.get("/status", headers={"Authorization": "Bearer new-key-9876543210"})).status_code == 200
         assert (await http.get("/ready")).status_code == 200  # for load balancers: says nothing else
+        assert (await http.get("/health")).json() == {"alive": True}  # for liveness probes, the same
 
 
 @pytest.mark.parametrize("gateway", [{"IDLE_TIMEOUT_S": 0.5}], indirect=True)

@@ -94,6 +94,24 @@ async def test_a_final_without_result_is_requeued_then_fails_by_name(three: Spee
     assert h.session.finals_done.is_set()
 
 
+async def test_a_requeued_final_writes_its_audio_again_and_delivered_audio_is_let_go(three: Speech) -> None:
+    h = Harness(INTERIM_MIN_MS=60000)
+    await h.feed(three)
+    finals = h.jobs("final")
+    h.answer(finals[0])
+    assert h.session.held.of(0) is None, "delivered: its copy is let go"
+    key = finals[1].audio_key
+    whole = h.queue.audio[key]
+    # A failover: the promoted replica lost the newest appends of utterance 1's audio.
+    h.queue.audio[key] = whole[: len(whole) // 3]
+    await h.session.requeue_pending()
+    assert h.queue.audio[key] == whole
+    assert [j.id for j in h.jobs("final")].count(finals[1].id) == 2
+    h.answer(finals[1])
+    h.answer(finals[2])
+    assert h.session.held.nbytes == 0 and [m["utterance"] for m in h.of_type("final")] == [0, 1, 2]
+
+
 async def test_an_error_result_names_its_utterance_and_does_not_hold_the_next(three: Speech) -> None:
     h = Harness(INTERIM_MIN_MS=60000)
     await h.feed(three)
