@@ -49,7 +49,7 @@ class RedisServer:
     """Owns one redis-server child process. `stop()` ends it (its data stays, and `start()`
     brings it back on the same socket with the same data); `cleanup()` also removes the data."""
 
-    def __init__(self, data_dir: str | None = None, password: str | None = None) -> None:
+    def __init__(self, data_dir: str | None = None, password: str | None = None, executable: str | None = None) -> None:
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="stt-redis-")
         os.chmod(self.data_dir, 0o700)
@@ -58,7 +58,7 @@ class RedisServer:
         with os.fdopen(fd, "w") as f:
             f.write(self.password + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
-        self.executable = find_redis_server()
+        self.executable = executable or find_redis_server()
 
     @property
     def socket_path(self) -> str:

@@ -47,7 +47,7 @@ class Settings:
     FINAL_SILENCE_MS_MIN: int = _setting(400, "shortest trailing silence that ends an utterance", lo=30)
     FINAL_SILENCE_MS_MAX: int = _setting(700, "longest trailing silence that ends an utterance", lo=30)
     SPECULATE_MS: int = _setting(
-        100,
+        200,
         "trailing silence after which the would-be final is decoded while the endpoint is still open (0: off)",
         lo=0,
         hi=5000,

@@ -18,6 +18,11 @@ _NOT_WORD = re.compile(r"[^\w']+")
 # speech ("See you tomorrow. See you tomorrow. See you ..."); a single word needs more.
 LOOP_REPEATS = 3
 LOOP_REPEATS_ONE_WORD = 6
+# What Whisper writes for music, tones and noise (its training data's captions), lower-cased,
+# without punctuation.
+NONSPEECH_PHRASES = frozenset(
+    {"thank you", "thanks for watching", "thank you for watching", "woohoo", "you", "bye", "music"}
+)
 
 
 def drop_runaway_segments(segments: list[Any], settings: Settings) -> tuple[str, list[Any]]:
@@ -26,7 +31,11 @@ def drop_runaway_segments(segments: list[Any], settings: Settings) -> tuple[str,
     LOG_PROB_THRESHOLD): a segment still too repetitive after every fallback temperature is not
     speech; nor is one the model itself finds likely silence (above HALLUCINATION_NO_SPEECH)
     while not sure of its words either (below HALLUCINATION_LOG_PROB), which is what music and
-    tones decode to ("Thank you.", "Woohoo!"); nor is text with no word in it ("." or "♪")."""
+    tones decode to ("Thank you.", "Woohoo!"), and for the phrases Whisper is known to write
+    for sound that is not speech the same holds from NO_SPEECH_THRESHOLD up (how sure of silence
+    it is there varies with the CPU's kernels: 0.68-0.75 on one machine, over 0.75 on another;
+    a person saying "Thank you." is decoded with confidence and kept); nor is text with no word
+    in it ("." or "♪")."""
     kept = [
         s
         for s in segments
@@ -37,6 +46,11 @@ def drop_runaway_segments(segments: list[Any], settings: Settings) -> tuple[str,
         )
         and not (
             s.no_speech_prob > settings.HALLUCINATION_NO_SPEECH and s.avg_logprob < settings.HALLUCINATION_LOG_PROB
+        )
+        and not (
+            s.no_speech_prob > settings.NO_SPEECH_THRESHOLD
+            and s.avg_logprob < settings.HALLUCINATION_LOG_PROB
+            and " ".join(_words(s.text)) in NONSPEECH_PHRASES
         )
         and _WORD.search(s.text)
     ]

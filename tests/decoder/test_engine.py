@@ -155,6 +155,10 @@ def test_hallucination_guards_drop_what_music_decodes_to_and_keep_speech() -> No
     assert drop_runaway_segments([seg(" .", 0.9, -0.4)], settings)[0] == ""
     assert drop_runaway_segments([seg(" Yes, of course.", 0.72, -0.87)], settings)[0] == "Yes, of course."
     assert drop_runaway_segments([seg(" Sure.", 0.9, -0.2)], settings)[0] == "Sure."  # confident: kept
+    # Music on another machine's kernels: "Thank you." at 0.68, one of Whisper's known captions.
+    assert drop_runaway_segments([seg(" Thank you.", 0.68, -0.83)], settings)[0] == ""
+    assert drop_runaway_segments([seg(" Thank you!", 0.68, -0.3)], settings)[0] == "Thank you!"  # said
+    assert drop_runaway_segments([seg(" Thank you.", 0.4, -0.83)], settings)[0] == "Thank you."
     # Re-hearing the context is not new speech; new words are.
     assert echoes("I look no more.", "How fearful it is to cast one's eyes so low. I look no more.")
     assert echoes("Easy going.", "Is it going?")

