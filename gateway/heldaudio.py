@@ -14,10 +14,19 @@ from __future__ import annotations
 class HeldAudio:
     def __init__(self) -> None:
         self._by_utt: dict[int, bytearray] = {}
+        self._partial: set[int] = set()  # begun before this gateway held them (a takeover)
 
     def add(self, utt: int, pcm16k: bytes, offset: int) -> None:
         """The utterance's audio at `offset` (its length so far), as written to its audio key."""
+        if utt in self._partial:
+            return
         held = self._by_utt.setdefault(utt, bytearray())
+        if offset > len(held):
+            # Its beginning was taken by the gateway before this one: a copy without it would
+            # overwrite the key's start with later audio, so this utterance is not held.
+            self._partial.add(utt)
+            del self._by_utt[utt]
+            return
         del held[offset:]
         held.extend(pcm16k)
 
@@ -28,6 +37,7 @@ class HeldAudio:
     def release(self, *utts: int) -> None:
         for n in utts:
             self._by_utt.pop(n, None)
+            self._partial.discard(n)
 
     @property
     def nbytes(self) -> int:

@@ -264,3 +264,22 @@ async def test_what_a_session_owes_becomes_errors_by_name_when_it_gives_up(three
     assert [e.get("utterance") for e in errors] == [0, 1, 2, 3, None]
     assert errors[-1]["code"] == "internal" and isinstance(h.events[-1], SessionFailed)
     assert h.session.finals_done.is_set() and h.session.broken == "a bug"
+
+
+def test_held_audio_is_whole_or_not_held() -> None:
+    from gateway.heldaudio import HeldAudio
+
+    held = HeldAudio()
+    held.add(0, b"ab", 0)
+    held.add(0, b"cd", 2)
+    held.add(0, b"CD", 2)  # written again at its offset (a retried write)
+    assert held.of(0) == b"abCD"
+    # A session taken over mid-utterance: its first bytes were the other gateway's. A copy of
+    # the rest written at offset 0 would corrupt the key, so there is none.
+    held.add(1, b"ef", 4)
+    held.add(1, b"gh", 6)
+    assert held.of(1) is None
+    held.release(0, 1)
+    assert held.nbytes == 0
+    held.add(1, b"ij", 0)  # the number reused after a release starts afresh
+    assert held.of(1) == b"ij"
