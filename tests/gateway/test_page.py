@@ -100,7 +100,8 @@ async def wait_finals(page: Any, n: int, timeout_s: float) -> list[str]:
 async def test_the_microphone_is_transcribed_live(gateway: Gateway, pw: Any, mic_speech: tuple[Speech, Path]) -> None:
     speech, wav = mic_speech
     page = await browser_page(pw, gateway.http + "/", wav)
-    assert "tiny.en" in await page.inner_text("#model")
+    # The page asks /status for the model once it has loaded: wait for the answer.
+    await page.wait_for_function("document.querySelector('#model').textContent.includes('tiny.en')", timeout=15_000)
     assert await page.is_hidden("#key-field"), "this server needs no key"
     await page.click("#start")
     await page.wait_for_selector("#state[data-state=live]", timeout=15_000)
