@@ -90,15 +90,21 @@ def _sentinel_kwargs(target: SentinelTarget, kwargs: dict[str, Any]) -> dict[str
     return timeouts
 
 
+def _primary(sentinel_class: Any, url: str, kwargs: dict[str, Any]) -> Any:
+    """A client of the primary a redis+sentinel:// URL names, from redis-py's asyncio or
+    blocking Sentinel class."""
+    target = parse_sentinel_url(url)
+    sentinel = sentinel_class(
+        list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target, kwargs), password=target.password, **kwargs
+    )
+    return sentinel.master_for(target.service, db=target.db)
+
+
 def async_client(url: str, **kwargs: Any) -> aioredis.Redis:
     """An asyncio client for REDIS_URL (kwargs: redis-py connection options)."""
     if not url.startswith("redis+sentinel://"):
         return aioredis.Redis.from_url(url, **kwargs)
-    target = parse_sentinel_url(url)
-    sentinel = asentinel.Sentinel(  # type: ignore[no-untyped-call]
-        list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target, kwargs), password=target.password, **kwargs
-    )
-    client: aioredis.Redis = sentinel.master_for(target.service, db=target.db)
+    client: aioredis.Redis = _primary(asentinel.Sentinel, url, kwargs)
     return client
 
 
@@ -106,11 +112,7 @@ def sync_client(url: str, **kwargs: Any) -> redis.Redis:
     """A blocking client for REDIS_URL (kwargs: redis-py connection options)."""
     if not url.startswith("redis+sentinel://"):
         return redis.Redis.from_url(url, **kwargs)
-    target = parse_sentinel_url(url)
-    sentinel = ssentinel.Sentinel(  # type: ignore[no-untyped-call]
-        list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target, kwargs), password=target.password, **kwargs
-    )
-    client: redis.Redis = sentinel.master_for(target.service, db=target.db)  # type: ignore[no-untyped-call]
+    client: redis.Redis = _primary(ssentinel.Sentinel, url, kwargs)
     return client
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from common import keys
+from stt.speech import Speech, joined
 from tests.conftest import ROOT, wait_for
 
 DEPLOY = ROOT / "deploy"
@@ -123,3 +124,16 @@ def docker_env() -> Iterator[dict[str, str]]:
     yield env
     if started:
         run(["bash", "scripts/private-dockerd", "stop"], env, 120)
+
+
+def four_talks() -> list[Speech]:
+    """Four clients' speech: two recorded speakers each, 1.2 s apart."""
+    from tests.realspeech import utterance
+
+    pairs = (
+        ("6880-216547-0000", "1183-124566-0000"),
+        ("4640-19187-0000", "2518-154825-0000"),
+        ("7902-96591-0000", "5514-19192-0000"),
+        ("6930-75918-0000", "6880-216547-0000"),
+    )
+    return [joined([utterance(a, tail_s=0.0), utterance(b, tail_s=0.0)], [1.2]) for a, b in pairs]

@@ -19,13 +19,14 @@ SETTINGS = {name for name, _, _ in describe()}
 COMPOSE_ENV = {"REDIS_PASSWORD": "test-password-0123456789"}
 
 
-@pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
+def compose_config(*files: str) -> dict[str, Any]:
+    """`docker-compose config` of the main file (and `files` on top), both profiles."""
     exe = shutil.which("docker-compose")
     if exe is None:
         pytest.skip("docker-compose is not installed (scripts/test installs it with apt when run as root)")
+    chosen = [a for f in ("docker-compose.yml", *files) for a in ("-f", f)]
     out = subprocess.run(
-        [exe, "--profile", "gpu", "--profile", "cpu", "config"],
+        [exe, *chosen, "--profile", "gpu", "--profile", "cpu", "config"],
         env={**os.environ, **COMPOSE_ENV},
         cwd=DEPLOY,
         capture_output=True,
@@ -35,6 +36,11 @@ def compose() -> dict[str, Any]:
     assert out.returncode == 0, out.stderr
     config: dict[str, Any] = yaml.safe_load(out.stdout)
     return config
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return compose_config()
 
 
 def stt_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -121,30 +127,7 @@ def test_the_gpu_image_needs_no_cudnn_and_assumes_no_library_path() -> None:
 
 
 def test_the_ha_file_puts_redis_behind_three_sentinels_and_every_process_on_them() -> None:
-    exe = shutil.which("docker-compose")
-    if exe is None:
-        pytest.skip("docker-compose is not installed")
-    out = subprocess.run(
-        [
-            exe,
-            "-f",
-            "docker-compose.yml",
-            "-f",
-            "docker-compose.ha.yml",
-            "--profile",
-            "gpu",
-            "--profile",
-            "cpu",
-            "config",
-        ],
-        env={**os.environ, **COMPOSE_ENV},
-        cwd=DEPLOY,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    config: dict[str, Any] = yaml.safe_load(out.stdout)
+    config = compose_config("docker-compose.ha.yml")
     services = config["services"]
     sentinels = [name for name in services if name.startswith("sentinel-")]
     assert len(sentinels) == 3

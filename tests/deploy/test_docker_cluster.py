@@ -22,10 +22,10 @@ import pytest
 from client.stream import connect
 from common import keys
 from stt.speech import SENTENCES as ALL_SENTENCES
-from stt.speech import Speech, conversation, joined, recording
+from stt.speech import Speech, conversation, recording
 from stt.wer import wer
 from tests.conftest import JFK, JFK_TEXT, ROOT, wait_for
-from tests.deploy.conftest import TIMINGS, Cluster, run
+from tests.deploy.conftest import TIMINGS, Cluster, four_talks, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -192,17 +192,7 @@ def gateway_goes_away(cluster: Cluster, how: str) -> None:
     first final arrives, gateway-1 is stopped (SIGTERM: it drains) or killed (SIGKILL: it dies,
     no word to anyone). Its clients resume on gateway-2 through nginx; every session ends with
     done, every sentence once, with its words."""
-    from tests.realspeech import utterance
-
-    talks = [
-        joined([utterance(a, tail_s=0.0), utterance(b, tail_s=0.0)], [1.2])
-        for a, b in (
-            ("6880-216547-0000", "1183-124566-0000"),
-            ("4640-19187-0000", "2518-154825-0000"),
-            ("7902-96591-0000", "5514-19192-0000"),
-            ("6930-75918-0000", "6880-216547-0000"),
-        )
-    ]
+    talks = four_talks()
 
     async def client(speech: Speech, first_final: asyncio.Event) -> tuple[list[dict[str, Any]], int]:
         async with connect(cluster.url, sample_rate=16000) as stream:

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from client.stream import connect
-from stt.speech import Speech, joined
+from stt.speech import Speech
 from stt.wer import wer
 from tests.conftest import ROOT, wait_for
-from tests.deploy.conftest import TIMINGS, Cluster
+from tests.deploy.conftest import TIMINGS, Cluster, four_talks
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -54,17 +54,7 @@ def ha(docker_env: dict[str, str]) -> Iterator[Cluster]:
 
 
 def test_the_primary_killed_mid_session_loses_no_final(ha: Cluster) -> None:
-    from tests.realspeech import utterance
-
-    talks = [
-        joined([utterance(a, tail_s=0.0), utterance(b, tail_s=0.0)], [1.2])
-        for a, b in (
-            ("6880-216547-0000", "1183-124566-0000"),
-            ("4640-19187-0000", "2518-154825-0000"),
-            ("7902-96591-0000", "5514-19192-0000"),
-            ("6930-75918-0000", "6880-216547-0000"),
-        )
-    ]
+    talks = four_talks()
     [replica] = ha.addresses("redis-replica")
     [primary] = ha.containers("redis")
     killed_at: list[float] = []
