@@ -256,7 +256,7 @@ def score(
     by_length: dict[str, Tally] = {}
     by_corpus: dict[str, Tally] = {}
     by_gender: dict[str, Tally] = {}
-    diffs = []
+    diffs: list[dict[str, Any]] = []
     for conv, sess, dtext in zip(convs, sessions, direct_texts):
         ref_words = [normalize(t) for t in conv.speech.texts]
         flat = [w for ws in ref_words for w in ws]

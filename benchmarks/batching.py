@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common.messages import Job
+from common.messages import Job, JobKind
 from common.settings import Settings
 from decoder.engine import Engine
 from stt.speech import SENTENCES, conversation
@@ -69,7 +69,7 @@ def main() -> None:
             (
                 Job(
                     id="%s-%d" % (kind, i),
-                    kind=kind,
+                    kind=JobKind(kind),
                     session="s%d" % i,
                     gateway="g",
                     utt=0,

@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from client.stream import ClientError, connect
 from common import keys
-from common.messages import SCHEMA_VERSION, Job, encode_job
+from common.messages import SCHEMA_VERSION, Job, JobKind, encode_job
 from common.process import descendants
 from stt.speech import SENTENCES, Speech, conversation
 from stt.wer import wer
@@ -163,7 +163,7 @@ async def inject(r: aioredis.Redis, gateway_id: str) -> dict[str, Any]:
     await r.hset(keys.audio_key("chaos-poison", 0), "not", "audio")
     job = Job(
         id=keys.final_job_id("chaos-poison", 0),
-        kind="final",
+        kind=JobKind.FINAL,
         session="chaos-poison",
         gateway=gateway_id,
         utt=0,

@@ -34,7 +34,7 @@ from common.redis_server import RedisServer
 from common.settings import Settings
 from decoder.engine import Engine
 from decoder.testmodel import cached_test_model
-from gateway.jobqueue import JobQueue
+from gateway.store.jobqueue import JobQueue
 from stt.speech import SENTENCES, synth
 
 
@@ -101,7 +101,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                     jobs.append((job, clip))
                 print("\r  job %d/%d: %.1f ms end to end" % (i + 1, total, elapsed), end="", flush=True)
             print()
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         finally:
             proc.terminate()
             proc.wait(30)

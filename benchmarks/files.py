@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,8 @@ def live(path: Path, rounds: int) -> dict[str, Any]:
     """p95 end of speech to final of four live clients through one `stt up`, alone and with two
     uploads of `path` in flight, in alternating rounds (this machine's speed drifts: the two
     conditions are measured side by side, and each pools the finals of every round)."""
-    from stt.bench import ClientRun, Service, analyse, run_client
+    from stt.bench import Service, analyse
+    from stt.bench_clients import ClientRun, run_client
     from stt.speech import SENTENCES, conversation
 
     speech = conversation(list(SENTENCES[:4]), pause_s=1.2)
@@ -104,7 +106,9 @@ def live(path: Path, rounds: int) -> dict[str, Any]:
         http = http_base(url)
 
         async def clients() -> list[ClientRun]:
-            return list(await asyncio.gather(*(run_client(url, speech, 1.0, d) for d in (0.0, 0.7, 1.4, 2.1))))
+            return list(
+                await asyncio.gather(*(run_client("native", url, speech, 1.0, d) for d in (0.0, 0.7, 1.4, 2.1)))
+            )
 
         def files_queued() -> int:
             with urllib.request.urlopen(http + "/status", timeout=5) as r:
@@ -164,7 +168,7 @@ def main() -> int:
     reference = recording(args.minutes, path)
     duration = sf.info(str(path)).duration
     rows: list[dict[str, Any]] = []
-    ways = [
+    ways: list[tuple[str, Callable[[], tuple[float, str]]]] = [
         ("cluster, 1 decoder (2 cores: a thread per lane)", lambda: through_cluster(path, {"DECODERS": "1"})),
         ("cluster, 1 decoder (1 core)", lambda: through_cluster(path, {"DECODERS": "1", "CPU_THREADS": "1"})),
         ("cluster, 2 decoders (1 core each)", lambda: through_cluster(path, {"DECODERS": "2", "CPU_THREADS": "1"})),

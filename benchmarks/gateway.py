@@ -29,10 +29,11 @@ import redis.asyncio as aioredis
 
 from common.redis_server import RedisServer
 from common.settings import Settings
-from gateway.jobqueue import JobQueue
+from gateway.core.options import EotRule, SessionOptions
+from gateway.core.session import Session
 from gateway.metrics import GatewayMetrics
-from gateway.options import SessionOptions
-from gateway.session import Session
+from gateway.store.jobqueue import JobQueue
+from gateway.transport.driver import NoRecords, SessionDriver
 from stt.speech import SENTENCES, conversation
 
 
@@ -53,7 +54,17 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         metrics = GatewayMetrics()
         queue = JobQueue(r, 60)  # one per process, as in the gateway
         sessions = [
-            Session(settings, SessionOptions(sample_rate=args.rate, lang="en"), queue, "bench", lambda m: None, metrics)
+            SessionDriver(
+                Session(
+                    settings,
+                    SessionOptions(sample_rate=args.rate, lang="en", eot=EotRule() if args.eot else None),
+                    "bench",
+                    metrics,
+                ),
+                queue,
+                NoRecords(),
+                lambda m: None,
+            )
             for _ in range(args.streams)
         ]
         audio_s = len(pcm) / 2 / args.rate * args.streams
@@ -65,7 +76,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         for i in range(0, len(pcm), chunk):
             piece = pcm[i : i + chunk]
             for g in range(0, len(sessions), args.together):
-                await asyncio.gather(*(s.on_audio(piece) for s in sessions[g : g + args.together]))
+                await asyncio.gather(*(s.feed(piece) for s in sessions[g : g + args.together]))
             if i % (chunk * 50) == 0:
                 print("\r  %.0f%%" % (100 * i / len(pcm)), end="", flush=True)
         cpu_s, wall = cpu() - c0, time.perf_counter() - t0
@@ -78,6 +89,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "streams": args.streams,
         "rate": args.rate,
         "together": args.together,
+        "end_of_turn_model": args.eot,
         "audio_seconds": round(audio_s, 1),
         "cpu_seconds": round(cpu_s, 2),
         "wall_seconds": round(wall, 2),
@@ -102,10 +114,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rate", type=int, default=16000)
     parser.add_argument("--together", type=int, default=10, help="chunks arriving in one loop turn")
+    parser.add_argument("--eot", action="store_true", help="sessions ask the end-of-turn model at each pause")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     report = asyncio.run(run(args))
-    out = Path(args.out or ROOT / "benchmarks" / "results" / ("gateway-%d-x%d.json" % (args.rate, args.together)))
+    name = "gateway-%d-x%d%s.json" % (args.rate, args.together, "-eot" if args.eot else "")
+    out = Path(args.out or ROOT / "benchmarks" / "results" / name)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print("wrote %s" % out)

@@ -62,11 +62,11 @@ def the_model(name: str) -> str:
 
 
 def job(kind: str, i: int, audio: np.ndarray) -> Any:
-    from common.messages import Job
+    from common.messages import Job, JobKind
 
     return Job(
         id="%s-%d" % (kind, i),
-        kind=kind,
+        kind=JobKind(kind),
         session="gpu-check-%d" % i,
         gateway="",
         utt=i,

@@ -40,7 +40,7 @@ def words(text: str) -> list[str]:
 
 
 def main() -> int:
-    from common.messages import Job
+    from common.messages import Job, JobKind
     from common.settings import Settings
     from decoder.engine import Engine
     from stt.speech import synth
@@ -61,7 +61,7 @@ def main() -> int:
             for mode in ("off", "on"):
                 job = Job(
                     id="kt",
-                    kind="final",
+                    kind=JobKind.FINAL,
                     session="kt",
                     gateway="kt",
                     utt=0,
@@ -112,9 +112,9 @@ def main() -> int:
         "mean sentence WER:    %.1f%% without, %.1f%% with"
         % (summary["off"]["mean_wer_pct"], summary["on"]["mean_wer_pct"])
     )
-    out = ROOT / "benchmarks" / "results" / ("keyterms-%s.json" % Path(args.model).name)
-    out.write_text(json.dumps({"model": args.model, "summary": summary, "rows": rows}, indent=1))
-    print("wrote", out.relative_to(ROOT))
+    path = ROOT / "benchmarks" / "results" / ("keyterms-%s.json" % Path(args.model).name)
+    path.write_text(json.dumps({"model": args.model, "summary": summary, "rows": rows}, indent=1))
+    print("wrote", path.relative_to(ROOT))
     return 0
 
 

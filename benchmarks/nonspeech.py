@@ -42,13 +42,14 @@ def mixed_speech() -> list[Any]:
 def opens_an_utterance(audio: Any) -> bool:
     from common.audio import float32_to_pcm16
     from common.settings import Settings
-    from gateway.vad import Endpointer
+    from gateway.core.endpoint import Endpointer
+    from gateway.core.frames import Began
 
     s = Settings.from_env({})
     ep = Endpointer(s.VAD_MODE, s.PRE_ROLL_MS, s.MIN_SPEECH_MS, s.FINAL_SILENCE_MS_MIN, s.FINAL_SILENCE_MS_MAX, 25.0)
     pcm = float32_to_pcm16(audio)
     events = [e for i in range(0, len(pcm), 3200) for e in ep.feed(pcm[i : i + 3200])] + ep.force_end()
-    return any(e.kind == "start" for e in events)
+    return any(isinstance(e, Began) for e in events)
 
 
 async def stream(url: str, sounds: list[Any], concurrency: int, speed: float) -> list[list[dict[str, Any]]]:

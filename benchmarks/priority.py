@@ -56,7 +56,9 @@ def main() -> int:
         for name, nice in (("alone", None), ("beside nice 0", 0), ("beside nice 19", 19)):
             stop = threading.Event()
 
-            def loop(model: Any = background.get(nice), stop: threading.Event = stop) -> None:
+            def loop(
+                model: Any = background.get(nice) if nice is not None else None, stop: threading.Event = stop
+            ) -> None:
                 while not stop.is_set():
                     decode(model, part_audio)
 

@@ -85,7 +85,7 @@ def main() -> int:
                         finals = sorted(run.finals, key=lambda f: f[1]["utterance"])
                         for (at, _msg), (_start, end) in zip(finals, speech.spans):
                             latencies.setdefault(key, []).append((at - (run.t0 + end)) * 1000.0)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for key, values in latencies.items():
         rows.append(
             {

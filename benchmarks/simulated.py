@@ -28,12 +28,13 @@ def simulate(convs: list[Conversation], model_name: str, env: dict[str, str]) ->
     from common.messages import Result
     from common.settings import Settings
     from decoder.engine import Engine
-    from gateway.events import Event, Final, Interim
-    from gateway.jobqueue import MemoryQueue
+    from gateway.core.events import Event, Final, Interim
+    from gateway.core.options import SessionOptions
+    from gateway.core.session import Session as GatewaySession
     from gateway.metrics import GatewayMetrics
-    from gateway.options import SessionOptions
     from gateway.protocols.native import server_final, server_interim
-    from gateway.session import Session as GatewaySession
+    from gateway.store.jobqueue import MemoryQueue
+    from gateway.transport.driver import NoRecords, SessionDriver
 
     settings = Settings.from_env({**env, "MODEL_NAME": model_name, "DECODE_BATCH": "1"})
     engine = Engine(settings)
@@ -49,14 +50,8 @@ def simulate(convs: list[Conversation], model_name: str, env: dict[str, str]) ->
             elif isinstance(event, Interim):
                 out.interims.append(server_interim(event))
 
-        session = GatewaySession(
-            settings,
-            SessionOptions(sample_rate=16000, lang="en"),
-            queue,
-            "sim",
-            send,
-            GatewayMetrics(),
-        )
+        core = GatewaySession(settings, SessionOptions(sample_rate=16000, lang="en"), "sim", GatewayMetrics())
+        session = SessionDriver(core, queue, NoRecords(), send)
 
         async def drain() -> None:
             while queue.jobs:
@@ -72,7 +67,7 @@ def simulate(convs: list[Conversation], model_name: str, env: dict[str, str]) ->
 
         pcm = conv.speech.pcm16
         for i in range(0, len(pcm), 3200):
-            await session.on_audio(pcm[i : i + 3200])
+            await session.feed(pcm[i : i + 3200])
             await drain()
             await session.tick()
         await session.finalize()

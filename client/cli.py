@@ -30,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--word-timestamps", action="store_true")
     p.add_argument("--task", default="transcribe", choices=("transcribe", "translate"))
     p.add_argument("--prompt", default="")
+    p.add_argument("--speakers", action="store_true", help="label who spoke each sentence (diarize)")
     p.add_argument("--api-key", default="", help="sent as a Bearer token")
     p.add_argument("--json", action="store_true", help="print every server message as one JSON line")
 
@@ -50,7 +51,8 @@ class Printer:
             self.interim_shown = True
         elif kind == "final":
             self._clear()
-            self.out.write("[%7.2f - %7.2f] %s\n" % (msg["start"], msg["end"], msg["text"].strip()))
+            who = "speaker %d: " % msg["speaker"] if "speaker" in msg else ""
+            self.out.write("[%7.2f - %7.2f] %s%s\n" % (msg["start"], msg["end"], who, msg["text"].strip()))
         elif kind == "error":
             self._clear()
             print("error %s: %s" % (msg["code"], msg["message"]), file=sys.stderr)
@@ -79,6 +81,7 @@ async def stream_source(args: argparse.Namespace, show: Callable[[dict[str, Any]
         task=args.task,
         prompt=args.prompt,
         api_key=args.api_key,
+        diarize=args.speakers,
     ) as stream:
         show(stream.messages[0])
         sending = (

@@ -32,12 +32,11 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from common.backoff import Backoff
 from common.errors import SttError
+from common.protocol import RESUMABLE_CLOSES, RESUME_TTL_S, RETRY_RESUME
 
-# Close codes after which a session is resumed: no close frame (a dead gateway, a lost network),
-# going away, the gateway restarting (a drain), an internal failure of a gateway.
-RESUMABLE_CLOSES = (None, 1001, 1005, 1006, 1012)
-RETRY_RESUME = ("session_in_use",)  # refusals that pass: the old connection is not known dead yet
-RESUME_FOR_S = 60.0  # the server keeps a session this long (RESUME_TTL_S)
+# The close codes to resume after, the refusals to wait out, how long a session outlives its
+# connection (RESUME_TTL_S's default): what the gateway closes with and keeps.
+RESUME_FOR_S = RESUME_TTL_S
 
 
 class ClientError(SttError):
@@ -276,11 +275,14 @@ async def connect(
     resume: bool = True,
     buffer_s: float = 30.0,
     eager_eot_ms: int = 0,
+    diarize: bool = False,
+    max_speakers: int = 8,
 ) -> AsyncIterator[Stream]:
     """Open a session: connects, sends `start`, waits for `started`. `resume`: a broken
     connection is reconnected and the session resumed (keeping the last `buffer_s` seconds of
     audio sent, for the gateway to have again what it lost). `eager_eot_ms`: eager end of turn,
-    the silence that ends an utterance whose text so far ends a sentence (0: the service's)."""
+    the silence that ends an utterance whose text so far ends a sentence (0: the service's).
+    `diarize`: each final says who spoke (`speaker`, from 0; at most `max_speakers`)."""
     headers = {"Authorization": "Bearer %s" % api_key} if api_key else None
     try:
         ws = await websockets.connect(url, max_size=2**23, open_timeout=open_timeout, additional_headers=headers)
@@ -299,6 +301,8 @@ async def connect(
         }
         if prompt:
             start["prompt"] = prompt
+        if diarize:
+            start.update(diarize=True, max_speakers=max_speakers)
         if eager_eot_ms:
             start["eager_eot_ms"] = eager_eot_ms
         await ws.send(json.dumps(start))

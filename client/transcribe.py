@@ -20,7 +20,14 @@ from typing import Any
 
 from common.errors import ExitCode
 
-EXTENSIONS = {"text": "txt", "json": "json", "verbose_json": "json", "srt": "srt", "vtt": "vtt"}
+EXTENSIONS = {
+    "text": "txt",
+    "json": "json",
+    "verbose_json": "json",
+    "diarized_json": "json",
+    "srt": "srt",
+    "vtt": "vtt",
+}
 CHUNK = 256 * 1024
 
 
@@ -31,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--language", default="", help="a Whisper language code (default: the server's choice)")
     p.add_argument("--prompt", default="", help="text that comes before the file (names, spelling)")
     p.add_argument("--words", action="store_true", help="word timestamps (with --format verbose_json)")
+    p.add_argument("--speakers", action="store_true", help="label who spoke (text: a line per turn, 'A: ...')")
     p.add_argument("--output-dir", default="", help="write FILE's transcript to DIR/<name>.<ext> instead of stdout")
     p.add_argument("--api-key", default=os.environ.get("STT_API_KEY", ""), help="API key (or STT_API_KEY)")
 
@@ -66,7 +74,9 @@ def bar(done: float, total: float, width: int = 24) -> str:
 
 
 def _fields(args: argparse.Namespace) -> list[tuple[str, str]]:
-    fields = [("model", "whisper-1"), ("response_format", args.format)]
+    by_turn = args.speakers and args.format == "text"
+    model = "gpt-4o-transcribe-diarize" if args.speakers else "whisper-1"
+    fields = [("model", model), ("response_format", "diarized_json" if by_turn else args.format)]
     if args.language:
         fields.append(("language", args.language))
     if args.prompt:
@@ -132,7 +142,19 @@ def transcribe_file(path: Path, args: argparse.Namespace) -> str:
             message = data.strip()[:200]
         raise RuntimeError("HTTP %d: %s" % (response.status, message))
     progress.done("done in %.1f s" % (time.monotonic() - started))
-    return data
+    return turns(data) if args.speakers and args.format == "text" else data
+
+
+def turns(diarized: str) -> str:
+    """A diarized_json answer as text: one line per turn, its speaker first."""
+    lines: list[list[str]] = []
+    for seg in json.loads(diarized)["segments"]:
+        who = seg.get("speaker") or "?"
+        if lines and lines[-1][0] == who:
+            lines[-1].append(seg["text"].strip())
+        else:
+            lines.append([who, seg["text"].strip()])
+    return "".join("%s: %s\n" % (line[0], " ".join(line[1:])) for line in lines)
 
 
 def _watch(

@@ -9,16 +9,21 @@ STREAM_INTERIM = "stt:jobs:interim"
 STREAM_BATCH = "stt:jobs:batch"
 STREAM_SPECULATIVE = "stt:jobs:speculative"
 STREAM_DEAD = "stt:jobs:dead"
+# End-of-turn questions (decoder/turns.py): a stream of its own, read by its own consumer loop.
+STREAM_TURN = "stt:jobs:turn"
 _STREAM_OF = {
     JobKind.FINAL: STREAM_FINAL,
     JobKind.SPECULATIVE: STREAM_SPECULATIVE,
     JobKind.INTERIM: STREAM_INTERIM,
     JobKind.BATCH: STREAM_BATCH,
+    JobKind.TURN: STREAM_TURN,
 }
 _KIND_OF = {stream: kind for kind, stream in _STREAM_OF.items()}
-STREAMS = tuple(_STREAM_OF.values())
+# The streams of decodes (the decoder's scheduler reads these; the turn stream is apart).
+STREAMS = (STREAM_FINAL, STREAM_SPECULATIVE, STREAM_INTERIM, STREAM_BATCH)
 # Interims are worth nothing once late: their stream is capped (approximately) at this length.
 INTERIM_MAXLEN = 10000
+TURN_MAXLEN = 10000  # the same for end-of-turn questions
 DEAD_MAXLEN = 10000
 GROUP = "decoders"
 JOB_FIELD = b"job"
@@ -70,9 +75,14 @@ def speculative_job_id(session: str, utt: int, audio_end: int) -> str:
     return "%s:%d:s%d" % (session, utt, audio_end)
 
 
+def turn_job_id(session: str, utt: int, sample: int) -> str:
+    """Whether the utterance's speaker was done at session sample `sample` (a pause)."""
+    return "%s:%d:t%d" % (session, utt, sample)
+
+
 def cancelled_key(job_id: str) -> str:
-    """Set when a speculative job is no longer wanted (its speaker went on): a decoder drops it
-    undecoded."""
+    """Set when a job is no longer wanted (a speculative one whose speaker went on, or any final
+    of a session gone for good): a decoder drops it undecoded."""
     return "stt:cancelled:%s" % job_id
 
 
@@ -83,7 +93,7 @@ def decoding_key(job_id: str) -> str:
 
 
 def session_key(session: str) -> str:
-    """Hash: what a gateway needs to take the session over (gateway/resume.py)."""
+    """Hash: what a gateway needs to take the session over (gateway/store/journal.py)."""
     return "stt:session:%s" % session
 
 

@@ -29,6 +29,9 @@ class JobKind(enum.StrEnum):
     # The would-be final of an utterance whose speaker has paused: decoded while the endpointer
     # waits to be sure, so that the final is ready when it is.
     SPECULATIVE = "speculative"
+    # Whether the speaker has finished their turn: the end-of-turn model on the utterance's
+    # audio so far (decoder/turns.py). Its result carries `eot`, not text.
+    TURN = "turn"
 
     @property
     def decodes_as_final(self) -> bool:
@@ -39,7 +42,7 @@ class JobKind(enum.StrEnum):
     @property
     def cached(self) -> bool:
         """Whether its result is kept for a second request of the same job id."""
-        return self is not JobKind.INTERIM
+        return self not in (JobKind.INTERIM, JobKind.TURN)
 
 
 JOB_KINDS = tuple(JobKind)
@@ -71,6 +74,8 @@ class Job:
     context_text: str = ""
     # Key terms the client expects (names, jargon), comma-separated: put in the decoder's prompt.
     hotwords: str = ""
+    # Who spoke: a final's (or speculative final's) result carries its audio's speaker embedding.
+    speakers: bool = False
     v: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -96,6 +101,10 @@ class Result:
     confidence: float = 0.0  # exp(average token log-probability) of the decoded text
     # A file part's timestamped segments, in file time: {start, end, text, words}.
     segments: list[dict[str, Any]] | None = None
+    # A turn job's: how sure the end-of-turn model is that the speaker has finished (0-1).
+    eot: float | None = None
+    # A job that asked for `speakers`: its audio's speaker embedding (256 floats, L2-normed).
+    voice: list[float] | None = None
     v: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -134,6 +143,7 @@ _JOB_TYPES: dict[str, tuple[type, ...]] = {
     "context_end": (int,),
     "context_text": (str,),
     "hotwords": (str,),
+    "speakers": (bool,),
     "v": (int,),
 }
 
@@ -155,6 +165,8 @@ _RESULT_TYPES: dict[str, tuple[type, ...]] = {
     "error": (str, type(None)),
     "confidence": (float, int),
     "segments": (list, type(None)),
+    "eot": (float, int, type(None)),
+    "voice": (list, type(None)),
     "v": (int,),
 }
 

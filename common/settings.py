@@ -12,8 +12,9 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
+from common import protocol
 from common.errors import SettingsError
 from common.logs import redact
 from common.redisconn import BadRedisUrl
@@ -27,8 +28,88 @@ def _setting(
 
 
 @dataclass(frozen=True)
-class Settings:
-    # --- model (seed names and defaults) ---
+class SharedSettings:
+    """What every process reads: where Redis is, logging, liveness, shutdown, and the rules both
+    sides of a job agree on."""
+
+    REDIS_URL: str = _setting(
+        "",
+        "Redis URL, or redis+sentinel://[:password@]host:26379,.../service_name[/db] for a Sentinel-managed "
+        "primary; empty: redis://127.0.0.1:6379/0 (stt up: a private one)",
+    )
+    LOG_LEVEL: str = _setting("INFO", "logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+    HEARTBEAT_S: float = _setting(2.0, "node heartbeat period", lo=0.1)
+    NODE_TTL_S: float = _setting(10.0, "a node without heartbeat for this long is gone", lo=0.5)
+    SHUTDOWN_TIMEOUT_S: float = _setting(20.0, "bound on draining at shutdown", lo=0.0)
+    MAX_DELIVERIES: int = _setting(
+        3, "tries of a final (gateway re-queues, decoder deliveries) before it fails with an error naming it", lo=1
+    )
+    # Not a setting: the names that were given (in the environment or as overrides) rather than
+    # left at their defaults. A default MODEL_NAME may fall back to the bundled model; a given one
+    # never does.
+    given: frozenset[str] = field(default=frozenset(), repr=False, compare=False, metadata={"internal": True})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
+        """The settings of this class from the environment (others are not read)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in _fields(cls):
+            raw = env.get(f.name)
+            if raw is None or (raw == "" and f.type != "str"):
+                continue
+            if raw and not raw.strip():
+                # Someone meant to set it; "unset" must be said by not setting it.
+                raise SettingsError(f.name, raw, "is blank (leave it unset for the default)")
+            values[f.name] = _parse(f, raw)
+        values.update(overrides)
+        settings = cls(**values, given=frozenset(values))
+        settings.check()
+        return settings
+
+    def is_set(self, name: str) -> bool:
+        """Whether `name` was given rather than left at its default."""
+        return name in self.given
+
+    def check(self) -> None:
+        for f in _fields(type(self)):
+            value = getattr(self, f.name)
+            lo, hi, choices = f.metadata["lo"], f.metadata["hi"], f.metadata["choices"]
+            if lo is not None and value < lo:
+                raise SettingsError(f.name, value, "must be >= %s" % lo)
+            if hi is not None and value > hi:
+                raise SettingsError(f.name, value, "must be <= %s" % hi)
+            if choices is not None and value not in choices:
+                raise SettingsError(f.name, value, "must be one of %s" % ", ".join(choices))
+        if self.REDIS_URL:
+            try:
+                check_redis_url(self.REDIS_URL)
+            except BadRedisUrl as exc:
+                raise SettingsError("REDIS_URL", redact(self.REDIS_URL), str(exc)) from None
+
+    def replace(self, **changes: Any) -> Self:
+        new = dataclasses.replace(self, **changes, given=self.given | frozenset(changes))
+        new.check()
+        return new
+
+    @property
+    def redis_url(self) -> str:
+        return self.REDIS_URL or "redis://127.0.0.1:6379/0"
+
+    def to_env(self) -> dict[str, str]:
+        """The settings as environment variables (what `stt up` hands its children): those given
+        or changed, so that a child sees a default as a default."""
+        return {
+            f.name: str(getattr(self, f.name))
+            for f in _fields(type(self))
+            if f.name in self.given or getattr(self, f.name) != f.default
+        }
+
+
+@dataclass(frozen=True)
+class DecoderSettings(SharedSettings):
+    """A decoder's: its model and device, how it batches and guards its decodes."""
+
     MODEL_NAME: str = _setting("base", "faster-whisper size name or local CTranslate2 directory")
     DEVICE: str = _setting("auto", "auto | cuda | cpu", choices=("auto", "cuda", "cpu"))
     COMPUTE_TYPE: str = _setting("float16", "CTranslate2 compute type; on a CPU, float16 variants fall back to int8")
@@ -42,27 +123,6 @@ class Settings:
         lo=0,
         hi=19,
     )
-    # --- endpointing and interims (seed names and defaults) ---
-    INTERIM_MIN_MS: int = _setting(350, "new speech needed before the next interim", lo=0)
-    FINAL_SILENCE_MS_MIN: int = _setting(400, "shortest trailing silence that ends an utterance", lo=30)
-    FINAL_SILENCE_MS_MAX: int = _setting(700, "longest trailing silence that ends an utterance", lo=30)
-    SPECULATE_MS: int = _setting(
-        200,
-        "trailing silence after which the would-be final is decoded while the endpoint is still open (0: off)",
-        lo=0,
-        hi=5000,
-    )
-    # --- shared ---
-    REDIS_URL: str = _setting(
-        "",
-        "Redis URL, or redis+sentinel://[:password@]host:26379,.../service_name[/db] for a Sentinel-managed "
-        "primary; empty: redis://127.0.0.1:6379/0 (stt up: a private one)",
-    )
-    LOG_LEVEL: str = _setting("INFO", "logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
-    HEARTBEAT_S: float = _setting(2.0, "node heartbeat period", lo=0.1)
-    NODE_TTL_S: float = _setting(10.0, "a node without heartbeat for this long is gone", lo=0.5)
-    SHUTDOWN_TIMEOUT_S: float = _setting(20.0, "bound on draining at shutdown", lo=0.0)
-    # --- decoder ---
     DECODER_ID: str = _setting("", "consumer name; empty: host-pid")
     METRICS_PORT: int = _setting(9100, "decoder /metrics port (0: off)", lo=0, hi=65535)
     METRICS_HOST: str = _setting("127.0.0.1", "decoder /metrics bind address")
@@ -70,7 +130,6 @@ class Settings:
     BATCH_WAIT_MS: int = _setting(0, "longest wait to fill a batch of interims", lo=0, hi=1000)
     FINAL_BEAM: int = _setting(5, "beam size of final decodes", lo=1, hi=16)
     CLAIM_IDLE_MS: int = _setting(15000, "a final idle this long in another consumer is claimed", lo=100)
-    MAX_DELIVERIES: int = _setting(3, "deliveries before a job is dead-lettered", lo=1)
     RESULT_TTL_S: int = _setting(600, "how long a delivered final is kept for re-queued jobs", lo=1)
     TOKEN_BUDGET_BASE: int = _setting(16, "decode token budget: base", lo=1, hi=200)
     TOKEN_BUDGET_PER_S: float = _setting(8.0, "decode token budget: per second of audio", lo=0.5)
@@ -94,6 +153,42 @@ class Settings:
     WINDOW_MIN_S: float = _setting(
         0.0, "a cut encoder window is never shorter than this (0: as short as audio + pad)", lo=0.0, hi=30.0
     )
+    AUDIO_WAIT_S: float = _setting(
+        30.0,
+        "a final whose audio Redis lacks (a failover lost the newest appends) is left for its gateway to re-queue "
+        "with the audio for this long after it was queued; then it fails",
+        lo=0.0,
+    )
+    TURN_MODEL: str = _setting(
+        "",
+        "end-of-turn model file (empty: <python prefix>/share/stt-cluster/smart-turn-v3.2-cpu.onnx, where "
+        "`python -m stt.turnfile` puts it); missing: turns end on silence alone",
+    )
+    SPEAKER_MODEL: str = _setting(
+        "",
+        "speaker encoder weights (empty: <python prefix>/share/stt-cluster/resemblyzer-pretrained.pt, where "
+        "`python -m stt.turnfile` puts them); missing: sessions that ask for speaker labels are refused",
+    )
+    DECODERS: int = _setting(0, "decoder processes for stt up (0: one per GPU, else 2 on the CPU)", lo=0, hi=64)
+
+    @property
+    def decoder_id(self) -> str:
+        return self.DECODER_ID or "%s-%d" % (socket.gethostname(), os.getpid())
+
+
+@dataclass(frozen=True)
+class GatewaySettings(SharedSettings):
+    """A gateway's: endpointing and interims, its server, its limits, files, resume."""
+
+    INTERIM_MIN_MS: int = _setting(350, "new speech needed before the next interim", lo=0)
+    FINAL_SILENCE_MS_MIN: int = _setting(400, "shortest trailing silence that ends an utterance", lo=30)
+    FINAL_SILENCE_MS_MAX: int = _setting(700, "longest trailing silence that ends an utterance", lo=30)
+    SPECULATE_MS: int = _setting(
+        200,
+        "trailing silence after which the would-be final is decoded while the endpoint is still open (0: off)",
+        lo=0,
+        hi=5000,
+    )
     CONTEXT_S: float = _setting(
         20.0,
         "a final is decoded after up to this much of the previous utterance's audio, its text forced (0: off)",
@@ -103,7 +198,12 @@ class Settings:
     FINAL_KEEPS_STABLE: bool = _setting(
         False, "a final keeps the prefix its interims announced as stable (decoded with it forced)"
     )
-    # --- gateway ---
+    EOT_MODEL: str = _setting(
+        "auto",
+        "the end-of-turn model for the sessions that ask for it: on (where a decoder serves it), off, or auto (where "
+        "a decoder on a GPU serves it: on CPU decoders its answer comes no sooner than the transcript it waits for)",
+        choices=("auto", "on", "off"),
+    )
     HOST: str = _setting("0.0.0.0", "gateway bind address (stt up: 127.0.0.1 unless set)")
     PORT: int = _setting(8000, "gateway port", lo=0, hi=65535)
     GATEWAY_ID: str = _setting("", "gateway id (its result channel); empty: host-pid")
@@ -130,12 +230,6 @@ class Settings:
     )
     MAX_FILE_DECODES: int = _setting(2, "uploads a gateway decodes at once (the others wait their turn)", lo=1)
     AUDIO_TTL_S: int = _setting(600, "TTL of an utterance's audio key", lo=10)
-    AUDIO_WAIT_S: float = _setting(
-        30.0,
-        "a final whose audio Redis lacks (a failover lost the newest appends) is left for its gateway to re-queue "
-        "with the audio for this long after it was queued; then it fails",
-        lo=0.0,
-    )
     MAX_SESSIONS: int = _setting(256, "connections per gateway before 1013 (counted from accept)", lo=1)
     MAX_FINAL_BACKLOG: int = _setting(500, "final queue depth before new sessions get 1013", lo=1)
     MAX_FRAME_BYTES: int = _setting(1 << 20, "largest WebSocket message", lo=1024)
@@ -144,50 +238,17 @@ class Settings:
     AUDIO_RATE_MAX: float = _setting(1.5, "sustained audio speed a session may send, x real time", lo=1.0)
     MAX_PENDING_FINALS: int = _setting(8, "finals a session may have outstanding before its audio waits", lo=1)
     RESUME_TTL_S: float = _setting(
-        60.0, "a native session can be resumed this long after its connection broke (0: sessions are not kept)", lo=0
+        protocol.RESUME_TTL_S,
+        "a native session can be resumed this long after its connection broke (0: sessions are not kept)",
+        lo=0,
     )
     SEND_TIMEOUT_S: float = _setting(10.0, "a client that reads nothing for this long is closed", lo=0.5)
-    # --- stt up ---
-    DECODERS: int = _setting(0, "decoder processes for stt up (0: one per GPU, else 2 on the CPU)", lo=0, hi=64)
     GATEWAYS: int = _setting(
         1, "gateway processes for stt up, all on PORT (the kernel spreads connections: SO_REUSEPORT)", lo=1, hi=64
     )
-    # Not a setting: the names that were given (in the environment or as overrides) rather than
-    # left at their defaults. A default MODEL_NAME may fall back to the bundled model; a given one
-    # never does.
-    given: frozenset[str] = field(default=frozenset(), repr=False, compare=False, metadata={"internal": True})
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in _fields():
-            raw = env.get(f.name)
-            if raw is None or (raw == "" and f.type != "str"):
-                continue
-            if raw and not raw.strip():
-                # Someone meant to set it; "unset" must be said by not setting it.
-                raise SettingsError(f.name, raw, "is blank (leave it unset for the default)")
-            values[f.name] = _parse(f, raw)
-        values.update(overrides)
-        settings = cls(**values, given=frozenset(values))
-        settings.check()
-        return settings
-
-    def is_set(self, name: str) -> bool:
-        """Whether `name` was given rather than left at its default."""
-        return name in self.given
 
     def check(self) -> None:
-        for f in _fields():
-            value = getattr(self, f.name)
-            lo, hi, choices = f.metadata["lo"], f.metadata["hi"], f.metadata["choices"]
-            if lo is not None and value < lo:
-                raise SettingsError(f.name, value, "must be >= %s" % lo)
-            if hi is not None and value > hi:
-                raise SettingsError(f.name, value, "must be <= %s" % hi)
-            if choices is not None and value not in choices:
-                raise SettingsError(f.name, value, "must be one of %s" % ", ".join(choices))
+        super().check()
         if self.FINAL_SILENCE_MS_MIN > self.FINAL_SILENCE_MS_MAX:
             raise SettingsError(
                 "FINAL_SILENCE_MS_MIN",
@@ -196,56 +257,54 @@ class Settings:
             )
         if self.API_KEY and any(not key.strip() for key in self.API_KEY.split(",")):
             raise SettingsError("API_KEY", "<hidden>", "holds a blank key (leave it unset to switch auth off)")
-        if self.REDIS_URL:
-            try:
-                check_redis_url(self.REDIS_URL)
-            except BadRedisUrl as exc:
-                raise SettingsError("REDIS_URL", redact(self.REDIS_URL), str(exc)) from None
-
-    def replace(self, **changes: Any) -> Settings:
-        new = dataclasses.replace(self, **changes, given=self.given | frozenset(changes))
-        new.check()
-        return new
-
-    @property
-    def redis_url(self) -> str:
-        return self.REDIS_URL or "redis://127.0.0.1:6379/0"
-
-    @property
-    def decoder_id(self) -> str:
-        return self.DECODER_ID or "%s-%d" % (socket.gethostname(), os.getpid())
 
     @property
     def gateway_id(self) -> str:
         return self.GATEWAY_ID or "%s-%d" % (socket.gethostname(), os.getpid())
 
-    def to_env(self) -> dict[str, str]:
-        """The settings as environment variables (what `stt up` hands its children): those given
-        or changed, so that a child sees a default as a default."""
-        return {
-            f.name: str(getattr(self, f.name))
-            for f in _fields()
-            if f.name in self.given or getattr(self, f.name) != f.default
-        }
+
+@dataclass(frozen=True)
+class Settings(GatewaySettings, DecoderSettings):
+    """Every setting: what `stt up` reads (and hands its children), `stt settings` lists, and the
+    tests build. Each process itself reads only its own class."""
 
 
-def _fields() -> list[dataclasses.Field[Any]]:
-    return [f for f in dataclasses.fields(Settings) if not f.metadata.get("internal")]
+# Each process's own settings, in the order the docs list them.
+SECTIONS: tuple[tuple[str, type[SharedSettings]], ...] = (
+    ("every process", SharedSettings),
+    ("gateway", GatewaySettings),
+    ("decoder", DecoderSettings),
+)
 
 
-def describe() -> list[tuple[str, str, str]]:
-    """(name, default, help) of every setting, for `stt settings` and the README."""
-    return [(f.name, str(f.default), f.metadata["help"]) for f in _fields()]
+def _fields(cls: type[SharedSettings] = Settings) -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+
+
+def own_fields(cls: type[SharedSettings]) -> list[dataclasses.Field[Any]]:
+    """The settings `cls` adds to the ones every process reads."""
+    shared = {f.name for f in _fields(SharedSettings)}
+    return [f for f in _fields(cls) if cls is SharedSettings or f.name not in shared]
+
+
+def describe(cls: type[SharedSettings] = Settings) -> list[tuple[str, str, str]]:
+    """(name, default, help) of every setting of `cls`, for `stt settings` and the docs."""
+    return [(f.name, str(f.default), f.metadata["help"]) for f in _fields(cls)]
 
 
 def markdown_table() -> str:
-    """Every setting as a Markdown table (the README's, kept equal to this by a test)."""
-    rows = ["| setting | default | meaning |", "| --- | --- | --- |"]
-    rows += [
-        "| `%s` | %s | %s |" % (name, "`%s`" % default if default else "(empty)", help_text.replace("|", "\\|"))
-        for name, default, help_text in describe()
-    ]
-    return "\n".join(rows) + "\n"
+    """Every setting, one Markdown table per process (the README's, kept equal to this by a test)."""
+    out = []
+    for title, cls in SECTIONS:
+        rows = ["**%s** (`%s`)" % (title.capitalize(), cls.__name__), "", "| setting | default | meaning |"]
+        rows.append("| --- | --- | --- |")
+        rows += [
+            "| `%s` | %s | %s |"
+            % (f.name, "`%s`" % f.default if str(f.default) else "(empty)", f.metadata["help"].replace("|", "\\|"))
+            for f in own_fields(cls)
+        ]
+        out.append("\n".join(rows) + "\n")
+    return "\n".join(out)
 
 
 def _parse(f: dataclasses.Field[Any], raw: str) -> Any:

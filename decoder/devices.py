@@ -21,7 +21,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from common.errors import SttError
-from common.settings import Settings
+from common.settings import DecoderSettings
 
 CPU_DECODERS = 2  # decoders without a GPU when DECODERS is 0
 
@@ -69,7 +69,7 @@ def cuda_count() -> int:
         return 0
 
 
-def _no_gpu(settings: Settings) -> DeviceError:
+def _no_gpu(settings: DecoderSettings) -> DeviceError:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     return DeviceError(
         "DEVICE=%s but no CUDA device is visible%s; set DEVICE=cpu or DEVICE=auto, or give the process a GPU"
@@ -77,7 +77,7 @@ def _no_gpu(settings: Settings) -> DeviceError:
     )
 
 
-def device_of(settings: Settings, gpus: int) -> Placement:
+def device_of(settings: DecoderSettings, gpus: int) -> Placement:
     """Where this decoder runs (its DEVICE_INDEX included)."""
     if settings.DEVICE == "cpu" or (settings.DEVICE == "auto" and gpus == 0):
         return Placement("cpu", 0)
@@ -91,7 +91,7 @@ def device_of(settings: Settings, gpus: int) -> Placement:
     return Placement("cuda", settings.DEVICE_INDEX)
 
 
-def placements(settings: Settings, gpus: int) -> list[Placement]:
+def placements(settings: DecoderSettings, gpus: int) -> list[Placement]:
     """Where each decoder `stt up` starts runs."""
     if settings.DEVICE == "cpu" or (settings.DEVICE == "auto" and gpus == 0):
         return [Placement("cpu", 0)] * (settings.DECODERS or CPU_DECODERS)
@@ -116,7 +116,7 @@ def compute_type(asked: str, device: str, supported: Collection[str]) -> str:
 
 
 def resolve(
-    settings: Settings,
+    settings: DecoderSettings,
     count: Callable[[], int] = cuda_count,
     supported: Callable[[str, int], Collection[str]] | None = None,
 ) -> tuple[Placement, str]:

@@ -10,7 +10,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -18,8 +18,8 @@ import numpy as np
 
 from common.errors import DecodeError, ModelLoadError
 from common.messages import Job, JobKind, Result
-from common.settings import Settings
-from decoder import devices, lanes, models, profiles
+from common.settings import DecoderSettings
+from decoder import devices, doubling, lanes, models, profiles
 from decoder.batching import WINDOW_FRAMES, BatchingModel, window_frames
 from decoder.devices import Placement
 from decoder.scheduler import Lane, lane_of
@@ -31,6 +31,7 @@ from decoder.text import (
     first_words,
     strip_context,
 )
+from decoder.voice import VoiceEncoder, embed_segments, load_voice, rounded
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class DecodeOutput:
     decode_ms: float
     confidence: float = 0.0  # exp(average token log-probability)
     segments: list[dict[str, Any]] | None = None  # a file part's timestamped segments (file times)
+    voice: list[float] | None = None  # the speaker embedding, for a job that asked for it
 
     def answering(self, job: Job, queue_ms: float, decoder: str) -> Result:
         """The Result this output makes for `job`."""
@@ -64,14 +66,15 @@ class DecodeOutput:
             no_speech=self.no_speech,
             confidence=self.confidence,
             segments=self.segments,
+            voice=self.voice,
         )
 
 
 class Engine:
     def __init__(
         self,
-        settings: Settings,
-        resolve: Callable[[Settings], tuple[Placement, str]] = devices.resolve,
+        settings: DecoderSettings,
+        resolve: Callable[[DecoderSettings], tuple[Placement, str]] = devices.resolve,
     ) -> None:
         """Where the model will run is decided here (DeviceError when it cannot be had)."""
         self.settings = settings
@@ -81,6 +84,8 @@ class Engine:
         self.batcher: Any = None
         self._pool: ThreadPoolExecutor | None = None
         self._lanes: dict[Lane, LaneModel] = {}
+        self.voice: VoiceEncoder | None = None  # the speaker encoder, when its weights are here
+        self._voice_pool: ThreadPoolExecutor | None = None  # live finals' embeddings, beside their decodes
 
     @property
     def device(self) -> str:
@@ -128,6 +133,7 @@ class Engine:
             loaded.set()
             ticker.join()
         logger.info("model %s loaded and warmed up in %.1fs", self.model_name, time.monotonic() - started)
+        self.voice = load_voice(self.settings.SPEAKER_MODEL)
         sot = whispers[Lane.FINAL].hf_tokenizer.token_to_id("<|startoftranscript|>")
         for lane in Lane:
             # A shallow copy per lane: the same tokenizer and feature extractor, its own batcher
@@ -182,7 +188,9 @@ class Engine:
         budget = profiles.token_budget(audio_s, self.settings, prompt_len, len(self._tokens(prefix)))
         return profiles.options_for(job, self.settings, budget, previous or None, prefix)
 
-    def decode_one(self, job: Job, audio: np.ndarray, context: np.ndarray | None = None) -> DecodeOutput:
+    def decode_one(
+        self, job: Job, audio: np.ndarray, context: np.ndarray | None = None, after: np.ndarray | None = None
+    ) -> DecodeOutput:
         """Decode one job, after `context` (the previous utterance's audio, whose text is
         job.context_text) when given. Runs in a decode thread; raises DecodeError on any model
         failure.
@@ -193,9 +201,54 @@ class Engine:
         what it was given (the context, as it hears it this time, or the prompt's last words).
         A final whose text echoes what came before is decoded again with less of it: alone
         after its context, then without its prompt too. A final is never worse off than a
-        decode of its audio alone."""
+        decode of its audio alone. A final that says its text twice is decoded again with `after`
+        (the utterance's audio after the job's range), or keeps one copy (decoder/doubling.py)."""
         if job.kind == JobKind.INTERIM:
             return self._decode(job, audio, None)
+        output = self._decode_final(job, audio, context)
+        if job.kind != JobKind.BATCH:
+
+            def again() -> DecodeOutput | None:
+                if after is None or not len(after):
+                    return None
+                return self._decode(job, np.concatenate([audio, after]), None)
+
+            output = doubling.settle(output, again)
+        return output
+
+    def voice_beside(self, job: Job, audio: np.ndarray) -> Future[np.ndarray] | None:
+        """A live final's speaker embedding, begun beside its decode (it needs no text)."""
+        if not job.speakers or self.voice is None or not len(audio) or job.kind == JobKind.BATCH:
+            return None
+        if self._voice_pool is None:
+            self._voice_pool = ThreadPoolExecutor(2, thread_name_prefix="voice")
+        return self._voice_pool.submit(self.voice.embed, audio)
+
+    def with_voice(
+        self,
+        job: Job,
+        audio: np.ndarray,
+        output: DecodeOutput | DecodeError,
+        beside: Future[np.ndarray] | None = None,
+    ) -> DecodeOutput | DecodeError:
+        """A job that asked for speakers: its audio's speaker embedding (`beside`: begun with its
+        decode), added once its decode is done and it has left its batch (the others' decodes do
+        not wait for it)."""
+        if not job.speakers or self.voice is None or not len(audio) or not isinstance(output, DecodeOutput):
+            return output
+        if beside is not None:
+            output.voice = rounded(beside.result())
+            return output
+        started = time.perf_counter()
+        if job.kind == JobKind.BATCH and output.segments:
+            # A file's part may hold several speakers: the gateway labels its segments.
+            embed_segments(self.voice, audio, job.t0, output.segments)
+        else:
+            output.voice = rounded(self.voice.embed(audio))
+        output.decode_ms += (time.perf_counter() - started) * 1000.0
+        return output
+
+    def _decode_final(self, job: Job, audio: np.ndarray, context: np.ndarray | None) -> DecodeOutput:
         total_ms = 0.0
         if context is not None and len(context) and job.context_text.strip():
             output = self._decode(job, audio, context)
@@ -257,41 +310,68 @@ class Engine:
         )
 
     def decode_many(
-        self, jobs: list[tuple[Job, np.ndarray]], contexts: list[np.ndarray | None] | None = None
+        self,
+        jobs: list[tuple[Job, np.ndarray]],
+        contexts: list[np.ndarray | None] | None = None,
+        afters: list[np.ndarray | None] | None = None,
+        on_each: Callable[[int, DecodeOutput | DecodeError], None] | None = None,
     ) -> list[DecodeOutput | DecodeError]:
         """Decode jobs of one kind, up to DECODE_BATCH at a time together (see
-        decoder/batching.py); each job fails alone. `contexts[i]` is job i's context audio."""
+        decoder/batching.py); each job fails alone. `contexts[i]` is job i's context audio,
+        `afters[i]` the audio after its range (for a final said twice). `on_each(i, output)` is
+        called (from a decode thread) as each job is done, before the others of its batch: one
+        that falls back through every temperature must not hold the rest's results."""
         size = self.settings.DECODE_BATCH
-        items = [(job, audio, contexts[i] if contexts else None) for i, (job, audio) in enumerate(jobs)]
+        items = [
+            (job, audio, contexts[i] if contexts else None, afters[i] if afters else None)
+            for i, (job, audio) in enumerate(jobs)
+        ]
         outputs: list[DecodeOutput | DecodeError] = []
         for i in range(0, len(items), size):
-            outputs += self._decode_together(items[i : i + size])
+            outputs += self._decode_together(items[i : i + size], i, on_each)
         return outputs
 
     def _decode_together(
-        self, jobs: list[tuple[Job, np.ndarray, np.ndarray | None]]
+        self,
+        jobs: list[tuple[Job, np.ndarray, np.ndarray | None, np.ndarray | None]],
+        first: int = 0,
+        on_each: Callable[[int, DecodeOutput | DecodeError], None] | None = None,
     ) -> list[DecodeOutput | DecodeError]:
         lane = self.lane(jobs[0][0].kind)
+
+        def done(i: int, output: DecodeOutput | DecodeError) -> DecodeOutput | DecodeError:
+            if on_each is not None:
+                on_each(first + i, output)
+            return output
+
         if len(jobs) == 1 or lane.pool is None:
-            return [self._decode_caught(*item) for item in jobs]
+            outputs = []
+            for i, item in enumerate(jobs):
+                beside = self.voice_beside(item[0], item[1])
+                outputs.append(done(i, self.with_voice(item[0], item[1], self._decode_caught(*item), beside)))
+            return outputs
         pool = lane.pool
         # Every member must have a thread of its own: the batch waits for all of them.
         lane.batcher.begin(len(jobs))
 
-        def member(job: Job, audio: np.ndarray, context: np.ndarray | None) -> DecodeOutput | DecodeError:
+        def member(
+            i: int, job: Job, audio: np.ndarray, context: np.ndarray | None, after: np.ndarray | None
+        ) -> DecodeOutput | DecodeError:
+            beside = self.voice_beside(job, audio)
             try:
-                return self._decode_caught(job, audio, context)
+                output = self._decode_caught(job, audio, context, after)
             finally:
                 lane.batcher.leave()
+            return done(i, self.with_voice(job, audio, output, beside))
 
-        futures = [pool.submit(member, *item) for item in jobs]
+        futures = [pool.submit(member, i, *item) for i, item in enumerate(jobs)]
         return [f.result() for f in futures]
 
     def _decode_caught(
-        self, job: Job, audio: np.ndarray, context: np.ndarray | None = None
+        self, job: Job, audio: np.ndarray, context: np.ndarray | None = None, after: np.ndarray | None = None
     ) -> DecodeOutput | DecodeError:
         try:
-            return self.decode_one(job, audio, context)
+            return self.decode_one(job, audio, context, after)
         except DecodeError as exc:
             return exc
 

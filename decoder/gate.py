@@ -8,7 +8,8 @@ the decode runs):
 
 - cached: a final is answered from the cache (its gateway may have missed the result); a
   speculative job is only acknowledged (its result was published when it was decoded);
-- cancelled (a speculative job whose speaker went on): acknowledged undecoded;
+- cancelled (a speculative job whose speaker went on, or a final of a session gone for good):
+  acknowledged undecoded;
 - another decoder holds the lease (it is decoding the same id now): the job is parked here, in
   this decoder's pending list, until that result is in (then delivered from the cache) or the
   lease lapses without one (a decoder that died: the job goes back to be decoded here);

@@ -26,7 +26,7 @@ import numpy as np
 
 from common.errors import ModelLoadError
 from common.process import threads_per_lane, usable_cores
-from common.settings import Settings
+from common.settings import DecoderSettings
 from decoder.devices import Placement
 from decoder.scheduler import Lane
 
@@ -39,7 +39,7 @@ CUDA_HINT = (
 )
 
 
-def cpu_threads(settings: Settings) -> int:
+def cpu_threads(settings: DecoderSettings) -> int:
     """CTranslate2 threads per lane: CPU_THREADS, or for 0 half the cores this process may run on
     (a lane each), at most 4. CTranslate2's own default is 4 whatever the machine: on 2 cores
     (measured with tiny.en) two lanes of 4 threads decode a final 15-25% slower than two of 1,
@@ -72,7 +72,9 @@ def at_nice(nice: int, build: Callable[[], T]) -> T:
     return out[0]
 
 
-def load_lanes(factory: Any, path: str, settings: Settings, place: Placement, compute_type: str) -> dict[str, Any]:
+def load_lanes(
+    factory: Any, path: str, settings: DecoderSettings, place: Placement, compute_type: str
+) -> dict[str, Any]:
     """The WhisperModel each lane decodes with (see the module's docstring)."""
 
     def load(workers: int) -> Any:

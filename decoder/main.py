@@ -9,23 +9,25 @@ import threading
 
 from common.errors import ExitCode, ModelLoadError
 from common.logs import setup_logging
-from common.settings import Settings
+from common.settings import DecoderSettings
 from decoder import cuda_libs
 from decoder.devices import DeviceError
 from decoder.engine import Engine
 from decoder.metrics import DecoderMetrics
+from decoder.turnmodel import TurnModel
+from decoder.turns import load_turn_model
 from decoder.worker import DecoderWorker
 
 logger = logging.getLogger(__name__)
 stopping = threading.Event()  # set by a signal that came before the event loop ran
 
 
-async def serve(settings: Settings, engine: Engine) -> None:
+async def serve(settings: DecoderSettings, engine: Engine, turn_model: TurnModel | None = None) -> None:
     metrics = DecoderMetrics()
     if settings.METRICS_PORT:
         metrics.serve(settings.METRICS_PORT, settings.redis_url, host=settings.METRICS_HOST)
     metrics.info.labels(settings.decoder_id, engine.model_name, engine.device, engine.compute_type).set(1)
-    worker = DecoderWorker(settings, engine, metrics)
+    worker = DecoderWorker(settings, engine, metrics, turn_model)
     metrics.not_ready = worker.not_ready
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -44,7 +46,7 @@ class DecoderFailed(Exception):
     """A task the decoder needs died (logged where it happened)."""
 
 
-def run(settings: Settings) -> int:
+def run(settings: DecoderSettings) -> int:
     setup_logging(settings.LOG_LEVEL, process_name="decoder")
     # A stop asked for while the model loads (the loop does not run yet) is remembered; the
     # decoder then stops at once, exit 0, with no traceback.
@@ -62,8 +64,9 @@ def run(settings: Settings) -> int:
     except Exception as exc:  # anything else while building the engine is just as hopeless
         logger.error("cannot start the decoder: %s: %s", type(exc).__name__, exc)
         return ExitCode.UNAVAILABLE
+    turn_model = load_turn_model(settings)
     try:
-        asyncio.run(serve(settings, engine))
+        asyncio.run(serve(settings, engine, turn_model))
     except DecoderFailed as exc:
         logger.error("decoder %s exits: %s", settings.decoder_id, exc)
         return ExitCode.SOFTWARE

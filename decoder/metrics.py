@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 DECODE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32)
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
-# cancelled: a speculative job whose speaker went on; shed: one past its deadline, undecoded.
+# cancelled: a speculative job whose speaker went on, a departed session's final; shed: one past
+# its deadline, undecoded.
 # audio_missing: a final whose audio Redis lacks (after a failover), left for its gateway to re-queue.
 OUTCOMES = (
     "done",

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from common.messages import Job, JobKind
-from common.settings import Settings
+from common.settings import DecoderSettings
 
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 # Whisper's decoder context: prompt and generated tokens together.
@@ -28,7 +28,7 @@ HOTWORD_TOKENS = 96
 LENGTH_STEPS = (64, 96, 128, 160, 192, 224, 256, 320, 384, 448)
 
 
-def token_budget(audio_s: float, settings: Settings, prompt_tokens: int = 0, prefix_tokens: int = 0) -> int:
+def token_budget(audio_s: float, settings: DecoderSettings, prompt_tokens: int = 0, prefix_tokens: int = 0) -> int:
     """`max_new_tokens` for a window of `audio_s` seconds of new speech: speech is at most a few
     tokens a second, so a random or hallucinating model stops here instead of running to the
     context end.
@@ -47,7 +47,7 @@ def token_budget(audio_s: float, settings: Settings, prompt_tokens: int = 0, pre
 
 
 def options_for(
-    job: Job, settings: Settings, budget: int, prompt: list[int] | None = None, prefix: str = ""
+    job: Job, settings: DecoderSettings, budget: int, prompt: list[int] | None = None, prefix: str = ""
 ) -> dict[str, Any]:
     """Keyword arguments of `WhisperModel.transcribe` for this job; `prefix` is forced."""
     common: dict[str, Any] = {

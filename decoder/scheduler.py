@@ -151,14 +151,14 @@ class Scheduler:
         self.finals[:0] = entries
 
     def held(self, kind: JobKind) -> int:
-        return len(
-            {
-                JobKind.FINAL: self.finals,
-                JobKind.SPECULATIVE: self.guesses,
-                JobKind.INTERIM: self.interims,
-                JobKind.BATCH: self.files,
-            }[kind]
-        )
+        """Jobs of `kind` held (none of a kind it does not schedule: turn questions)."""
+        held = {
+            JobKind.FINAL: self.finals,
+            JobKind.SPECULATIVE: self.guesses,
+            JobKind.INTERIM: self.interims,
+            JobKind.BATCH: self.files,
+        }
+        return len(held.get(kind, []))
 
     def wants(self, lane: Lane) -> tuple[JobKind, ...]:
         """The kinds worth reading for `lane` when it is free: those it holds fewer than a run of.

@@ -14,8 +14,10 @@ from common import keys, queues
 from common.clock import now_ms
 from common.errors import AudioError, AudioMissing, SchemaError
 from common.messages import Job, JobKind, Result, decode_job, encode_result
+from decoder.doubling import LOOKAHEAD_S
 
 logger = logging.getLogger(__name__)
+LOOKAHEAD_BYTES = int(LOOKAHEAD_S * 16000) * 2
 
 
 @dataclass
@@ -61,7 +63,7 @@ class Preflight:
     """What Redis says of a final-lane job about to be decoded."""
 
     cached: bytes | None  # its result, already published once
-    cancelled: bool  # a speculative job no longer wanted
+    cancelled: bool  # a job no longer wanted (keys.cancelled_key)
     mine: bool  # False: another decoder is decoding the same job id now
 
 
@@ -278,9 +280,11 @@ class JobStreams:
         replies = await pipe.execute()
         return [(replies[2 * i], bool(replies[2 * i + 1])) for i in range(len(jobs))]
 
-    async def fetch_audio(self, jobs: list[Job]) -> list[tuple[bytes | AudioError, bytes | None]]:
-        """Each job's byte range of its utterance's audio, or why it cannot be had, and its
-        context audio (None when it has none, or it is gone: it then decodes without)."""
+    async def fetch_audio(self, jobs: list[Job]) -> list[tuple[bytes | AudioError, bytes | None, bytes]]:
+        """Each job's byte range of its utterance's audio, or why it cannot be had; its context
+        audio (None when it has none, or it is gone: it then decodes without); and, for a final,
+        up to LOOKAHEAD_S of the audio after its range (a final said twice is decoded again
+        with it: decoder/doubling.py)."""
         if not jobs:
             return []
         pipe = self.redis.pipeline(transaction=False)
@@ -288,33 +292,40 @@ class JobStreams:
             pipe.getrange(job.audio_key, 0, max(job.audio_end, 1) - 1)
             pipe.strlen(job.audio_key)
             pipe.getrange(job.context_key or job.audio_key, 0, max(job.context_end, 1) - 1)
+            if job.kind in (JobKind.FINAL, JobKind.SPECULATIVE) and job.audio_end > 0:
+                pipe.getrange(job.audio_key, job.audio_end, job.audio_end + LOOKAHEAD_BYTES - 1)
+            else:
+                pipe.echo(b"")
         # A key of the wrong type (WRONGTYPE) fails its job alone, not the whole batch.
         replies = await pipe.execute(raise_on_error=False)
-        out: list[tuple[bytes | AudioError, bytes | None]] = []
+        out: list[tuple[bytes | AudioError, bytes | None, bytes]] = []
         for i, job in enumerate(jobs):
-            data, total, context = replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]
+            data, total, context, after = replies[4 * i : 4 * i + 4]
             refused = next((r for r in (data, total) if isinstance(r, ResponseError)), None)
             if refused is not None:
-                out.append((AudioError("audio key %s cannot be read: %s" % (job.audio_key, refused)), None))
+                out.append((AudioError("audio key %s cannot be read: %s" % (job.audio_key, refused)), None, b""))
                 continue
             if isinstance(context, ResponseError):
                 context = b""
+            after = b"" if isinstance(after, ResponseError) else bytes(after)
             total = int(total)
             if not (
                 job.context_key and job.context_end > 0 and len(context) == job.context_end and job.context_end % 2 == 0
             ):
                 context = None
             if total == 0:
-                out.append((AudioMissing("audio key %s is missing or empty" % job.audio_key), None))
+                out.append((AudioMissing("audio key %s is missing or empty" % job.audio_key), None, b""))
             elif job.audio_end <= 0:
-                out.append((AudioError("job names an empty audio range"), None))
+                out.append((AudioError("job names an empty audio range"), None, b""))
             elif total < job.audio_end:
                 short = "audio truncated: %s holds %d bytes, job needs %d" % (job.audio_key, total, job.audio_end)
-                out.append((AudioMissing(short), None))
+                out.append((AudioMissing(short), None, b""))
             elif job.audio_end % 2:
-                out.append((AudioError("audio range of %d bytes is not whole 16-bit samples" % job.audio_end), None))
+                out.append(
+                    (AudioError("audio range of %d bytes is not whole 16-bit samples" % job.audio_end), None, b"")
+                )
             else:
-                out.append((bytes(data), bytes(context) if context is not None else None))
+                out.append((bytes(data), bytes(context) if context is not None else None, after[: len(after) // 2 * 2]))
         return out
 
     def _publish(self, pipe: Any, job: Job, result: Result | bytes, cache_ttl: int | None) -> None:

@@ -8,7 +8,7 @@ import logging
 import re
 from typing import Any
 
-from common.settings import Settings
+from common.settings import DecoderSettings
 from decoder import profiles
 
 logger = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ NONSPEECH_PHRASES = frozenset(
 )
 
 
-def drop_runaway_segments(segments: list[Any], settings: Settings) -> tuple[str, list[Any]]:
+def drop_runaway_segments(segments: list[Any], settings: DecoderSettings) -> tuple[str, list[Any]]:
     """Hallucination guards on top of faster-whisper's own (which drops a window whose no-speech
     probability is above NO_SPEECH_THRESHOLD *and* whose log-probability is below
     LOG_PROB_THRESHOLD): a segment still too repetitive after every fallback temperature is not

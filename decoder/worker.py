@@ -12,6 +12,7 @@ re-reading its own pending entries first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -29,12 +30,14 @@ from common.errors import AudioError, AudioMissing, DecodeError
 from common.lifecycle import REDIS_TRANSIENT, StopFlag, Watchdog, heartbeat
 from common.messages import Job, JobKind, Result
 from common.redisconn import aclose, async_client
-from common.settings import Settings
+from common.settings import DecoderSettings
 from decoder.engine import DecodeOutput, Engine
 from decoder.gate import LEASE_MS, FinalGate
 from decoder.metrics import DecoderMetrics
 from decoder.scheduler import Lane, Run, Scheduler
 from decoder.streams import BadEntry, Entry, JobStreams, Read
+from decoder.turnmodel import TurnModel
+from decoder.turns import TurnAnswers
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +48,16 @@ DEAD_CONSUMER_IDLE_MS = 60_000  # a live decoder reads far more often than this
 
 
 class DecoderWorker:
-    def __init__(self, settings: Settings, engine: Engine, metrics: DecoderMetrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: DecoderSettings,
+        engine: Engine,
+        metrics: DecoderMetrics | None = None,
+        turn_model: TurnModel | None = None,
+    ) -> None:
         self.settings = settings
         self.engine = engine
+        self.turn_model = turn_model  # answers end-of-turn questions when loaded (decoder/turns.py)
         self.metrics = metrics or DecoderMetrics()
         self.id = settings.decoder_id
         self.redis = async_client(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=BLOCK_MS / 1000 + 5.0)
@@ -74,6 +84,9 @@ class DecoderWorker:
         logger.info("decoder %s consuming %s (batch %d)", self.id, ", ".join(keys.STREAMS), self.settings.DECODE_BATCH)
         self.watchdog.start(self._heartbeat(), "heartbeat")
         self.watchdog.start(self._announce_stop(), "announce-stop")
+        if self.turn_model is not None:
+            answers = TurnAnswers(self.redis, self.turn_model, self.id, self.metrics, self.stop)
+            self.watchdog.start(answers.run(), "turns")
         try:
             await self._loop()
         finally:
@@ -159,6 +172,8 @@ class DecoderWorker:
                 "jobs_done": self._jobs_done,
                 "batch": self.settings.DECODE_BATCH,
                 "multilingual": int(self.engine.multilingual),
+                "turn": int(self.turn_model is not None),
+                "speakers": int(self.engine.voice is not None),
             },
             self.settings.HEARTBEAT_S,
             self.settings.NODE_TTL_S,
@@ -209,7 +224,7 @@ class DecoderWorker:
 
     @staticmethod
     def _lane_kinds(lane: Lane) -> tuple[JobKind, ...]:
-        return tuple(k for k in JobKind if (lane is Lane.FINAL) == k.decodes_as_final)
+        return tuple(k for k in JobKind if k is not JobKind.TURN and (lane is Lane.FINAL) == k.decodes_as_final)
 
     async def _claim(self) -> bool:
         """Entries left idle by a dead decoder (every so often); whether there were any."""
@@ -309,8 +324,8 @@ class DecoderWorker:
             else:
                 todo.append(e)
         audio = await self.streams.fetch_audio([e.job for e in todo])
-        ready: list[tuple[Entry, np.ndarray, np.ndarray | None]] = []
-        for e, (data, context) in zip(todo, audio):
+        ready: list[tuple[Entry, np.ndarray, np.ndarray | None, np.ndarray | None]] = []
+        for e, (data, context, after) in zip(todo, audio):
             if isinstance(data, AudioMissing) and self._audio_may_come(e):
                 # Not yet: its gateway writes the audio again when it re-queues the final.
                 logger.warning(
@@ -325,45 +340,70 @@ class DecoderWorker:
             else:
                 if e.job.context_key and context is None:
                     logger.info("job %s: context %s is gone; decoding without it", e.job.id, e.job.context_key)
-                ready.append((e, pcm16_to_float32(data), pcm16_to_float32(context) if context else None))
-        if ready:
-            done.extend(await self._decode(ready, kind))
+                ready.append(
+                    (
+                        e,
+                        pcm16_to_float32(data),
+                        pcm16_to_float32(context) if context else None,
+                        pcm16_to_float32(after) if after else None,
+                    )
+                )
         if done:
             await self.streams.deliver(done, self.settings.RESULT_TTL_S)
+        if ready:
+            await self._decode(ready, kind)
 
     async def _decode(
-        self, ready: list[tuple[Entry, np.ndarray, np.ndarray | None]], kind: JobKind
-    ) -> list[tuple[Entry, Result | bytes]]:
+        self, ready: list[tuple[Entry, np.ndarray, np.ndarray | None, np.ndarray | None]], kind: JobKind
+    ) -> None:
+        """Decode `ready` together, delivering each job's result as soon as it is done."""
         started_ms = now_ms()
-        items: list[tuple[Job, np.ndarray]] = [(e.job, a) for e, a, _ in ready]
-        contexts = [c for _, _, c in ready]
+        items: list[tuple[Job, np.ndarray]] = [(e.job, a) for e, a, _, _ in ready]
+        contexts = [c for _, _, c, _ in ready]
+        afters = [after for _, _, _, after in ready]
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
+        finished: asyncio.Queue[tuple[int, DecodeOutput | DecodeError]] = asyncio.Queue()
+
+        def on_each(i: int, output: DecodeOutput | DecodeError) -> None:
+            loop.call_soon_threadsafe(finished.put_nowait, (i, output))
+
+        async def deliver_each() -> None:
+            for _ in ready:
+                i, output = await finished.get()
+                entry = ready[i][0]
+                await self.streams.deliver(
+                    [(entry, self._answer(entry, output, started_ms))], self.settings.RESULT_TTL_S
+                )
+
         executor = self._executors[Lane.FINAL if kind.decodes_as_final else Lane.BACKGROUND]
-        decoding = loop.run_in_executor(executor, self.engine.decode_many, items, contexts)
-        outputs, _ = await asyncio.gather(decoding, self._keep_claimed([e for e, _, _ in ready], decoding))
-        m = self.metrics
-        m.decode_seconds.labels(kind).observe(time.perf_counter() - t0)
-        m.batch_size.labels(kind).observe(len(items))
-        out: list[tuple[Entry, Result | bytes]] = []
-        for (entry, _audio, _context), output in zip(ready, outputs):
-            job = entry.job
-            queue_ms = max(0.0, started_ms - job.enqueued) if job.enqueued else 0.0
-            m.queue_wait.labels(job.kind).observe(queue_ms / 1000.0)
-            if isinstance(output, DecodeError):
-                logger.error("job %s (session %s utt %d) failed to decode: %s", job.id, job.session, job.utt, output)
-                out.append((entry, Result.failure(job, "decode: %s" % output, self.id)))
-                self._count([entry], "failed")
-                continue
-            assert isinstance(output, DecodeOutput)
-            if output.audio_s > 0:
-                m.rtf.labels(job.kind).observe(output.decode_ms / 1000.0 / output.audio_s)
-            out.append((entry, output.answering(job, queue_ms, self.id)))
-            self._count([entry], "done")
-            logger.debug(
-                "job %s (session %s utt %d) decoded in %.0f ms", job.id, job.session, job.utt, output.decode_ms
-            )
-        return out
+        decoding = loop.run_in_executor(executor, self.engine.decode_many, items, contexts, afters, on_each)
+        delivering = asyncio.ensure_future(deliver_each())
+        try:
+            await asyncio.gather(decoding, self._keep_claimed([e for e, _, _, _ in ready], decoding))
+            # Every job's output was queued (on_each) before decode_many returned.
+            await delivering
+        finally:
+            if not delivering.done():
+                delivering.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await delivering
+        self.metrics.decode_seconds.labels(kind).observe(time.perf_counter() - t0)
+        self.metrics.batch_size.labels(kind).observe(len(items))
+
+    def _answer(self, entry: Entry, output: DecodeOutput | DecodeError, started_ms: float) -> Result:
+        job = entry.job
+        queue_ms = max(0.0, started_ms - job.enqueued) if job.enqueued else 0.0
+        self.metrics.queue_wait.labels(job.kind).observe(queue_ms / 1000.0)
+        if isinstance(output, DecodeError):
+            logger.error("job %s (session %s utt %d) failed to decode: %s", job.id, job.session, job.utt, output)
+            self._count([entry], "failed")
+            return Result.failure(job, "decode: %s" % output, self.id)
+        if output.audio_s > 0:
+            self.metrics.rtf.labels(job.kind).observe(output.decode_ms / 1000.0 / output.audio_s)
+        self._count([entry], "done")
+        logger.debug("job %s (session %s utt %d) decoded in %.0f ms", job.id, job.session, job.utt, output.decode_ms)
+        return output.answering(job, queue_ms, self.id)
 
     async def _keep_claimed(self, entries: list[Entry], decoding: asyncio.Future[Any]) -> None:
         """While a decode runs: keep its entries ours, well within CLAIM_IDLE_MS, and the

@@ -7,13 +7,13 @@ import socket
 
 from common.errors import ExitCode
 from common.logs import setup_logging
-from common.settings import Settings
-from gateway.server import GatewayServer
+from common.settings import GatewaySettings
+from gateway.transport.server import GatewayServer
 
 logger = logging.getLogger(__name__)
 
 
-def run(settings: Settings) -> int:
+def run(settings: GatewaySettings) -> int:
     setup_logging(settings.LOG_LEVEL, process_name="gateway")
     logger.info("gateway %s on http://%s:%d (ws: /v1/listen, /ws)", settings.gateway_id, settings.HOST, settings.PORT)
     server = GatewayServer(settings)
@@ -28,7 +28,7 @@ def run(settings: Settings) -> int:
     return ExitCode.OK
 
 
-def shared_socket(settings: Settings) -> socket.socket:
+def shared_socket(settings: GatewaySettings) -> socket.socket:
     """The listening socket of one of several gateways on one port (stt up's GATEWAYS): with
     SO_REUSEPORT each has its own, the kernel spreads new connections over them, and when one
     dies its clients reconnect (and resume) to another on the same address."""

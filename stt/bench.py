@@ -131,7 +131,7 @@ def floor(speech: Speech, texts: list[str]) -> dict[str, Any]:
     from common.messages import Job, JobKind
     from common.settings import Settings
     from decoder.engine import Engine
-    from gateway.jobs import final_prompt
+    from gateway.core.jobs import final_prompt
 
     settings = Settings.from_env()
     engine = Engine(settings)

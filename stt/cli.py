@@ -1,6 +1,8 @@
 """The `stt` console command.
 
 Each subcommand reads settings once and calls one entry function; `main` returns its exit code.
+Nothing of the server is imported until a server command runs: the client commands work with
+the client's light install (`pip install stt-cluster`, without the `server` extra).
 """
 
 from __future__ import annotations
@@ -9,35 +11,61 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from common.errors import ExitCode, SettingsError
-from common.settings import Settings, describe, markdown_table
+
+if TYPE_CHECKING:
+    from common.settings import SharedSettings
+
+S = TypeVar("S", bound="SharedSettings")
 
 
-def _settings() -> Settings:
+def _server(what: str) -> None:
+    """Exit 69 saying what to install when the server's packages are not (a client's install)."""
+    import importlib.util
+
+    missing = [m for m in ("redis", "fastapi", "faster_whisper") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(
+            "stt %s: the server is not installed here (no %s): pip install 'stt-cluster[server]'"
+            % (what, ", ".join(missing)),
+            file=sys.stderr,
+        )
+        raise SystemExit(ExitCode.UNAVAILABLE)
+
+
+def _settings(cls: type[S]) -> S:
+    """The settings of one process (each reads only its own), or exit 78 naming the bad one."""
     try:
-        return Settings.from_env()
+        return cls.from_env()
     except SettingsError as exc:
         print("stt: bad setting: %s" % exc, file=sys.stderr)
         raise SystemExit(ExitCode.CONFIG) from None
 
 
 def cmd_decoder(args: argparse.Namespace) -> int:
+    _server("decoder")
+    from common.settings import DecoderSettings
     from decoder.main import run
 
-    return run(_settings())
+    return run(_settings(DecoderSettings))
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
+    _server("gateway")
+    from common.settings import GatewaySettings
     from gateway.main import run
 
-    return run(_settings())
+    return run(_settings(GatewaySettings))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    _server("up")
+    from common.settings import Settings
     from stt.supervisor import run
 
-    return run(_settings())
+    return run(_settings(Settings))
 
 
 def cmd_client(args: argparse.Namespace) -> int:
@@ -59,6 +87,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_make_test_model(args: argparse.Namespace) -> int:
+    _server("make-test-model")
     from decoder.testmodel import make_test_model
 
     logging.basicConfig(level=logging.INFO, format="stt make-test-model: %(message)s")
@@ -72,6 +101,9 @@ def cmd_make_test_model(args: argparse.Namespace) -> int:
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
+    _server("settings")
+    from common.settings import describe, markdown_table
+
     if args.markdown:
         print(markdown_table(), end="")
         return ExitCode.OK

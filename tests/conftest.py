@@ -68,6 +68,17 @@ def tiny_model(model_root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def turn_model() -> Any:
+    """The end-of-turn model (smart-turn v3.2, fetched by scripts/install: python -m stt.turnfile)."""
+    from decoder.turnmodel import TurnModel, model_path
+
+    path = model_path()
+    if not path.is_file():
+        pytest.skip("no end-of-turn model at %s (python -m stt.turnfile fetches it)" % path)
+    return TurnModel.load(path)
+
+
+@pytest.fixture(scope="session")
 def real_engine() -> Engine:
     """The real tiny.en in this process, with the decoder's own options (for direct decodes)."""
     engine = Engine(make_settings(REAL_MODEL, "redis://127.0.0.1:1/0"))

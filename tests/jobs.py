@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from common import keys
 from common.audio import float32_to_pcm16
 from common.messages import Job, Result, decode_result
-from gateway.jobqueue import JobQueue
+from gateway.store.jobqueue import JobQueue
 
 
 async def put_job(
@@ -106,10 +106,10 @@ async def stream_state(r: aioredis.Redis) -> dict[str, tuple[int, int]]:
 
 
 @contextlib.asynccontextmanager
-async def running_worker(settings: Any, engine: Any) -> AsyncIterator[Any]:
+async def running_worker(settings: Any, engine: Any, turn_model: Any = None) -> AsyncIterator[Any]:
     from decoder.worker import DecoderWorker
 
-    worker = DecoderWorker(settings, engine)
+    worker = DecoderWorker(settings, engine, turn_model=turn_model)
     task = asyncio.create_task(worker.run())
     try:
         yield worker

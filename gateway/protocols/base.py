@@ -2,29 +2,71 @@
 
 An adapter turns its protocol's client messages into calls on the connection (`Host`): open the
 session(s) with their options, audio, finalize, drain; and the session's events into its
-protocol's messages. Everything else is the connection's (gateway/ws.py) and the same for every
+protocol's messages. Everything else is the connection's (gateway/transport/) and the same for every
 protocol: auth, admission, the outbox and its ordering, limits and their close codes, timeouts,
 metrics.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from starlette.datastructures import QueryParams
 
-from common.settings import Settings
-from gateway.events import Event
-from gateway.options import SessionOptions
-from gateway.session import Session
+from common.settings import GatewaySettings
+from gateway.core.events import Event
+from gateway.core.options import EotRule, SessionOptions, Turn
+
+
+class SessionView(Protocol):
+    """A session, as an adapter sees it (its options it may change in place)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def options(self) -> SessionOptions: ...
+
+    @property
+    def resume_token(self) -> str:
+        """A resumable session's (sent once, at its start)."""
+        ...
+
+    @property
+    def audio_s(self) -> float:
+        """Seconds of the client's audio the session holds (its clock)."""
+        ...
+
+    @property
+    def next_utt(self) -> int: ...
+
+    @property
+    def speaking(self) -> bool:
+        """Whether an utterance is open."""
+        ...
+
+    def set_rate(self, rate: int) -> None: ...
+
+    def set_turn(self, turn: Turn | None, eot: EotRule | None = None) -> None: ...
+
+    def set_language(self, lang: str | None) -> None: ...
+
+    async def discard(self) -> None:
+        """Forget the utterance being spoken (the client cleared its input)."""
+        ...
 
 
 class Host(Protocol):
     """The connection, as its adapter sees it."""
 
-    settings: Settings
-    sessions: list[Session]  # one per channel, once opened
+    settings: GatewaySettings
+
+    @property
+    def sessions(self) -> Sequence[SessionView]:
+        """One per channel, once opened."""
+        ...
+
     headers: Mapping[str, str]  # of the upgrade request
     query: QueryParams  # of the upgrade request (a key may repeat)
 
@@ -36,6 +78,11 @@ class Host(Protocol):
     @property
     def english_only(self) -> bool: ...
 
+    @property
+    def turn_model(self) -> bool:
+        """Whether the end-of-turn model is served (a live decoder answers its questions)."""
+        ...
+
     def send(self, msg: dict[str, Any], error: str = "") -> None:
         """Queue a message (in order); `error`: it reports an error of that code (counted)."""
         ...
@@ -44,12 +91,12 @@ class Host(Protocol):
         """Close with `code` once what is queued before it is sent."""
         ...
 
-    async def open(self, options: SessionOptions, channels: int = 1, resumable: bool = False) -> list[Session]:
+    async def open(self, options: SessionOptions, channels: int = 1, resumable: bool = False) -> Sequence[SessionView]:
         """Start the session (one per channel, each with `options`); `resumable`: kept in Redis
         as it goes, so that its client can resume it on any gateway (its `resume_token`)."""
         ...
 
-    async def resume(self, session_id: str, token: str, last_seq: int) -> Session | None:
+    async def resume(self, session_id: str, token: str, last_seq: int) -> SessionView | None:
         """Take a session over from the connection (and gateway) it had; ResumeRefused when it
         cannot be; None when it had ended (what the client missed of its end is sent)."""
         ...

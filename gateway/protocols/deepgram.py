@@ -14,16 +14,23 @@ from __future__ import annotations
 
 import datetime
 import json
-import struct
 import uuid
 from typing import Any
 
 import numpy as np
 
-from gateway import g711
-from gateway.connection import CLOSE_INTERNAL, CLOSE_NORMAL
-from gateway.events import EndReason, Event, Final, FinalFailed, Interim, SessionFailed, SpeechStarted, SpeechStopped
-from gateway.options import (
+from common.protocol import CLOSE_INTERNAL, CLOSE_NORMAL
+from gateway.core.events import (
+    EndReason,
+    Event,
+    Final,
+    FinalFailed,
+    Interim,
+    SessionFailed,
+    SpeechStarted,
+    SpeechStopped,
+)
+from gateway.core.options import (
     BadInput,
     SessionOptions,
     Turn,
@@ -32,12 +39,12 @@ from gateway.options import (
     check_served_language,
     excerpt,
 )
+from gateway.protocols import g711
 from gateway.protocols.base import Host
 from gateway.protocols.deepgram_query import (
     ENCODINGS,
     IDLE_S,
     MAX_CHANNELS,
-    MAX_HEADER_BYTES,
     MIN_ENDPOINTING_MS,
     flag,
     keyterms,
@@ -46,6 +53,7 @@ from gateway.protocols.deepgram_query import (
     spoken_words,
     spread,
 )
+from gateway.protocols.wav import wav_header
 
 
 class DeepgramAdapter:
@@ -101,8 +109,9 @@ class DeepgramAdapter:
         self.interim = flag(q, "interim_results", False)
         self.vad_events = flag(q, "vad_events", False)
         self.utterance_end_ms = number(q, "utterance_end_ms", 1000, 5000)
-        for accepted in ("punctuate", "smart_format", "numerals", "diarize", "profanity_filter", "filler_words"):
+        for accepted in ("punctuate", "smart_format", "numerals", "profanity_filter", "filler_words"):
             flag(q, accepted, False)  # accepted (Whisper punctuates and formats anyway), checked
+        diarize = flag(q, "diarize", False)
         lang = language(q)
         check_served_language(lang, self.host.english_only)
         options = SessionOptions(
@@ -112,6 +121,7 @@ class DeepgramAdapter:
             word_timestamps=True,  # Deepgram's finals always carry words
             hotwords=keyterms(q),
             turn=self._turn(q.get("endpointing")),
+            diarize=diarize,
         )
         await self.host.open(options, self.streams)
         self.host.send(self._metadata())
@@ -153,7 +163,9 @@ class DeepgramAdapter:
             await self.host.drain()
             self._utterance_ends(force=True)
             self.host.send(self._metadata())
-            await self.host.linger_for_close()
+            # Closed at once: Deepgram's clients wait for the close (LiveKit's plugin finished its
+            # stream 7.5 s after its input while this waited 5 s for the client to close first).
+            self.host.finish()
             self.host.close(CLOSE_NORMAL)
             return False
         if kind == "Configure":
@@ -196,32 +208,14 @@ class DeepgramAdapter:
         if self.encoding is not None:
             return data
         self.header += data
-        if len(self.header) < 12:
+        found = wav_header(self.header)
+        if found is None:
             return b""
-        if self.header[:4] != b"RIFF" or self.header[8:12] != b"WAVE":
-            raise BadInput(
-                "unsupported_encoding",
-                "the stream is not WAV: send raw audio with encoding=linear16|mulaw|alaw and sample_rate",
-                fatal=True,
-            )
-        pos = 12
-        fmt: tuple[int, int, int, int] | None = None
-        while pos + 8 <= len(self.header):
-            chunk, size = self.header[pos : pos + 4], struct.unpack("<I", self.header[pos + 4 : pos + 8])[0]
-            if chunk == b"fmt " and pos + 8 + 16 <= len(self.header):
-                tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", self.header[pos + 8 : pos + 24])
-                fmt = (tag, channels, rate, bits)
-            if chunk == b"data":
-                if fmt is None:
-                    break
-                self._wav_format(*fmt)
-                rest = bytes(self.header[pos + 8 :])
-                self.header.clear()
-                return rest
-            pos += 8 + size + (size & 1)
-        if len(self.header) > MAX_HEADER_BYTES:
-            raise BadInput("unsupported_encoding", "no WAV audio data within %d bytes" % MAX_HEADER_BYTES, fatal=True)
-        return b""
+        fmt, start = found
+        self._wav_format(*fmt)
+        rest = bytes(self.header[start:])
+        self.header.clear()
+        return rest
 
     def _wav_format(self, tag: int, channels: int, rate: int, bits: int) -> None:
         codec = {(1, 16): "linear16", (7, 8): "mulaw", (6, 8): "alaw"}.get((tag, bits))
@@ -257,6 +251,10 @@ class DeepgramAdapter:
                 )
         elif isinstance(event, Final):
             words = spoken_words(event.words or [])
+            if event.speaker is not None:
+                # Deepgram's diarize: each word's speaker (a final is one speaker's: its utterance).
+                confidence_of = event.speaker_confidence if event.speaker_confidence is not None else 1.0
+                words = [{**w, "speaker": event.speaker, "speaker_confidence": confidence_of} for w in words]
             confidence = float(np.mean([w["confidence"] for w in words])) if words else event.confidence
             from_finalize = event.reason is EndReason.FINALIZE
             host.send(
@@ -268,7 +266,7 @@ class DeepgramAdapter:
                     words,
                     confidence,
                     True,
-                    event.reason is EndReason.SILENCE,
+                    event.reason in (EndReason.SILENCE, EndReason.MODEL),
                     from_finalize,
                 )
             )
@@ -302,7 +300,7 @@ class DeepgramAdapter:
             return
         for channel, last in list(self.last_word_end.items()):
             session = self.host.sessions[channel]
-            quiet = session.current is None and session.audio_s - last >= self.utterance_end_ms / 1000.0
+            quiet = not session.speaking and session.audio_s - last >= self.utterance_end_ms / 1000.0
             if quiet or force:
                 del self.last_word_end[channel]
                 self.host.send(

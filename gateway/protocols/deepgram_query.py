@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from starlette.datastructures import QueryParams
 
-from gateway.options import BadInput, check_keyterms, check_language, excerpt
+from gateway.core.options import BadInput, check_keyterms, check_language, excerpt
 
 # Query parameters of Deepgram's live API: a query with any of them speaks Deepgram.
 PARAMS = frozenset(
@@ -22,7 +22,6 @@ ENCODINGS = {"linear16": 2, "mulaw": 1, "alaw": 1}  # bytes per sample
 IDLE_S = 10.0  # Deepgram closes a stream without audio or KeepAlive after 10 s
 MIN_ENDPOINTING_MS = 200  # Whisper needs whole phrases: a shorter silence is not an end here
 MAX_CHANNELS = 8
-MAX_HEADER_BYTES = 1 << 16
 _NOT_WORD = re.compile(r"[^\w'-]+")
 
 

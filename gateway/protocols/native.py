@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.errors import SchemaError
-from gateway.connection import CLOSE_NORMAL, CLOSE_POLICY
-from gateway.events import Event, Final, FinalFailed, Interim, SessionFailed
-from gateway.options import (
+from common.protocol import CLOSE_NORMAL, CLOSE_POLICY, RESUME_CLOSE
+from gateway.core.events import Event, Final, FinalFailed, Interim, SessionFailed
+from gateway.core.options import (
     BadInput,
     SessionOptions,
+    check_diarize,
     check_eager,
+    check_end_of_turn,
     check_keyterms,
     check_language,
     check_prompt,
@@ -27,22 +29,11 @@ from gateway.options import (
     check_served_language,
     excerpt,
 )
+from gateway.errors import ResumeRefused
 from gateway.protocols.base import Host
-from gateway.resume import ResumeRefused
 
 ENCODINGS = ("pcm_s16le",)
 CLIENT_OPS = ("start", "resume", "audio", "finalize", "keepalive", "stop")
-# How a refused resume ends the connection: the client may try again (4409: still connected
-# elsewhere), or must start a new session.
-RESUME_CLOSE = {
-    "unknown_session": 4404,
-    "bad_token": 4401,
-    "session_in_use": 4409,
-    "resume_flood": 1008,
-    "resume_gap": 4410,
-    "resume_off": 4404,
-    "bad_resume": 4400,
-}
 TASKS = ("transcribe", "translate")
 
 
@@ -120,6 +111,8 @@ def parse_start(obj: dict[str, Any]) -> SessionOptions:
             raise BadInput("bad_start", "%s must be true or false" % flag)
     hotwords = check_keyterms(obj.get("keyterms"))
     eager = check_eager(obj.get("eager_eot_ms"))
+    eot = check_end_of_turn(obj)
+    diarize, max_speakers = check_diarize(obj.get("diarize"), obj.get("max_speakers"))
     return SessionOptions(
         sample_rate=check_rate(rate),
         lang=lang,
@@ -129,6 +122,9 @@ def parse_start(obj: dict[str, Any]) -> SessionOptions:
         prompt=prompt,
         hotwords=hotwords,
         eager_ms=eager,
+        eot=eot,
+        diarize=diarize,
+        max_speakers=max_speakers,
     )
 
 
@@ -167,8 +163,12 @@ def server_final(ev: Final, want_words: bool) -> dict[str, Any]:
     }
     if ev.no_speech:
         msg["no_speech"] = True
+    if ev.speaker is not None:
+        msg["speaker"] = ev.speaker
     if want_words:
-        msg["words"] = ev.words or []
+        msg["words"] = (
+            [{**w, "speaker": ev.speaker} for w in ev.words or []] if ev.speaker is not None else ev.words or []
+        )
     return msg
 
 
@@ -280,7 +280,7 @@ class NativeAdapter:
             {
                 "type": "resumed",
                 "session_id": session.id,
-                "audio_received_ms": round(session.samples_in / 16),
+                "audio_received_ms": round(session.audio_s * 1000),
                 "utterance": session.next_utt,
             }
         )

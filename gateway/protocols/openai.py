@@ -19,10 +19,9 @@ import time
 import uuid
 from typing import Any
 
-from gateway import g711
-from gateway.connection import CLOSE_NORMAL
-from gateway.events import Event, Final, FinalFailed, Interim, SessionFailed, SpeechStarted, SpeechStopped
-from gateway.options import (
+from common.protocol import CLOSE_NORMAL
+from gateway.core.events import Event, Final, FinalFailed, Interim, SessionFailed, SpeechStarted, SpeechStopped
+from gateway.core.options import (
     BadInput,
     SessionOptions,
     check_keyterms,
@@ -31,8 +30,17 @@ from gateway.options import (
     check_served_language,
     excerpt,
 )
+from gateway.protocols import g711
 from gateway.protocols.base import Host
-from gateway.protocols.openai_config import GA_FORMATS, LAW, MIN_COMMIT_MS, PCM_RATE, parse_format, parse_turn
+from gateway.protocols.openai_config import (
+    GA_FORMATS,
+    LAW,
+    MIN_COMMIT_MS,
+    PCM_RATE,
+    parse_eot,
+    parse_format,
+    parse_turn,
+)
 
 
 def error_event(
@@ -274,6 +282,7 @@ class OpenAIAdapter:
             if "keywords" in transcription:
                 keywords = check_keyterms(transcription.get("keywords"), "keywords")
         new_turn = parse_turn(turn, self.host.settings.PRE_ROLL_MS) if has_turn else None
+        new_eot = parse_eot(turn) if has_turn and self.host.turn_model else None
         if isinstance(session.get("include"), list):
             self.include = [str(x)[:64] for x in session["include"][:8]]
         # Everything checked: apply it.
@@ -287,17 +296,23 @@ class OpenAIAdapter:
         self.noise_reduction = noise
         s = self.host.sessions[0]
         s.set_rate(self.format[1])
-        s.lang, s.options.lang = language, language
+        s.set_language(language)
         s.options.prompt, s.options.hotwords = prompt, keywords
         if has_turn:
             self.turn_detection = None if turn is None else dict(turn)
-            s.set_turn(new_turn)
+            s.set_turn(new_turn, new_eot)
 
     # --- what the client is told of its session ---------------------------------------------
 
     def _options(self) -> SessionOptions:
+        # The default turn detection is semantic_vad: the end-of-turn model where it is served.
         return SessionOptions(
-            sample_rate=self.format[1], lang=self.language, interim=True, prompt=self.prompt, hotwords=self.keywords
+            sample_rate=self.format[1],
+            lang=self.language,
+            interim=True,
+            prompt=self.prompt,
+            hotwords=self.keywords,
+            eot=parse_eot(self.turn_detection) if self.host.turn_model else None,
         )
 
     def _session(self, beta: bool | None = None) -> dict[str, Any]:

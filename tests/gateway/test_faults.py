@@ -30,7 +30,7 @@ async def test_a_malformed_result_is_logged_and_results_keep_flowing(
     speech = conversation([SENTENCES[0]], tail_s=1.0)
     channel = keys.results_channel(gateway.settings.GATEWAY_ID)
     bad = {"v": SCHEMA_VERSION, "id": "x", "kind": "final", "session": 123, "utt": 0}
-    with caplog.at_level(logging.ERROR, logger="gateway.router"):
+    with caplog.at_level(logging.ERROR, logger="gateway.transport.router"):
         assert await aredis.publish(channel, msgpack.packb(bad)) == 1
         await async_wait_for(lambda: "field session has type int" in caplog.text, 10, "the bad result logged")
     msgs = await run_session(gateway.url, speech.pcm16, start={"interim": False})

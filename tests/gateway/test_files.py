@@ -9,6 +9,7 @@ import io
 import itertools
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 import soundfile as sf
 
 from common import keys
-from gateway.files import PARTS_AHEAD
+from gateway.files.upload import PARTS_AHEAD
 from stt.speech import SENTENCES, Speech, conversation, joined
 from stt.wer import wer
 from tests.conftest import JFK, JFK_TEXT, REAL_MODEL, async_wait_for
@@ -143,29 +144,32 @@ async def test_a_client_that_leaves_cancels_its_file(gateway: Gateway, tmp_path:
     await async_wait_for(nothing_left, 30, "its parts and audio deleted")
 
 
+async def stt_transcribe(gateway: Gateway, *args: str) -> tuple[int, str, str]:
+    """`stt transcribe --url <gateway> ARGS` as a subprocess: its exit code, stdout and stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "stt",
+        "transcribe",
+        "--url",
+        gateway.http,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
 @pytest.mark.parametrize("gateway", [REAL], indirect=True)
 async def test_stt_transcribe_prints_text_writes_subtitles_and_reports_bad_files(
     gateway: Gateway, tmp_path: Path
 ) -> None:
-    import sys
-
     bad = tmp_path / "notes.txt"
     bad.write_text("not audio " * 50)
 
     async def stt(*args: str) -> tuple[int, str, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "stt",
-            "transcribe",
-            "--url",
-            gateway.http,
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 120)
-        return proc.returncode or 0, out.decode(), err.decode()
+        return await stt_transcribe(gateway, *args)
 
     code, out, err = await stt(str(JFK))
     assert code == 0, err

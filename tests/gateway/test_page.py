@@ -19,6 +19,7 @@ from stt.speech import SENTENCES, Speech, conversation
 from stt.wer import wer
 from tests.conftest import JFK, JFK_TEXT, REAL_MODEL, ROOT
 from tests.gateway.conftest import Gateway, Pair
+from tests.gateway.test_speakers import conversation_wav
 from tests.proxy import Proxy
 
 CHROMIUM = os.environ.get("STT_CHROMIUM", "/usr/bin/chromium")
@@ -200,3 +201,15 @@ async def test_the_page_resumes_its_session_when_its_gateway_dies(
     assert await page.is_hidden("#error"), await page.inner_text("#error")
     assert len(got) == len(speech.texts) and wer(speech.text, " ".join(got)) <= 0.3, got
     assert pair.ports[1] in proxy.routed
+
+
+@pytest.mark.parametrize("gateway", [REAL], indirect=True)
+async def test_with_who_spoke_ticked_each_sentence_names_its_speaker(gateway: Gateway, pw: Any, tmp_path: Path) -> None:
+    wav = conversation_wav(tmp_path)
+    page = await browser_page(pw, gateway.http + "/", wav)
+    await page.wait_for_function("document.querySelector('#model').textContent.includes('tiny.en')", timeout=15_000)
+    await page.check("#speakers")
+    await page.click("#start")
+    got = await wait_finals(page, 4, 60)
+    await page.click("#stop")
+    assert [t.split(":")[0] for t in got[:4]] == ["Speaker 1", "Speaker 2", "Speaker 1", "Speaker 2"], got

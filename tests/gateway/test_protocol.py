@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from common import keys
 from common.audio import float32_to_pcm16
 from common.messages import Result, decode_job, encode_result
-from gateway import ws as gateway_ws
+from gateway.transport import host as gateway_host
 from stt.speech import SENTENCES, Speech, conversation
 from tests.conftest import async_wait_for, make_settings
 from tests.gateway.conftest import Gateway
@@ -254,7 +254,7 @@ async def test_server_closes_1000_after_done_when_client_stays(
 ) -> None:
     """A client written for the seed reads on after `done` until it times out: the gateway
     waits for it a while (DONE_LINGER_S), then closes with 1000."""
-    monkeypatch.setattr(gateway_ws, "DONE_LINGER_S", 0.5)
+    monkeypatch.setattr(gateway_host, "DONE_LINGER_S", 0.5)
     async with websockets.connect(gateway.url) as ws:
         await ws.send(json.dumps({"op": "start", "sample_rate": 16000, "lang": "en"}))
         await ws.send(json.dumps({"op": "stop"}))

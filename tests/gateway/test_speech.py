@@ -19,8 +19,8 @@ from common import keys
 from common.audio import float32_to_pcm16, pcm16_to_float32
 from common.messages import Job, JobKind
 from decoder.engine import Engine
-from gateway.jobs import final_prompt
-from gateway.vad import FRAME_BYTES, FRAME_MS
+from gateway.core.frames import FRAME_BYTES, FRAME_MS
+from gateway.core.jobs import final_prompt
 from stt.noise import mixed_set, nonspeech_set
 from stt.speech import SENTENCES, Speech, conversation, joined, recording
 from stt.wer import wer

@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from deepgram.environment import DeepgramClientEnvironment
 from common.audio import MODEL_RATE, float32_to_pcm16, pcm16_to_float32
 from common.messages import JobKind
 from decoder.engine import Engine
-from gateway import g711
+from gateway.protocols import g711
 from stt.speech import SENTENCES, Speech, conversation
 from stt.wer import wer
 from tests.conftest import async_wait_for
@@ -64,22 +65,36 @@ class Stream:
             await asyncio.sleep(0.1 / speed)
 
 
-@contextlib.asynccontextmanager
-async def listen(gateway: Gateway, **params: Any) -> AsyncIterator[Stream]:
+def sdk_client(gateway: Gateway) -> AsyncDeepgramClient:
+    """deepgram-sdk with every environment URL pointed at `gateway`."""
     ws_base = gateway.url.replace("/v1/listen", "")
     env = DeepgramClientEnvironment(base=gateway.http, production=ws_base, agent=ws_base, agent_rest=gateway.http)
-    client = AsyncDeepgramClient(api_key="dg-test", environment=env)
-    async with client.listen.v1.connect(model="nova-3", **params) as socket:
-        stream = Stream(socket)
+    return AsyncDeepgramClient(api_key="dg-test", environment=env)
+
+
+S = TypeVar("S", bound=Stream)
+
+
+@contextlib.asynccontextmanager
+async def streaming(connect: Any, cls: type[S]) -> AsyncIterator[S]:
+    """An SDK `connect(...)` context as a `cls` stream reading every message."""
+    async with connect as socket:
+        stream = cls(socket)
         try:
             yield stream
         finally:
             stream.reader.cancel()
 
 
-async def close_stream(stream: Stream) -> None:
+@contextlib.asynccontextmanager
+async def listen(gateway: Gateway, **params: Any) -> AsyncIterator[Stream]:
+    async with streaming(sdk_client(gateway).listen.v1.connect(model="nova-3", **params), Stream) as stream:
+        yield stream
+
+
+async def close_stream(stream: Stream, timeout: float = 60) -> None:
     await stream.socket.send_close_stream()
-    await asyncio.wait_for(stream.closed.wait(), 60)
+    await asyncio.wait_for(stream.closed.wait(), timeout)
 
 
 @pytest.mark.parametrize("gateway", [REAL], indirect=True)
@@ -191,7 +206,7 @@ async def test_g711_streams_transcribe(gateway: Gateway, encoding: str) -> None:
 
 @pytest.mark.parametrize("gateway", [REAL], indirect=True)
 async def test_keyterms_reach_the_decoder(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway import session as gateway_session
+    from gateway.core import session as gateway_session
 
     queued: list[Any] = []
     original = gateway_session.Session._job
@@ -287,8 +302,13 @@ async def test_a_wav_stream_needs_no_encoding(gateway: Gateway) -> None:
             await ws.send(data[i : i + 8000])
             await asyncio.sleep(0.02)
         await ws.send(json.dumps({"type": "CloseStream"}))
-        msgs = []
+        msgs, last_at = [], 0.0
         async for raw_msg in ws:
             msgs.append(json.loads(raw_msg))
+            last_at = time.monotonic()
+        closed_after = time.monotonic() - last_at
     finals = [m for m in msgs if m["type"] == "Results" and m["is_final"]]
     assert len(finals) == 1 and finals[0]["channel"]["alternatives"][0]["transcript"]
+    # The server closes once the closing Metadata is out, without waiting for the client to
+    # close first (it used to wait 5 s, and LiveKit's plugin with it).
+    assert msgs[-1]["type"] == "Metadata" and ws.close_code == 1000 and closed_after < 2.5, closed_after

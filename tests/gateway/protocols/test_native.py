@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.events import EndReason, Final, FinalFailed, SpeechStarted
-from gateway.options import BadInput
+from gateway.core.events import EndReason, Final, FinalFailed, SpeechStarted
+from gateway.core.options import BadInput
 from gateway.protocols.native import ProtocolError, parse_client_text, render
 
 

@@ -16,8 +16,8 @@ import pytest
 import websockets
 
 from decoder.engine import Engine
-from gateway import g711
-from gateway.events import Event, Interim
+from gateway.core.events import Event, Interim
+from gateway.protocols import g711
 from gateway.protocols import openai as adapter
 from stt.speech import SENTENCES, conversation
 from stt.wer import wer

@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 from starlette.datastructures import QueryParams
 
-from gateway.options import BadInput, Turn
+from gateway.core.options import BadInput, EotRule, Turn, check_end_of_turn
 from gateway.protocols.deepgram_query import keyterms, language, speaks_deepgram, spoken_words, spread
-from gateway.protocols.openai_config import parse_format, parse_turn
+from gateway.protocols.flux_config import Thresholds, parse_thresholds
+from gateway.protocols.openai_config import parse_eot, parse_format, parse_turn
 
 
 def test_openai_formats() -> None:
@@ -39,6 +40,43 @@ def test_openai_turn_detection() -> None:
         with pytest.raises(BadInput) as err:
             parse_turn(bad, 300)
         assert err.value.code == "invalid_turn_detection"
+
+
+def test_semantic_vad_is_the_end_of_turn_model_with_eagerness_as_its_threshold() -> None:
+    assert parse_eot({"type": "semantic_vad"}) == EotRule(0.6, timeout_ms=4000)
+    assert parse_eot({"type": "semantic_vad", "eagerness": "low"}) == EotRule(0.8, timeout_ms=8000)
+    assert parse_eot({"type": "semantic_vad", "eagerness": "high"}) == EotRule(0.4, timeout_ms=2000)
+    assert parse_eot({"type": "server_vad", "silence_duration_ms": 500}) is None
+    assert parse_eot(None) is None
+
+
+def test_native_start_chooses_the_model_or_silence() -> None:
+    assert check_end_of_turn({}) is None
+    assert check_end_of_turn({"end_of_turn": "silence"}) is None
+    assert check_end_of_turn({"end_of_turn": "model", "eot_threshold": 0.8}) == EotRule(0.8, timeout_ms=3000)
+    for bad in (
+        {"end_of_turn": "maybe"},
+        {"end_of_turn": "model", "eot_threshold": 2},
+        {"end_of_turn": "model", "eot_timeout_ms": 10},
+    ):
+        with pytest.raises(BadInput):
+            check_end_of_turn(bad)
+
+
+def test_flux_thresholds_in_their_ranges_and_eager_below_the_end() -> None:
+    base = Thresholds()
+    assert parse_thresholds({"eot_threshold": "0.8"}, base, fatal=True) == Thresholds(0.8, None, 5000)
+    t = parse_thresholds({"eager_eot_threshold": 0.5, "eot_timeout_ms": 900}, base, fatal=False)
+    assert t == Thresholds(0.7, 0.5, 900)
+    for bad, code in (
+        ({"eot_threshold": "0.2"}, "invalid_eot_threshold"),
+        ({"eager_eot_threshold": 0.8, "eot_threshold": 0.6}, "invalid_eager_eot_threshold"),
+        ({"eot_timeout_ms": "x"}, "invalid_eot_timeout_ms"),
+        ({"eot_threshold": True}, "invalid_eot_threshold"),
+    ):
+        with pytest.raises(BadInput) as err:
+            parse_thresholds(bad, base, fatal=False)
+        assert err.value.code == code
 
 
 def test_deepgram_is_told_apart_by_its_query() -> None:

@@ -1,0 +1,347 @@
+"""Who spoke: speaker labels on conversations of 2, 3 and 4 recorded speakers.
+
+    python benchmarks/diarization.py [--per-size 10] [--speed 6] [--label NAME]
+    python benchmarks/diarization.py --cost
+
+Conversations are built from benchmarks/data/speakers (10 LibriSpeech test-other speakers, 10
+utterances each): 8 turns each, speakers taking turns at random (never the same twice running),
+half the conversations mixing genders and half of one gender, turn gaps drawn from 0.5-1.5 s.
+They are streamed live (the native protocol, `diarize: true`, faster than real time: labels do
+not depend on it) through one `stt up` with tiny.en. Reported:
+
+- the share of turns labelled right, each final matched to the turn it overlaps most, after
+  the best one-to-one mapping of labels to speakers (a final that merged two turns counts as
+  one wrong);
+- the share of conversations whose speaker count is right;
+- speaker-verification EER on the set (our encoder, every pair of utterances);
+- the encoder's CPU per audio second;
+- finals' p50/p95 (end of turn to final) at 6 streams in real time, diarization on and off.
+
+Each conversation is also sent as a file (`response_format=diarized_json`): its turns labelled
+right (each turn judged by the segment that overlaps it most), its speaker count, and DER with a
+0.25 s collar (missed + false alarm + confusion over the reference speech, 10 ms frames; Whisper's
+segments span the pauses between a speaker's sentences, which DER counts as false alarm), and the
+confusion alone.
+Writes benchmarks/results/diarization[-NAME].json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DATA = ROOT / "benchmarks" / "data" / "speakers"
+
+
+def load_set() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    import soundfile as sf
+
+    refs = json.loads((DATA / "refs.json").read_text())
+    audio = {name: np.asarray(sf.read(DATA / name, dtype="float32")[0]) for name in sorted(refs)}
+    return refs, audio
+
+
+def conversations(refs: dict[str, Any], per_size: int, seed: int = 7) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    by: dict[str, list[str]] = {}
+    gender: dict[str, str] = {}
+    for name, ref in sorted(refs.items()):
+        by.setdefault(ref["speaker"], []).append(name)
+        gender[ref["speaker"]] = ref["gender"]
+    out = []
+    for size in (2, 3, 4):
+        for i in range(per_size):
+            mixed = i % 2 == 0
+            pool = sorted(by)
+            if not mixed:
+                g = rng.choice(["M", "F"])
+                pool = [s for s in pool if gender[s] == g]
+            speakers = rng.sample(pool, size)
+            if mixed and len({gender[s] for s in speakers}) == 1:
+                other = [s for s in sorted(by) if gender[s] != gender[speakers[0]]]
+                speakers[-1] = rng.choice(other)
+            left = {s: rng.sample(by[s], len(by[s])) for s in speakers}
+            turns, prev = [], None
+            order = list(speakers)  # everyone speaks at least once
+            rng.shuffle(order)
+            for t in range(8):
+                s = order[t] if t < len(order) and order[t] != prev else rng.choice([x for x in speakers if x != prev])
+                turns.append((s, left[s].pop()))
+                prev = s
+            gaps = [rng.uniform(0.5, 1.5) for _ in turns]
+            out.append({"size": size, "mixed": mixed, "turns": turns, "gaps": gaps})
+    return out
+
+
+def render(conv: dict[str, Any], audio: dict[str, np.ndarray]) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
+    pieces = [np.zeros(8000, np.float32)]
+    spans = []
+    pos = 8000
+    for (speaker, name), gap in zip(conv["turns"], conv["gaps"]):
+        a = audio[name]
+        spans.append((pos / 16000, (pos + len(a)) / 16000, speaker))
+        pieces += [a, np.zeros(int(gap * 16000), np.float32)]
+        pos += len(a) + int(gap * 16000)
+    pieces.append(np.zeros(32000, np.float32))
+    return np.concatenate(pieces), spans
+
+
+async def stream(url: str, pcm: bytes, speed: float, diarize: bool) -> list[tuple[float, dict[str, Any]]]:
+    import websockets
+
+    loop = asyncio.get_running_loop()
+    got: list[tuple[float, dict[str, Any]]] = []
+    async with websockets.connect(url, max_size=2**23) as ws:
+        await ws.send(json.dumps({"op": "start", "sample_rate": 16000, "lang": "en", "diarize": diarize}))
+        assert json.loads(await ws.recv())["type"] == "started"
+        t0 = loop.time()
+
+        async def send() -> None:
+            for i in range(0, len(pcm), 3200):
+                await asyncio.sleep(max(0.0, t0 + i / 32000 / speed - loop.time()))
+                await ws.send(pcm[i : i + 3200])
+            await ws.send(json.dumps({"op": "stop"}))
+
+        sender = asyncio.create_task(send())
+        async for raw in ws:
+            msg = json.loads(raw)
+            if msg["type"] == "final":
+                got.append(((loop.time() - t0) * speed, msg))
+            if msg["type"] == "done":
+                break
+        await sender
+    return got
+
+
+def score(spans: list[tuple[float, float, str]], finals: list[dict[str, Any]]) -> tuple[int, int, int]:
+    """(turns labelled right, turns, labels used): each turn is judged by the final that
+    overlaps it most (a final that merged two turns can be right for one of them only)."""
+    of_turn: list[int | None] = []
+    for s, e, _ in spans:
+        overlaps = [max(0.0, min(f["end"], e) - max(f["start"], s)) for f in finals]
+        of_turn.append(int(np.argmax(overlaps)) if overlaps and max(overlaps) > 0 else None)
+    labels = sorted({f.get("speaker", -1) for f in finals})
+    speakers = sorted({who for _, _, who in spans})
+    best = 0
+    for perm in itertools.permutations(speakers + [None] * max(0, len(labels) - len(speakers)), len(labels)):
+        mapping = dict(zip(labels, perm))
+        right = sum(
+            1
+            for (_, _, who), n in zip(spans, of_turn)
+            if n is not None and mapping[finals[n].get("speaker", -1)] == who
+        )
+        best = max(best, right)
+    return best, len(spans), len(labels)
+
+
+def der(
+    spans: list[tuple[float, float, str]], segments: list[dict[str, Any]], collar: float = 0.25
+) -> dict[str, float]:
+    """Diarization error rate in 10 ms frames, `collar` seconds either side of each reference
+    turn's ends not scored: (missed + false alarm + confusion) / reference speech, with the best
+    one-to-one mapping of labels to speakers; and the confusion alone."""
+    end = max([e for _, e, _ in spans] + [float(s["end"]) for s in segments]) + 1.0
+    n = int(end * 100)
+    ref: list[str | None] = [None] * n
+    scored = np.ones(n, bool)
+    for s, e, who in spans:
+        for i in range(int(s * 100), min(n, int(e * 100))):
+            ref[i] = who
+        for edge in (s, e):
+            scored[max(0, int((edge - collar) * 100)) : min(n, int((edge + collar) * 100))] = False
+    hyp: list[str | None] = [None] * n
+    for seg in segments:
+        for i in range(int(float(seg["start"]) * 100), min(n, int(float(seg["end"]) * 100))):
+            hyp[i] = seg.get("speaker")
+    labels = sorted({h for h in hyp if h is not None})
+    speakers = sorted({who for _, _, who in spans})
+    frames = [i for i in range(n) if scored[i]]
+    speech = sum(1 for i in frames if ref[i] is not None)
+    missed = sum(1 for i in frames if ref[i] is not None and hyp[i] is None)
+    false_alarm = sum(1 for i in frames if ref[i] is None and hyp[i] is not None)
+    best_confusion = speech
+    both = [(ref[i], hyp[i]) for i in frames if ref[i] is not None and hyp[i] is not None]
+    options: list[str | None] = [*speakers, *[None] * max(0, len(labels) - len(speakers))]
+    for perm in itertools.permutations(options, len(labels)):
+        mapping = dict(zip(labels, perm))
+        confusion = sum(1 for r, h in both if mapping[str(h)] != r)
+        best_confusion = min(best_confusion, confusion)
+    return {
+        "der": (missed + false_alarm + best_confusion) / max(1, speech),
+        "confusion": best_confusion / max(1, speech),
+        "speech_frames": float(speech),
+    }
+
+
+def transcribe_file(http: str, pcm: bytes) -> list[dict[str, Any]]:
+    import io
+
+    import httpx
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.frombuffer(pcm, dtype="<i2"), 16000, format="WAV", subtype="PCM_16")
+    r = httpx.post(
+        http + "/v1/audio/transcriptions",
+        files={"file": ("talk.wav", buf.getvalue(), "audio/wav")},
+        data={"model": "gpt-4o-transcribe-diarize", "response_format": "diarized_json"},
+        timeout=300,
+    )
+    r.raise_for_status()
+    segments: list[dict[str, Any]] = r.json()["segments"]
+    return segments
+
+
+def eer(embeddings: np.ndarray, speakers: list[str]) -> float:
+    sims = embeddings @ embeddings.T
+    iu = np.triu_indices(len(speakers), 1)
+    same = (np.array(speakers)[:, None] == np.array(speakers)[None, :])[iu]
+    scores = sims[iu]
+    best = 1.0
+    for th in np.linspace(0, 1, 1001):
+        far = float(np.mean(scores[~same] >= th))
+        frr = float(np.mean(scores[same] < th))
+        best = min(best, max(far, frr))
+    return best
+
+
+def pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)) * 1000, 1) if values else None
+
+
+def main() -> int:
+    from common.audio import float32_to_pcm16
+    from decoder.voice import VoiceEncoder, weights_path
+    from stt.bench import Service
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--per-size", type=int, default=10, help="conversations of each size (2, 3, 4 speakers)")
+    p.add_argument("--speed", type=float, default=6.0, help="how much faster than real time the live runs send")
+    p.add_argument("--label", default="")
+    p.add_argument("--cost", action="store_true", help="only finals' latency, diarization off and on alternating")
+    args = p.parse_args()
+    if args.cost:
+        return cost()
+    refs, audio = load_set()
+    encoder = VoiceEncoder.load(weights_path())
+    print("embedding the set's %d utterances ..." % len(audio), flush=True)
+    started = time.process_time()
+    embeddings = np.stack([encoder.embed(a) for a in audio.values()])
+    cpu_per_s = (time.process_time() - started) / (sum(len(a) for a in audio.values()) / 16000)
+    set_eer = eer(embeddings, [refs[n]["speaker"] for n in audio])
+    print("EER %.2f%%, encoder CPU %.4f s per audio s" % (100 * set_eer, cpu_per_s), flush=True)
+    convs = conversations(refs, args.per_size)
+    rows: list[dict[str, Any]] = []
+    latency: dict[str, dict[str, float | None]] = {}
+    # Faster than real time is allowed here: what is measured is who, not how soon.
+    with Service({"MODEL_NAME": "tiny.en", "AUDIO_RATE_MAX": str(args.speed + 1)}) as (url, _pid):
+        for i, conv in enumerate(convs):
+            mix, spans = render(conv, audio)
+            got = asyncio.run(stream(url, float32_to_pcm16(mix), args.speed, True))
+            right, turns, used = score(spans, [m for _, m in got])
+            segments = transcribe_file(url.replace("ws://", "http://").replace("/v1/listen", ""), float32_to_pcm16(mix))
+            f_right, _, f_used = score(spans, segments)
+            errors = der(spans, segments)
+            rows.append(
+                {
+                    "size": conv["size"],
+                    "mixed": conv["mixed"],
+                    "right": right,
+                    "turns": turns,
+                    "labels": used,
+                    "file_right": f_right,
+                    "file_labels": f_used,
+                    **{"file_" + k: v for k, v in errors.items()},
+                }
+            )
+            print(
+                "conversation %d/%d (%d speakers): live %d/%d turns right, %d labels; file %d/%d, %d labels, DER %.1f%%"
+                % (i + 1, len(convs), conv["size"], right, turns, used, f_right, turns, f_used, 100 * errors["der"]),
+                flush=True,
+            )
+        mix, spans = render(convs[0], audio)
+        pcm = float32_to_pcm16(mix)
+        for diarize in (False, True):
+            print("6 streams in real time, diarize %s ..." % diarize, flush=True)
+            results = asyncio.run(_six(url, pcm, diarize))
+            lat = []
+            for got in results:
+                for at, m in got:
+                    ends = [e for s, e, _ in spans if abs(e - m["end"]) < 1.0]
+                    if ends:
+                        lat.append(at - ends[0])
+            latency["on" if diarize else "off"] = {"p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95)}
+            print("  %s" % latency["on" if diarize else "off"], flush=True)
+    summary: dict[str, Any] = {"eer_pct": round(100 * set_eer, 2), "encoder_cpu_s_per_audio_s": round(cpu_per_s, 4)}
+    for size in (2, 3, 4, "all"):
+        some = [r for r in rows if size == "all" or r["size"] == size]
+        summary[str(size)] = {
+            "turns_right_pct": round(100 * sum(r["right"] for r in some) / sum(r["turns"] for r in some), 1),
+            "count_right_pct": round(100 * float(np.mean([r["labels"] == r["size"] for r in some])), 1),
+            "file_turns_right_pct": round(100 * sum(r["file_right"] for r in some) / sum(r["turns"] for r in some), 1),
+            "file_count_right_pct": round(100 * float(np.mean([r["file_labels"] == r["size"] for r in some])), 1),
+            "file_der_pct": round(
+                100
+                * sum(r["file_der"] * r["file_speech_frames"] for r in some)
+                / sum(r["file_speech_frames"] for r in some),
+                1,
+            ),
+            "file_confusion_pct": round(
+                100
+                * sum(r["file_confusion"] * r["file_speech_frames"] for r in some)
+                / sum(r["file_speech_frames"] for r in some),
+                1,
+            ),
+            "conversations": len(some),
+        }
+    summary["finals_6_streams"] = latency
+    print(json.dumps(summary, indent=1))
+    out = ROOT / "benchmarks" / "results" / ("diarization%s.json" % ("-" + args.label if args.label else ""))
+    out.write_text(json.dumps({"summary": summary, "rows": rows, "when": time.strftime("%Y-%m-%d")}, indent=1))
+    print("wrote", out.relative_to(ROOT))
+    return 0
+
+
+def cost() -> int:
+    """6 real-time clients on a 4-turn two-speaker conversation, diarization off, on, off, on."""
+    from common.audio import float32_to_pcm16
+    from stt.bench import Service
+
+    refs, audio = load_set()
+    conv = conversations(refs, 8)[0]
+    mix, spans = render({**conv, "turns": conv["turns"][:4], "gaps": [1.5] * 4}, audio)
+    pcm = float32_to_pcm16(mix)
+    print("6 streams of a %.0f s conversation, diarization off and on, twice" % (len(mix) / 16000), flush=True)
+    lat: dict[str, list[float]] = {"off": [], "on": []}
+    with Service({"MODEL_NAME": "tiny.en"}) as (url, _pid):
+        for diarize in (False, True, False, True):
+            got = [x for run in asyncio.run(_six(url, pcm, diarize)) for x in run]
+            ends = [e for _, e, _ in spans]
+            these = [at - min(ends, key=lambda e: abs(e - m["end"])) for at, m in got]
+            lat["on" if diarize else "off"] += these
+            print("  diarize %s: p50 %s ms, p95 %s ms" % (diarize, pct(these, 50), pct(these, 95)), flush=True)
+    summary = {k: {"p50_ms": pct(v, 50), "p95_ms": pct(v, 95), "finals": len(v)} for k, v in lat.items()}
+    print(json.dumps(summary))
+    out = ROOT / "benchmarks" / "results" / "diarization-cost.json"
+    out.write_text(json.dumps({"summary": summary, "when": time.strftime("%Y-%m-%d")}, indent=1))
+    print("wrote", out.relative_to(ROOT))
+    return 0
+
+
+async def _six(url: str, pcm: bytes, diarize: bool) -> list[list[tuple[float, dict[str, Any]]]]:
+    return list(await asyncio.gather(*(stream(url, pcm, 1.0, diarize) for _ in range(6))))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

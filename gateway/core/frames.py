@@ -1,0 +1,102 @@
+"""What the endpointer works in and says: 30 ms frames of 16 kHz audio, the adaptive end-of-speech
+threshold, and its events (gateway/core/endpoint.py)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+
+from gateway.core.events import EndReason
+
+RATE = 16000
+FRAME_MS = 30
+FRAME_SAMPLES = RATE * FRAME_MS // 1000
+FRAME_BYTES = FRAME_SAMPLES * 2
+RECENT_FRAMES = 50  # the last ~1.5 s of an utterance, for a cut at its quietest frame
+SENTENCE_END = tuple(".?!。？！…")
+MID_PHRASE_WORDS = frozenset("and or but the a an of to in with for that which because so".split())
+
+
+def mid_phrase(text: str) -> bool:
+    """Whether the words stop mid-phrase: on a comma or the like, or on a word no sentence ends
+    with (an article, a conjunction), whatever mark Whisper put after it ("…over the.": it ends
+    a cut-off decode as if it were a sentence)."""
+    text = text.rstrip()
+    if text.endswith((",", ";", ":", "-")):
+        return True
+    last = text.split()[-1].strip(".?!…。？！\"'").lower() if text else ""
+    return last in MID_PHRASE_WORDS
+
+
+def end_threshold_ms(speech_ms: float, last_text: str, lo: int, hi: int, eager: int = 0) -> float:
+    text = last_text.rstrip()
+    if mid_phrase(text):
+        return float(hi)
+    if text.endswith(SENTENCE_END):
+        return float(eager or lo)
+    frac = min(1.0, max(0.0, (speech_ms - 1000.0) / 7000.0))
+    return hi - (hi - lo) * frac
+
+
+class State(enum.Enum):
+    IDLE = "idle"
+    CANDIDATE = "candidate"
+    SPEECH = "speech"
+
+
+@dataclass(frozen=True)
+class Began:
+    """An utterance opened at `sample` (its pre-roll included)."""
+
+    sample: int
+
+
+@dataclass(frozen=True)
+class Audio:
+    """The open utterance's next audio, from `sample` of the session."""
+
+    sample: int
+    pcm: bytes
+
+
+@dataclass(frozen=True)
+class Paused:
+    """The trailing silence reached `speculate_ms` at `sample`."""
+
+    sample: int
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Ask the end-of-turn model whether the speaker was done at `sample` (a pause)."""
+
+    sample: int
+
+
+@dataclass(frozen=True)
+class WentOn:
+    """Speech came back after a pause."""
+
+    sample: int
+
+
+@dataclass(frozen=True)
+class Ended:
+    """The open utterance ended; its speech ended at `sample`, which was decided at `decided`.
+    `tail_bytes`: on a forced cut, audio at the end that belongs to the next utterance. `cut`:
+    on silence after a pause, the session sample its final's audio ends at (the pause)."""
+
+    sample: int
+    reason: EndReason
+    decided: int
+    tail_bytes: int = 0
+    cut: int | None = None
+
+
+Event = Began | Audio | Paused | Probe | WentOn | Ended
+
+
+def energy(frame: bytes) -> float:
+    return float(np.mean(np.abs(np.frombuffer(frame, dtype="<i2"), dtype=np.float64)))

@@ -1,0 +1,137 @@
+"""Turns ended by the end-of-turn model, in the session core with a fake model: asked at a short
+pause, the turn ends there when it says so, waits when it does not (asked again, then capped),
+falls back to silence when it never answers; and the eager end of turn (Flux) told once, taken
+back when speech goes on, repeated exactly by the final."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.messages import Job, JobKind, Result
+from gateway.core.events import EndReason, Final, SpeechStopped, TurnEager, TurnResumed
+from gateway.core.options import EotRule, SessionOptions
+from stt.speech import SENTENCES, Speech, conversation
+from tests.gateway.core.harness import Harness
+
+CHUNK = 960  # 30 ms: a step per frame, so the end is seen on the frame it is decided
+
+
+class Turns(Harness):
+    def __init__(self, rule: EotRule | None, **overrides: Any) -> None:
+        overrides.setdefault("SPECULATE_MS", 200)
+        overrides.setdefault("INTERIM_MIN_MS", 60000)
+        super().__init__(SessionOptions(sample_rate=16000, lang="en", eot=rule), **overrides)
+
+    def questions(self) -> list[Job]:
+        return [j for j in self.queued if j.kind == JobKind.TURN]
+
+    def answer_turn(self, job: Job, eot: float) -> None:
+        self.give(Result.answering(job, eot=eot))
+
+    def run(self, speech: Speech, model: Any = None, words: Any = "Words heard.") -> None:
+        """Stream `speech` frame by frame; the speculative job is decoded as `words` at once (or
+        `words(job)`), and `model(job)` answers each question as it is asked (None: no answer)."""
+        pcm, answered, decoded = speech.pcm16, 0, 0
+        for i in range(0, len(pcm), CHUNK):
+            self.push(pcm[i : i + CHUNK])
+            self.time.t += CHUNK / 32000
+            for guess in self.jobs("speculative")[decoded:]:
+                decoded += 1
+                text = words(guess) if callable(words) else words
+                self.give(Result.answering(guess, text=text, audio_s=guess.audio_end / 32000))
+            for job in self.questions()[answered:]:
+                answered += 1
+                eot = model(job) if model else None
+                if eot is not None:
+                    self.answer_turn(job, eot)
+
+    def stopped(self) -> list[SpeechStopped]:
+        return [e for e in self.events if isinstance(e, SpeechStopped)]
+
+
+def one(tail_s: float = 4.0) -> Speech:
+    return conversation([SENTENCES[0]], tail_s=tail_s)
+
+
+def end_decided_ms(h: Turns, speech: Speech) -> float:
+    """Silence waited before the end was decided (its pending final's, or its final's)."""
+    pending = list(h.session.pending.values())
+    if pending:
+        return pending[0].endpoint_ms
+    [final] = [e for e in h.events if isinstance(e, Final)]
+    return final.endpoint_ms
+
+
+def test_the_model_saying_done_ends_the_turn_at_its_first_question() -> None:
+    h = Turns(EotRule(threshold=0.5))
+    h.run(one(), model=lambda job: 0.9)
+    [stop] = h.stopped()
+    assert stop.reason is EndReason.MODEL
+    assert len(h.questions()) == 1
+    assert 200 <= end_decided_ms(h, one()) <= 290  # asked at 200 ms of silence, answered at once
+
+
+def test_not_done_and_words_stopped_mid_phrase_wait_ask_again_and_the_cap_ends_it() -> None:
+    h = Turns(EotRule(threshold=0.5, timeout_ms=1500))
+    h.run(one(), model=lambda job: 0.1, words="The quick brown fox jumps over the")
+    [stop] = h.stopped()
+    assert stop.reason is EndReason.SILENCE
+    assert len(h.questions()) >= 3  # at 200 ms, then every 300 ms of silence
+    assert 1500 <= end_decided_ms(h, one()) <= 1560
+
+
+def test_a_model_that_never_answers_costs_no_more_than_silence_alone() -> None:
+    silent = Turns(None)
+    silent.run(one())
+    unanswered = Turns(EotRule(threshold=0.5, timeout_ms=5000))
+    unanswered.run(one(), model=None)
+    assert unanswered.stopped()[0].reason is EndReason.SILENCE
+    assert end_decided_ms(unanswered, one()) <= end_decided_ms(silent, one()) + 30
+
+
+def test_an_answer_about_a_pause_that_is_over_is_not_taken() -> None:
+    """Asked in a pause inside the sentence; the speaker goes on before the answer comes."""
+    h = Turns(EotRule(threshold=0.5, timeout_ms=3000))
+    speech = conversation([SENTENCES[0], SENTENCES[1]], pause_s=0.45, tail_s=0.0)
+    pcm, i = speech.pcm16, 0
+    while not h.questions():
+        h.push(pcm[i : i + CHUNK])
+        i += CHUNK
+    [question] = h.questions()
+    while h.session.endpointer.probed_at is not None:  # until speech goes on
+        h.push(pcm[i : i + CHUNK])
+        i += CHUNK
+    h.answer_turn(question, 0.99)  # "done", about a pause that is over
+    h.push(pcm[i : i + 10 * CHUNK])
+    assert h.stopped() == [] and h.session.current is not None
+
+
+def test_done_is_not_taken_while_the_words_stop_mid_phrase_and_not_yet_gives_way_to_silence() -> None:
+    held = Turns(EotRule(threshold=0.5, timeout_ms=3000))
+    held.run(one(), model=lambda job: 0.9, words="The quick brown fox jumps over the")
+    assert held.stopped()[0].reason is EndReason.MODEL  # the silence rule's end, the model agreeing
+    assert end_decided_ms(held, one()) >= 690  # the rule's longest after a mid-phrase word, not 200 ms
+    sentence = Turns(EotRule(threshold=0.5, timeout_ms=3000))
+    sentence.run(one(), model=lambda job: 0.1, words="The quick brown fox jumps over the lazy dog.")
+    assert sentence.stopped()[0].reason is EndReason.SILENCE
+    assert end_decided_ms(sentence, one()) <= 430  # "not yet", but the words end a sentence: silence decides
+
+
+def test_an_eager_end_of_turn_is_told_once_withdrawn_when_speech_goes_on_and_repeated_by_the_final() -> None:
+    rule = EotRule(threshold=0.8, eager=0.4, timeout_ms=3000)
+    h = Turns(rule)
+    speech = conversation([SENTENCES[0], SENTENCES[1]], pause_s=0.9, tail_s=2.0)
+    pause = speech.spans[0][1] + 0.45  # in the pause inside the turn
+
+    def model(job: Job) -> float:
+        return 0.6 if job.audio_end / 32000 < pause else 0.95
+
+    def words(guess: Job) -> str:
+        return "The quick brown fox and" if guess.audio_end / 32000 < pause else "The quick brown fox. Please call."
+
+    h.run(speech, model=model, words=words)
+    kinds = [type(e).__name__ for e in h.events if isinstance(e, (TurnEager, TurnResumed, SpeechStopped))]
+    assert kinds == ["TurnEager", "TurnResumed", "TurnEager", "SpeechStopped"], kinds
+    eagers = [e for e in h.events if isinstance(e, TurnEager)]
+    final = next(e for e in h.events if isinstance(e, Final))
+    assert final.text == eagers[-1].text and final.reason is EndReason.MODEL
