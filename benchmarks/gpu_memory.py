@@ -21,25 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# name: (parameters, d_model, decoder layers) from the Whisper papers and model cards.
-MODELS = {
-    "tiny": (39e6, 384, 4),
-    "base": (74e6, 512, 6),
-    "small": (244e6, 768, 12),
-    "medium": (769e6, 1024, 24),
-    "large-v3": (1550e6, 1280, 32),
-    "large-v3-turbo": (809e6, 1280, 4),
-    "distil-large-v3": (756e6, 1280, 2),
-}
-ENCODER_FRAMES, MAX_TOKENS = 1500, 448
+from decoder.memory import MODELS, decoder_bytes
+
 GB = 1 << 30
-
-
-def lane_cache_bytes(d_model: int, layers: int, sequences: int, dtype_bytes: int) -> float:
-    cross = layers * 2 * sequences * ENCODER_FRAMES * d_model * dtype_bytes
-    self_attention = layers * 2 * sequences * MAX_TOKENS * d_model * dtype_bytes
-    encoder_out = sequences * ENCODER_FRAMES * d_model * dtype_bytes
-    return cross + self_attention + encoder_out
+SHOWN = ("tiny", "base", "small", "medium", "large-v3", "large-v3-turbo", "distil-large-v3")
 
 
 def main() -> int:
@@ -49,10 +34,11 @@ def main() -> int:
     rows = []
     print("| model | weights ×2 lanes | beam | batch | cache per lane | decoder total |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for name, (params, d_model, layers) in MODELS.items():
-        weights = 2 * params * args.dtype_bytes
+    compute = "float32" if args.dtype_bytes == 4 else "float16"
+    for name in SHOWN:
+        assert name in MODELS
         for beam, batch in ((5, 1), (5, 4), (5, 8), (1, 8)):
-            cache = lane_cache_bytes(d_model, layers, beam * batch, args.dtype_bytes)
+            weights, cache = decoder_bytes(name, batch, beam, compute)
             total = weights + 2 * cache
             rows.append(
                 {

@@ -11,6 +11,8 @@ class ExitCode(enum.IntEnum):
     USAGE = 2
     UNAVAILABLE = 69  # EX_UNAVAILABLE: a service it needs (Redis, a model) cannot be had
     SOFTWARE = 70  # EX_SOFTWARE: an internal error
+    NO_DEVICE_MEMORY = 71  # a decoder's model does not fit in its GPU's free memory: not restarted
+    DEVICE_FAILED = 74  # EX_IOERR: the GPU failed job after job; restart for a fresh context
     CONFIG = 78  # EX_CONFIG: a bad setting
     INTERRUPTED = 130
 
@@ -44,3 +46,7 @@ class DecodeError(SttError):
 
 class ModelLoadError(SttError):
     """The model could not be loaded."""
+
+
+class DeviceMemoryError(ModelLoadError):
+    """The model does not fit in what is left of its GPU's memory (too many decoders on it)."""

@@ -169,7 +169,12 @@ class DecoderSettings(SharedSettings):
         "speaker encoder weights (empty: <python prefix>/share/stt-cluster/resemblyzer-pretrained.pt, where "
         "`python -m stt.turnfile` puts them); missing: sessions that ask for speaker labels are refused",
     )
-    DECODERS: int = _setting(0, "decoder processes for stt up (0: one per GPU, else 2 on the CPU)", lo=0, hi=64)
+    DECODERS: int = _setting(
+        0,
+        "decoder processes for stt up (0: on each GPU as many as its memory holds, at most 4; else 2 on the CPU)",
+        lo=0,
+        hi=64,
+    )
 
     @property
     def decoder_id(self) -> str:

@@ -202,10 +202,21 @@ class BatchingModel:
         if any(r.features.words for r in group):
             # Encoded once, here, and kept: each job's word alignment reuses its part.
             encoded = self._model.encode(features, to_cpu=True)
-            kept = np.asarray(encoded)
+            kept = _as_numpy(encoded)
             for i, request in enumerate(group):
-                request.features.encoded = kept[i]
+                request.features.encoded = None if kept is None else kept[i]
             features = encoded
         results = self._model.generate(features, [r.prompt for r in group], **group[0].kwargs)
         for request, result in zip(group, results):
             request.result = result
+
+
+def _as_numpy(encoded: Any) -> np.ndarray | None:
+    """The encoder's output as a numpy array, or None where it has none: CTranslate2 gives a
+    bfloat16 StorageView no array form (`compute_type=bfloat16` on a GPU), and then each job's
+    alignment encodes its own part again rather than fail the batch."""
+    try:
+        return np.asarray(encoded)
+    except (TypeError, ValueError, AttributeError) as exc:
+        logger.debug("encoder output kept on the model's side (%s): alignment encodes again", exc)
+        return None

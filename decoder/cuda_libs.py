@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import logging
+import threading
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,21 @@ def wheel_lib_dirs() -> list[Path]:
             if lib.is_dir():
                 dirs.append(lib)
     return dirs
+
+
+_lock = threading.Lock()
+_done: list[str] | None = None
+
+
+def preload_once() -> list[str]:
+    """`preload()` of the wheels' libraries, the first time only: every CUDA model is built
+    after it (decoder/lanes.py), whichever entry point builds it (the decoder, `stt bench`'s
+    floor, the GPU check, the benchmarks)."""
+    global _done
+    with _lock:
+        if _done is None:
+            _done = preload()
+        return _done
 
 
 def preload(dirs: list[Path] | None = None) -> list[str]:

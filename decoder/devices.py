@@ -6,7 +6,8 @@ reports (`get_cuda_device_count`, which honours CUDA_VISIBLE_DEVICES, and
 - `DEVICE=auto`: the GPUs when any is visible, else the CPU.
 - `DEVICE=cuda`: the GPUs; none visible is a `DeviceError` (the decoder and `stt up` exit 69 and
   say so), never a decoder that claims CUDA and fails later.
-- On GPUs, one decoder per visible GPU by default; `DECODERS=N` spreads N decoders round-robin
+- On GPUs, by default as many decoders per visible GPU as its memory holds for the model
+  (decoder/memory.py, at most 4); `DECODERS=N` spreads N decoders round-robin
   over them (several on one GPU share its index, each with its own model: they share the GPU's
   memory and compute). A `DEVICE_INDEX` that was set pins every decoder to that GPU.
 - The compute type asked for is used where the device supports it, else the first supported of
@@ -17,6 +18,7 @@ reports (`get_cuda_device_count`, which honours CUDA_VISIBLE_DEVICES, and
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
@@ -91,8 +93,22 @@ def device_of(settings: DecoderSettings, gpus: int) -> Placement:
     return Placement("cuda", settings.DEVICE_INDEX)
 
 
-def placements(settings: DecoderSettings, gpus: int) -> list[Placement]:
-    """Where each decoder `stt up` starts runs."""
+def nvidia_smi(fields: str, index: int | None = None) -> list[list[str]]:
+    """nvidia-smi's answer for `fields` (its --query-gpu names), a row per GPU; [] where there
+    is none to ask."""
+    command = ["nvidia-smi", "--query-gpu=" + fields, "--format=csv,noheader,nounits"]
+    if index is not None:
+        command.append("--id=%d" % index)
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=15).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [[c.strip() for c in line.split(",")] for line in out.splitlines() if line.strip()]
+
+
+def placements(settings: DecoderSettings, gpus: int, per_gpu: int = 1) -> list[Placement]:
+    """Where each decoder `stt up` starts runs (`per_gpu` decoders on each GPU unless DECODERS
+    says how many in all)."""
     if settings.DEVICE == "cpu" or (settings.DEVICE == "auto" and gpus == 0):
         return [Placement("cpu", 0)] * (settings.DECODERS or CPU_DECODERS)
     if gpus == 0:
@@ -101,7 +117,7 @@ def placements(settings: DecoderSettings, gpus: int) -> list[Placement]:
         indices = [device_of(settings, gpus).index]
     else:
         indices = list(range(gpus))
-    return [Placement("cuda", indices[i % len(indices)]) for i in range(settings.DECODERS or len(indices))]
+    return [Placement("cuda", indices[i % len(indices)]) for i in range(settings.DECODERS or len(indices) * per_gpu)]
 
 
 def compute_type(asked: str, device: str, supported: Collection[str]) -> str:

@@ -10,13 +10,13 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 
-from common.errors import DecodeError, ModelLoadError
+from common.errors import DecodeError, DeviceMemoryError, ModelLoadError
 from common.messages import Job, JobKind, Result
 from common.settings import DecoderSettings
 from decoder import devices, doubling, lanes, models, profiles
@@ -31,7 +31,7 @@ from decoder.text import (
     first_words,
     strip_context,
 )
-from decoder.voice import VoiceEncoder, embed_segments, load_voice, rounded
+from decoder.voice import SpeakerVoices, VoiceEncoder, load_voice
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class Engine:
         self._pool: ThreadPoolExecutor | None = None
         self._lanes: dict[Lane, LaneModel] = {}
         self.voice: VoiceEncoder | None = None  # the speaker encoder, when its weights are here
-        self._voice_pool: ThreadPoolExecutor | None = None  # live finals' embeddings, beside their decodes
+        self._voices = SpeakerVoices(None)
 
     @property
     def device(self) -> str:
@@ -123,7 +123,9 @@ class Engine:
             try:
                 whispers = self._load(factory, choice.path)
             except ModelLoadError as exc:
-                if self.place.device != "cuda" or self.settings.DEVICE != "auto":
+                # A GPU that is full is not a GPU that cannot be used: its decoder is reported
+                # and not restarted (stt up), rather than made a slow CPU decoder beside the others.
+                if self.place.device != "cuda" or self.settings.DEVICE != "auto" or isinstance(exc, DeviceMemoryError):
                     raise
                 logger.warning("%s; DEVICE=auto: serving on the CPU instead", exc)
                 self.place = Placement("cpu", 0)
@@ -134,6 +136,7 @@ class Engine:
             ticker.join()
         logger.info("model %s loaded and warmed up in %.1fs", self.model_name, time.monotonic() - started)
         self.voice = load_voice(self.settings.SPEAKER_MODEL)
+        self._voices = SpeakerVoices(self.voice)
         sot = whispers[Lane.FINAL].hf_tokenizer.token_to_id("<|startoftranscript|>")
         for lane in Lane:
             # A shallow copy per lane: the same tokenizer and feature extractor, its own batcher
@@ -214,38 +217,6 @@ class Engine:
                 return self._decode(job, np.concatenate([audio, after]), None)
 
             output = doubling.settle(output, again)
-        return output
-
-    def voice_beside(self, job: Job, audio: np.ndarray) -> Future[np.ndarray] | None:
-        """A live final's speaker embedding, begun beside its decode (it needs no text)."""
-        if not job.speakers or self.voice is None or not len(audio) or job.kind == JobKind.BATCH:
-            return None
-        if self._voice_pool is None:
-            self._voice_pool = ThreadPoolExecutor(2, thread_name_prefix="voice")
-        return self._voice_pool.submit(self.voice.embed, audio)
-
-    def with_voice(
-        self,
-        job: Job,
-        audio: np.ndarray,
-        output: DecodeOutput | DecodeError,
-        beside: Future[np.ndarray] | None = None,
-    ) -> DecodeOutput | DecodeError:
-        """A job that asked for speakers: its audio's speaker embedding (`beside`: begun with its
-        decode), added once its decode is done and it has left its batch (the others' decodes do
-        not wait for it)."""
-        if not job.speakers or self.voice is None or not len(audio) or not isinstance(output, DecodeOutput):
-            return output
-        if beside is not None:
-            output.voice = rounded(beside.result())
-            return output
-        started = time.perf_counter()
-        if job.kind == JobKind.BATCH and output.segments:
-            # A file's part may hold several speakers: the gateway labels its segments.
-            embed_segments(self.voice, audio, job.t0, output.segments)
-        else:
-            output.voice = rounded(self.voice.embed(audio))
-        output.decode_ms += (time.perf_counter() - started) * 1000.0
         return output
 
     def _decode_final(self, job: Job, audio: np.ndarray, context: np.ndarray | None) -> DecodeOutput:
@@ -347,8 +318,8 @@ class Engine:
         if len(jobs) == 1 or lane.pool is None:
             outputs = []
             for i, item in enumerate(jobs):
-                beside = self.voice_beside(item[0], item[1])
-                outputs.append(done(i, self.with_voice(item[0], item[1], self._decode_caught(*item), beside)))
+                beside = self._voices.beside(item[0], item[1])
+                outputs.append(done(i, self._voices.add(item[0], item[1], self._decode_caught(*item), beside)))
             return outputs
         pool = lane.pool
         # Every member must have a thread of its own: the batch waits for all of them.
@@ -357,12 +328,12 @@ class Engine:
         def member(
             i: int, job: Job, audio: np.ndarray, context: np.ndarray | None, after: np.ndarray | None
         ) -> DecodeOutput | DecodeError:
-            beside = self.voice_beside(job, audio)
+            beside = self._voices.beside(job, audio)
             try:
                 output = self._decode_caught(job, audio, context, after)
             finally:
                 lane.batcher.leave()
-            return done(i, self.with_voice(job, audio, output, beside))
+            return done(i, self._voices.add(job, audio, output, beside))
 
         futures = [pool.submit(member, i, *item) for i, item in enumerate(jobs)]
         return [f.result() for f in futures]

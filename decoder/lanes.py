@@ -24,9 +24,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from common.errors import ModelLoadError
+from common.errors import DeviceMemoryError, ModelLoadError
 from common.process import threads_per_lane, usable_cores
 from common.settings import DecoderSettings
+from decoder import cuda_libs
 from decoder.devices import Placement
 from decoder.scheduler import Lane
 
@@ -77,6 +78,9 @@ def load_lanes(
 ) -> dict[str, Any]:
     """The WhisperModel each lane decodes with (see the module's docstring)."""
 
+    if place.device == "cuda":
+        cuda_libs.preload_once()
+
     def load(workers: int) -> Any:
         return factory(
             path,
@@ -117,11 +121,44 @@ def is_cuda_failure(exc: BaseException) -> bool:
     return any(word in text for word in ("cuda", "cublas", "cudnn", "libcu", "gpu", "device"))
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    return "out of memory" in str(exc).lower()
+
+
+def cuda_cause(text: str) -> str:
+    """What a CUDA failure's text says went wrong, and its fix: a missing cuBLAS is one cause
+    among several, and the message must not send a user after the wrong one."""
+    low = text.lower()
+    if "out of memory" in low:
+        return (
+            "the GPU has not enough free memory for this model: fewer decoders on it (DECODERS), "
+            "a smaller MODEL_NAME, or COMPUTE_TYPE=int8_float16"
+        )
+    if "libcublas" in low or "libcudart" in low or "cannot be loaded" in low:
+        return CUDA_HINT + (
+            "; a machine with CUDA 13's libraries only (libcublas.so.13) still needs CUDA 12's for "
+            "this CTranslate2 build: the gpu extra brings them"
+            if ".so.12" in low
+            else ""
+        )
+    if "ptx" in low or "driver version is insufficient" in low or "unsupported toolchain" in low:
+        return (
+            "the NVIDIA driver is older than this CTranslate2 build's CUDA (12.x) needs: update the "
+            "driver (nvidia-smi shows the CUDA version it supports), or run with DEVICE=cpu"
+        )
+    if "no kernel image" in low:
+        return (
+            "this CTranslate2 build has no code for this GPU's compute capability: use a GPU of "
+            "compute capability 5.0 or newer, or DEVICE=cpu"
+        )
+    return "a CUDA error; nvidia-smi shows whether the GPU and its driver are usable; DEVICE=cpu serves without it"
+
+
 def describe(exc: BaseException, place: Placement) -> str:
-    """One line for a load failure, with its fix when it is a CUDA library."""
+    """One line for a load failure, with its cause and fix when it is CUDA's."""
     line = "%s: %s" % (type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else "")
     if place.device == "cuda" and is_cuda_failure(exc):
-        return "cannot use cuda:%d (%s). %s" % (place.index, line, CUDA_HINT)
+        return "cannot use cuda:%d (%s). %s" % (place.index, line, cuda_cause(str(exc)))
     return line
 
 
@@ -135,5 +172,6 @@ def proven(build: Callable[[], dict[str, Any]], place: Placement, name: str) -> 
     except ModelLoadError:
         raise
     except Exception as exc:  # any loader or first-decode failure means this device cannot serve
-        raise ModelLoadError("cannot load model %r: %s" % (name, describe(exc, place))) from exc
+        error = DeviceMemoryError if place.device == "cuda" and is_out_of_memory(exc) else ModelLoadError
+        raise error("cannot load model %r: %s" % (name, describe(exc, place))) from exc
     return whispers

@@ -7,10 +7,9 @@ import logging
 import signal
 import threading
 
-from common.errors import ExitCode, ModelLoadError
+from common.errors import DeviceMemoryError, ExitCode, ModelLoadError
 from common.logs import setup_logging
 from common.settings import DecoderSettings
-from decoder import cuda_libs
 from decoder.devices import DeviceError
 from decoder.engine import Engine
 from decoder.metrics import DecoderMetrics
@@ -38,6 +37,8 @@ async def serve(settings: DecoderSettings, engine: Engine, turn_model: TurnModel
         await worker.run()
     finally:
         metrics.close()
+    if worker.breaker.tripped:
+        raise DeviceFailed(worker.breaker.tripped)
     if worker.failed:
         raise DecoderFailed(worker.failed)
 
@@ -46,16 +47,24 @@ class DecoderFailed(Exception):
     """A task the decoder needs died (logged where it happened)."""
 
 
+class DeviceFailed(DecoderFailed):
+    """The device failed job after job (decoder/breaker.py): a fresh process gets a fresh
+    CUDA context."""
+
+
 def run(settings: DecoderSettings) -> int:
     setup_logging(settings.LOG_LEVEL, process_name="decoder")
     # A stop asked for while the model loads (the loop does not run yet) is remembered; the
     # decoder then stops at once, exit 0, with no traceback.
     previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    if settings.DEVICE != "cpu":
-        cuda_libs.preload()
     try:
         engine = Engine(settings)
         engine.load()
+    except DeviceMemoryError as exc:
+        # Not hopeless for the service: the decoders that fit serve; stt up does not restart
+        # this one (the same card fills the same way).
+        logger.error("%s", exc)
+        return ExitCode.NO_DEVICE_MEMORY
     except (ModelLoadError, DeviceError) as exc:
         # Hopeless: the same settings on the same machine fail the same way (stt up and compose
         # do not restart an exit 69 forever).
@@ -67,6 +76,9 @@ def run(settings: DecoderSettings) -> int:
     turn_model = load_turn_model(settings)
     try:
         asyncio.run(serve(settings, engine, turn_model))
+    except DeviceFailed as exc:
+        logger.error("decoder %s exits to be restarted: %s", settings.decoder_id, exc)
+        return ExitCode.DEVICE_FAILED
     except DecoderFailed as exc:
         logger.error("decoder %s exits: %s", settings.decoder_id, exc)
         return ExitCode.SOFTWARE

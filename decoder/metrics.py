@@ -44,6 +44,7 @@ OUTCOMES = (
     "reclaimed",
     "dead",
     "audio_missing",
+    "device_error",
 )
 
 

@@ -55,6 +55,9 @@ SIZES: dict[str, ModelSize] = {
     "tiny": ModelSize(384, 4, 4, 6, "float16"),
     "base": ModelSize(512, 6, 6, 8, "float16"),
     "small": ModelSize(768, 12, 12, 12, "float16"),
+    "medium": ModelSize(1024, 24, 24, 16, "float16"),
+    # large-v2's dimensions (large-v3 differs only in its 128 mel bins: the same compute).
+    "large": ModelSize(1280, 32, 32, 20, "float16"),
 }
 
 

@@ -23,16 +23,19 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from common.errors import ModelLoadError
+from common.errors import DecodeError, ModelLoadError
+from common.messages import Job, JobKind
 from decoder import torchfile
 from decoder.turnmodel import HOP, RATE, mel_filters, power_spectrum
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FILE_NAME = "pretrained.pt"
 MELS = 40
@@ -210,3 +213,38 @@ class VoiceEncoder:
         mean = windows.mean(axis=0)
         out: np.ndarray = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
         return out
+
+
+class SpeakerVoices:
+    """A decoder's speaker embeddings for the jobs that ask for them: a live final's begun beside
+    its decode (it needs no text), a file part's per segment once its text is known."""
+
+    def __init__(self, encoder: VoiceEncoder | None) -> None:
+        self.encoder = encoder
+        self._pool: ThreadPoolExecutor | None = None
+
+    def beside(self, job: Job, audio: np.ndarray) -> Future[np.ndarray] | None:
+        if not job.speakers or self.encoder is None or not len(audio) or job.kind == JobKind.BATCH:
+            return None
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(2, thread_name_prefix="voice")
+        return self._pool.submit(self.encoder.embed, audio)
+
+    def add(self, job: Job, audio: np.ndarray, output: T, beside: Future[np.ndarray] | None = None) -> T:
+        """`output` (a DecodeOutput, or a DecodeError left as it is) with its speaker embedding,
+        added once its decode is done and it has left its batch (the others' decodes do not
+        wait for it)."""
+        if not job.speakers or self.encoder is None or not len(audio) or isinstance(output, DecodeError):
+            return output
+        if beside is not None:
+            output.voice = rounded(beside.result())  # type: ignore[attr-defined]
+            return output
+        started = time.perf_counter()
+        segments = getattr(output, "segments", None)
+        if job.kind == JobKind.BATCH and segments:
+            # A file's part may hold several speakers: the gateway labels its segments.
+            embed_segments(self.encoder, audio, job.t0, segments)
+        else:
+            output.voice = rounded(self.encoder.embed(audio))  # type: ignore[attr-defined]
+        output.decode_ms += (time.perf_counter() - started) * 1000.0  # type: ignore[attr-defined]
+        return output

@@ -31,6 +31,7 @@ from common.lifecycle import REDIS_TRANSIENT, StopFlag, Watchdog, heartbeat
 from common.messages import Job, JobKind, Result
 from common.redisconn import aclose, async_client
 from common.settings import DecoderSettings
+from decoder.breaker import DeviceBreaker, Verdict
 from decoder.engine import DecodeOutput, Engine
 from decoder.gate import LEASE_MS, FinalGate
 from decoder.metrics import DecoderMetrics
@@ -76,6 +77,7 @@ class DecoderWorker:
         self._jobs_done = 0
         # A helper that dies stops the decoder (it exits non-zero: its supervisor restarts it).
         self.watchdog = Watchdog(self.stop, lambda reason: self.stop.request())
+        self.breaker = DeviceBreaker(on_device=engine.device == "cuda")
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -99,7 +101,7 @@ class DecoderWorker:
     @property
     def failed(self) -> str | None:
         """Why the decoder stopped on its own, if it did."""
-        return self.watchdog.failed
+        return self.watchdog.failed or self.breaker.tripped
 
     async def _announce_stop(self) -> None:
         """Say when a stop was asked for (the signal handler itself only sets the flag)."""
@@ -135,7 +137,9 @@ class DecoderWorker:
 
     async def _finish_finals(self) -> None:
         """At a stop: decode the finals already read (bounded: a run or two), so none waits for
-        another decoder to claim it."""
+        another decoder to claim it; unless the device is what failed (they are left to others)."""
+        if self.breaker.tripped:
+            return
         try:
             while self.scheduler.finals:
                 plan = self.scheduler.next_run(Lane.FINAL, now_ms())
@@ -191,8 +195,8 @@ class DecoderWorker:
 
     def not_ready(self) -> str | None:
         """Why this decoder should get no work now (its readiness probe), or None."""
-        if self.watchdog.failed:
-            return self.watchdog.failed
+        if self.failed:
+            return self.failed
         if self.stop.requested:
             return "stopping"
         if self._last_beat is None or time.monotonic() - self._last_beat > self.settings.NODE_TTL_S:
@@ -372,6 +376,8 @@ class DecoderWorker:
             for _ in ready:
                 i, output = await finished.get()
                 entry = ready[i][0]
+                if self._device_failed(entry, output):
+                    continue
                 await self.streams.deliver(
                     [(entry, self._answer(entry, output, started_ms))], self.settings.RESULT_TTL_S
                 )
@@ -390,6 +396,27 @@ class DecoderWorker:
                     await delivering
         self.metrics.decode_seconds.labels(kind).observe(time.perf_counter() - t0)
         self.metrics.batch_size.labels(kind).observe(len(items))
+
+    def _device_failed(self, entry: Entry, output: DecodeOutput | DecodeError) -> bool:
+        """Whether `output` is the device's failure rather than the job's (decoder/breaker.py):
+        the job is then left unacknowledged for another decoder, and the decoder stops when
+        the device fails job after job."""
+        verdict = self.breaker.record(str(output) if isinstance(output, DecodeError) else None)
+        if verdict is Verdict.OK:
+            return False
+        job = entry.job
+        logger.error(
+            "job %s (session %s utt %d): device error, left to another decoder: %s",
+            job.id,
+            job.session,
+            job.utt,
+            output,
+        )
+        self._count([entry], "device_error")
+        if verdict is Verdict.TRIP and not self.stop.requested:
+            logger.error("decoder %s stops: %s; its jobs go to the others", self.id, self.breaker.tripped)
+            self.stop.request()
+        return True
 
     def _answer(self, entry: Entry, output: DecodeOutput | DecodeError, started_ms: float) -> Result:
         job = entry.job

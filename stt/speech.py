@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -54,8 +57,41 @@ def have_espeak() -> bool:
     return shutil.which("espeak-ng") is not None
 
 
+SPEECH_DIR = "STT_SPEECH_DIR"  # made speech kept as WAV files, for a machine without espeak-ng
+
+
+def _kept(text: str, voice: str, speed: int) -> Path | None:
+    """Where `synth` keeps this sentence when STT_SPEECH_DIR is set (`scripts/gpu-check
+    --prepare` makes them, for a GPU machine that has no espeak-ng)."""
+    folder = os.environ.get(SPEECH_DIR)
+    if not folder:
+        return None
+    digest = hashlib.sha1(("%s|%d|%s" % (voice, speed, text)).encode()).hexdigest()[:16]
+    return Path(folder) / ("%s.wav" % digest)
+
+
 def synth(text: str, voice: str = "en-us", speed: int = 160) -> np.ndarray:
-    """One sentence as 16 kHz float32, leading and trailing silence trimmed."""
+    """One sentence as 16 kHz float32, leading and trailing silence trimmed (read from
+    STT_SPEECH_DIR when it was kept there, and kept there when made)."""
+    import soundfile as sf
+
+    kept = _kept(text, voice, speed)
+    if kept is not None and kept.exists():
+        return np.asarray(sf.read(kept, dtype="float32")[0], dtype=np.float32)
+    if not have_espeak():
+        raise RuntimeError(
+            "espeak-ng is not installed and %r is not among the made sentences in %s=%s "
+            "(make them where espeak-ng is: scripts/gpu-check --prepare)"
+            % (text, SPEECH_DIR, os.environ.get(SPEECH_DIR, ""))
+        )
+    out = _made(text, voice, speed)
+    if kept is not None:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(kept, out, MODEL_RATE, subtype="FLOAT")
+    return out
+
+
+def _made(text: str, voice: str, speed: int) -> np.ndarray:
     import soundfile as sf
     import soxr
 

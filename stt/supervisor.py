@@ -29,7 +29,8 @@ from common.logs import setup_logging
 from common.process import die_with_parent, threads_per_lane, usable_cores
 from common.redis_server import RedisServer
 from common.settings import Settings
-from decoder.devices import DeviceError, Placement, cuda_count, placements
+from decoder.devices import DeviceError, Placement, cuda_count, nvidia_smi, placements
+from decoder.memory import decoders_per_gpu
 from decoder.models import BUNDLED_NAME
 
 logger = logging.getLogger(__name__)
@@ -75,11 +76,27 @@ class Child:
 
 
 def decoder_plan(settings: Settings, gpus: int | None = None) -> list[Placement]:
-    """Where each decoder runs (decoder/devices.py: one per visible GPU, DECODERS spread over
-    them, a set DEVICE_INDEX pinned; on a CPU, CPU_DECODERS, because two decoders there (two
-    finals decoded at once) hold a 1.5 s p95 for 6 streams where one holds 1). DeviceError when
-    DEVICE=cuda finds no GPU."""
-    return placements(settings, cuda_count() if gpus is None else gpus)
+    """Where each decoder runs (decoder/devices.py): on each visible GPU as many as its memory
+    holds for the model (at most 4), or DECODERS spread over them, a set DEVICE_INDEX pinned; on a
+    CPU, CPU_DECODERS, because two decoders there (two finals decoded at once) hold a 1.5 s p95
+    for 6 streams where one holds 1. DeviceError when DEVICE=cuda finds no GPU."""
+    gpus = cuda_count() if gpus is None else gpus
+    per_gpu = 1
+    if gpus and not settings.DECODERS and settings.DEVICE != "cpu":
+        memory = gpu_memory_mb()
+        per_gpu = decoders_per_gpu(
+            settings.MODEL_NAME,
+            settings.COMPUTE_TYPE,
+            settings.DECODE_BATCH,
+            settings.FINAL_BEAM,
+            min(memory) if memory else None,
+        )
+    return placements(settings, gpus, per_gpu)
+
+
+def gpu_memory_mb() -> list[int]:
+    """Each visible GPU's memory; [] where it cannot tell."""
+    return [int(row[0]) for row in nvidia_smi("memory.total") if row and row[0].isdigit()]
 
 
 def decoder_env(settings: Settings, i: int, plan: list[Placement]) -> dict[str, str]:
@@ -132,6 +149,7 @@ class Supervisor:
         self.gateways: list[Child] = []
         self.ready = False
         self.exit_code = ExitCode.OK
+        self.no_room: list[Child] = []  # decoders whose model did not fit on their GPU
 
     def on_signal(self, signum: int, _frame: object) -> None:
         self.stop.request()
@@ -219,6 +237,9 @@ class Supervisor:
             if child.proc is not None and child.proc.poll() is not None:
                 code = child.proc.returncode
                 child.proc = None
+                if code == ExitCode.NO_DEVICE_MEMORY:
+                    self._no_room(child)
+                    continue
                 if not self.ready and code in HOPELESS:
                     logger.error(
                         "%s exited with %d (%s) before the service was ever ready; stopping",
@@ -236,7 +257,7 @@ class Supervisor:
                     "%s exited with %s; restarting it in %.1fs (restart %d)", child.name, code, delay, child.restarts
                 )
                 child.next_start = now + delay
-            elif child.proc is None and now >= child.next_start:
+            elif child.proc is None and now >= child.next_start and child not in self.no_room:
                 child.start()
         if not self.ready:
             status = gateway_status(self.settings.HOST, self.settings.PORT)
@@ -253,6 +274,23 @@ class Supervisor:
                     % (", ".join(models), self.settings.HOST, self.settings.PORT),
                     flush=True,
                 )
+
+    def _no_room(self, child: Child) -> None:
+        """A decoder whose model does not fit in its GPU's free memory: said, and not restarted
+        (the card fills the same way again); the ones that fit serve. None fitting stops all."""
+        self.no_room.append(child)
+        decoders = [c for c in self.children if c.name.startswith("decoder")]
+        fit = len(decoders) - len(self.no_room)
+        message = "%s does not fit in its GPU's memory and is not restarted: %d of %d decoders fit%s" % (
+            child.name,
+            fit,
+            len(decoders),
+            "; set DECODERS=%d" % fit if fit else "; none can serve: a smaller MODEL_NAME or COMPUTE_TYPE",
+        )
+        logger.error("%s", message)
+        print("stt up: %s" % message, file=sys.stderr, flush=True)
+        if not fit:
+            self.exit_code = ExitCode.NO_DEVICE_MEMORY
 
     def _stop_all(self) -> None:
         timeout = self.settings.SHUTDOWN_TIMEOUT_S + 5

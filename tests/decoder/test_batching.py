@@ -129,3 +129,58 @@ def test_a_cut_window_is_used_for_its_job_only(micro_model: Path, audios: list[n
     assert seen and seen[0] < 3000  # the encoder saw the clip + 1 s, not 30 s
     list(e.model.transcribe(a)[0])  # another transcribe in this thread: the whole window again
     assert seen[-1] == 3000
+
+
+class Bfloat16:
+    """A bfloat16 StorageView as CTranslate2 hands one out: accepted back by the model, but with
+    no numpy form (its array interface has no type string, which numpy refuses)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    @property
+    def __array_interface__(self) -> dict[str, Any]:
+        return {"shape": (1,), "typestr": "", "data": (0, False), "version": 3}
+
+
+class Bfloat16Model:
+    """The real model, computing in "bfloat16": its encoder output cannot become numpy."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def encode(self, features: Any, to_cpu: bool = False) -> Any:
+        return Bfloat16(self.model.encode(features, to_cpu=to_cpu))
+
+    def _unwrap(self, x: Any) -> Any:
+        return x.real if isinstance(x, Bfloat16) else x
+
+    def generate(self, features: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.model.generate(self._unwrap(features), *args, **kwargs)
+
+    def align(self, features: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.model.align(self._unwrap(features), *args, **kwargs)
+
+    def detect_language(self, features: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.model.detect_language(self._unwrap(features), *args, **kwargs)
+
+
+def test_batched_finals_with_words_work_when_the_encoder_output_has_no_numpy_form(
+    engine: Engine, audios: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        np.asarray(Bfloat16(None))  # as numpy does with CTranslate2's bfloat16 storage
+    jobs = [job(JobKind.FINAL, i, a) for i, a in enumerate(audios[:4])]
+    for j, _ in jobs:
+        j.word_timestamps = True  # Deepgram's finals always want their words
+    alone = [engine.decode_one(j, a) for j, a in jobs]
+    batcher = engine.lane(JobKind.FINAL).batcher
+    monkeypatch.setattr(batcher, "_model", Bfloat16Model(batcher._model))
+    before = batcher.calls
+    got = engine.decode_many(jobs)
+    assert texts(got) == [o.text for o in alone]
+    assert [o.words for o in got if isinstance(o, DecodeOutput)] == [o.words for o in alone]
+    assert batcher.calls - before < len(jobs)  # still batched

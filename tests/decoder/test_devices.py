@@ -283,3 +283,63 @@ def test_cuda_wheels_are_preloaded_from_where_python_finds_them(
     monkeypatch.syspath_prepend(str(tmp_path))
     assert lib in cuda_libs.wheel_lib_dirs()
     assert cuda_libs.preload([tmp_path / "nowhere"]) == []
+
+
+@pytest.mark.parametrize(
+    ("error", "says", "not_says"),
+    [
+        ("CUDA failed with error out of memory", "not enough free memory", "cuBLAS"),
+        ("Library libcublas.so.12 is not found or cannot be loaded", "CUDA 13's libraries only", "driver"),
+        (
+            "CUDA failed with error the provided PTX was compiled with an unsupported toolchain",
+            "driver is older",
+            "cuBLAS",
+        ),
+        (
+            "CUDA failed with error no kernel image is available for execution on the device",
+            "compute capability",
+            "cuBLAS",
+        ),
+        ("CUDA failed with error unknown error", "nvidia-smi", "cuBLAS"),
+    ],
+)
+def test_a_cuda_load_failure_names_its_own_cause(error: str, says: str, not_says: str) -> None:
+    from decoder.lanes import describe
+
+    line = describe(RuntimeError(error), Placement("cuda", 0))
+    assert says in line and not_says not in line and "\n" not in line
+
+
+def test_a_model_that_does_not_fit_on_the_gpu_exits_71_and_does_not_fall_back_to_the_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from common.errors import DeviceMemoryError
+
+    engine = gpu_engine({"DEVICE": "auto", "COMPUTE_TYPE": "float16"})
+    factory = Factory("CUDA failed with error out of memory")
+    with pytest.raises(DeviceMemoryError, match="fewer decoders on it"):
+        engine.load(factory=factory)
+    assert [m["device"] for m in factory.made] == ["cuda", "cuda"]
+
+    def full(settings: Settings) -> Engine:
+        raise DeviceMemoryError("cannot load model 'small': out of memory")
+
+    monkeypatch.setattr(decoder_main, "Engine", full)
+    s = Settings.from_env({}, MODEL_NAME="tiny.en", DEVICE="cpu", LOG_LEVEL="ERROR")
+    assert decoder_main.run(s) == ExitCode.NO_DEVICE_MEMORY and int(ExitCode.NO_DEVICE_MEMORY) == 71
+
+
+def test_cublas_is_preloaded_once_wherever_a_cuda_model_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(cuda_libs, "_done", None)
+
+    def preload(dirs: Any = None) -> list[str]:
+        calls.append(1)
+        return []
+
+    monkeypatch.setattr(cuda_libs, "preload", preload)
+    gpu_engine({"DEVICE": "cuda"}).load(factory=Factory())
+    gpu_engine({"DEVICE": "cuda"}).load(factory=Factory())  # a second model in the process
+    assert calls == [1]
+    gpu_engine({"DEVICE": "cpu"}).load(factory=Factory())
+    assert calls == [1]

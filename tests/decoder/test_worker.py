@@ -520,3 +520,63 @@ async def test_a_final_another_decoder_is_decoding_waits_for_that_result(
         # The other decoder stopped without a result: its lease lapsed, the final was decoded here.
         assert result.decoder == settings.decoder_id and decoded == 1
     assert await aredis.xlen(keys.STREAM_FINAL) == 0
+
+
+class BrokenGpu:
+    """The real engine as a GPU whose CUDA context broke after ready: every decode fails with a
+    sticky CUDA error."""
+
+    device = "cuda"
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def decode_many(self, items: Any, contexts: Any = None, afters: Any = None, on_each: Any = None) -> Any:
+        from common.errors import DecodeError
+
+        self.calls += 1
+        out = [DecodeError("CUDA failed with error an illegal memory access was encountered") for _ in items]
+        for i, o in enumerate(out):
+            if on_each is not None:
+                on_each(i, o)
+        return out
+
+
+async def test_a_gpu_failing_job_after_job_stops_the_decoder_and_leaves_its_jobs_to_another(
+    settings: Settings, engine: Engine, aredis: aioredis.Redis, speech: list[np.ndarray]
+) -> None:
+    # Idle entries are claimed after 2 s: the broken decoder stops well before it could take its
+    # own left jobs back.
+    s = settings.replace(CLAIM_IDLE_MS=2000, DECODE_BATCH=1)
+    broken = BrokenGpu(engine)
+    async with ResultCollector(aredis) as col:
+        async with running_worker(s.replace(DECODER_ID="dec-broken"), broken) as a:
+            jobs = [await put_job(aredis, speech[i % 3], utt=i) for i in range(4)]
+            await async_wait_for(lambda: a.stop.requested, 20, "the broken decoder to stop")
+            reason = a.not_ready()
+            assert reason and "device errors in a row" in reason and "illegal memory access" in reason
+            assert a.failed == reason
+            assert a.metrics.jobs.labels("final", "device_error")._value.get() == 3
+        assert col.results == [], "no job was answered with the device's error"
+        async with running_worker(s.replace(DECODER_ID="dec-good"), engine):
+            results = await col.wait(len(jobs), timeout=60)
+    assert sorted(r.id for r in results) == sorted(j.id for j in jobs)
+    assert all(r.error is None and r.text for r in results)
+
+
+def test_the_breaker_counts_only_a_devices_errors_in_a_row() -> None:
+    from decoder.breaker import DeviceBreaker, Verdict
+
+    b = DeviceBreaker(on_device=True, limit=3)
+    cuda = "CUDA failed with error an illegal memory access was encountered"
+    assert [b.record(e) for e in (cuda, cuda, None, cuda, "audio: truncated", cuda)] == [
+        Verdict.LEAVE, Verdict.LEAVE, Verdict.OK, Verdict.LEAVE, Verdict.OK, Verdict.LEAVE
+    ]  # fmt: skip
+    assert b.record(cuda) is Verdict.TRIP and b.tripped and "3 device errors in a row" in b.tripped
+    assert b.record(None) is Verdict.OK and b.record(cuda) is Verdict.TRIP, "once tripped, it stays"
+    cpu = DeviceBreaker(on_device=False)
+    assert all(cpu.record(cuda) is Verdict.OK for _ in range(5)) and cpu.tripped is None

@@ -9,7 +9,7 @@ from common.messages import Result
 from gateway.core.effects import Record
 from gateway.core.options import SessionOptions
 from gateway.core.restore import restore
-from gateway.core.speakers import SAME, Speakers
+from gateway.core.speakers import SAME, Speakers, label_all
 from gateway.core.state import Snapshot, dump_options
 from stt.speech import SENTENCES, conversation
 from tests.gateway.core.harness import Harness
@@ -113,3 +113,20 @@ def test_a_voice_heard_too_briefly_joins_the_nearest_speaker_rather_than_opening
     assert s.assign(vs[0], seconds=3.0)[0] == 0
     assert s.assign(vs[1], seconds=0.5)[0] == 0  # "Yes." from someone new: too little to tell
     assert s.assign(vs[1], seconds=2.0)[0] == 1
+
+
+def test_a_whole_recording_labels_early_segments_with_what_is_heard_later() -> None:
+    vs, rng = voices(2), np.random.default_rng(3)
+    segments = [utterance(vs[0], rng), utterance(vs[1], rng), utterance(vs[0], rng)]
+    seconds = [0.6, 4.0, 5.0]  # the first is too short to open a speaker on its own
+    assert label_all([list(v) for v in segments], seconds) == [0, 1, 0]
+    assert label_all([None, list(segments[1])], [1.0, 4.0]) == [None, 0]
+    assert label_all([None], [1.0]) == [None]
+
+
+def test_a_whole_recordings_speaker_heard_for_under_two_seconds_in_all_joins_the_nearest() -> None:
+    vs, rng = voices(3), np.random.default_rng(4)
+    segs = [utterance(vs[0], rng), utterance(vs[1], rng), utterance(vs[2], rng), utterance(vs[0], rng)]
+    odd = [list(v) for v in segs]
+    assert label_all(odd, [4.0, 5.0, 1.5, 3.0]) == [0, 1, 0 if odd[2] @ segs[0] > odd[2] @ segs[1] else 1, 0]
+    assert label_all(odd, [4.0, 5.0, 2.5, 3.0]) == [0, 1, 2, 0]  # enough to be someone
