@@ -105,3 +105,14 @@ def session_log(session: str) -> str:
 def session_resumes(session: str) -> str:
     """Counter of the session's resumes in the last minute."""
     return "stt:session:%s:resumes" % session
+
+
+def tenant_slots(tenant: str, kind: str) -> str:
+    """A tenant's held slots of one kind ("streams", "files"), cluster-wide: a sorted set of
+    holders (session or request ids) scored by their lease's expiry (ms)."""
+    return "stt:tenant:%s:%s" % (tenant, kind)
+
+
+def tenant_starts(tenant: str, minute: int) -> str:
+    """Counter of a tenant's new sessions in one minute (since the epoch)."""
+    return "stt:tenant:%s:starts:%d" % (tenant, minute)

@@ -18,6 +18,7 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_UNKNOWN_SESSION = 4404
 CLOSE_TAKEN_OVER = 4409  # the session was resumed on another connection (or is still connected elsewhere)
 CLOSE_RESUME_GAP = 4410  # messages the client missed are no longer kept
+CLOSE_LIMIT = 4429  # a limit of the caller's key (API_KEYS_FILE): the error says which, and when to retry
 
 # How a refused resume ends the connection: the client may try again (4409: still connected
 # elsewhere), or must start a new session.
@@ -29,6 +30,7 @@ RESUME_CLOSE = {
     "resume_gap": CLOSE_RESUME_GAP,
     "resume_off": CLOSE_UNKNOWN_SESSION,
     "bad_resume": CLOSE_BAD_REQUEST,
+    "rate_limit_exceeded": CLOSE_LIMIT,
 }
 # Close codes after which a client resumes its session: no close frame (a dead gateway, a lost
 # network), going away, the gateway restarting (a drain), an internal failure of a gateway.

@@ -215,6 +215,12 @@ class GatewaySettings(SharedSettings):
     API_KEY: str = _setting(
         "", "if set, clients must send one of these comma-separated keys (Bearer header or ?token=)"
     )
+    API_KEYS_FILE: str = _setting(
+        "", "a TOML file of named keys with limits (README: Tenants); read again when it changes"
+    )
+    TENANT_LEASE_S: float = _setting(
+        30.0, "a tenant's session or upload slot lapses this long after its gateway stops renewing it", lo=1.0
+    )
     VAD_MODE: int = _setting(2, "WebRTC VAD aggressiveness", lo=0, hi=3)
     PRE_ROLL_MS: int = _setting(300, "audio kept before speech onset", lo=0, hi=2000)
     MIN_SPEECH_MS: int = _setting(150, "shorter voiced bursts are noise", lo=30)

@@ -8,6 +8,8 @@ import socket
 from common.errors import ExitCode
 from common.logs import setup_logging
 from common.settings import GatewaySettings
+from gateway.transport.keyfile import KeyFileError
+from gateway.transport.keyring import KeyRing
 from gateway.transport.server import GatewayServer
 
 logger = logging.getLogger(__name__)
@@ -15,6 +17,12 @@ logger = logging.getLogger(__name__)
 
 def run(settings: GatewaySettings) -> int:
     setup_logging(settings.LOG_LEVEL, process_name="gateway")
+    if settings.API_KEYS_FILE:
+        try:
+            KeyRing(settings.API_KEY, settings.API_KEYS_FILE)  # a bad file stops the start here
+        except KeyFileError as exc:
+            logger.error("%s", exc)
+            return ExitCode.CONFIG
     logger.info("gateway %s on http://%s:%d (ws: /v1/listen, /ws)", settings.gateway_id, settings.HOST, settings.PORT)
     server = GatewayServer(settings)
     try:

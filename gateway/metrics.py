@@ -30,6 +30,10 @@ class GatewayMetrics:
             registry=r,
         )
         self.interims_dropped = Counter("stt_interims_dropped", "Interim results not sent", ["reason"], registry=r)
+        # Tenant names come from API_KEYS_FILE: the label's values are bounded by it.
+        self.limit_refusals = Counter(
+            "stt_limit_refusals", "Sessions and uploads refused for a tenant's limit", ["tenant", "limit"], registry=r
+        )
         self.speculative = Counter(
             "stt_speculative_finals",
             "Speculative finals by outcome: queued; ready (the result was in at the endpoint) or awaited "

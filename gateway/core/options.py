@@ -24,11 +24,12 @@ MAX_KEYTERMS_CHARS = 500  # all of them together: they ride in the decoder's pro
 class BadInput(SttError):
     """A client message or option the gateway cannot act on; `code` is the error code sent back."""
 
-    def __init__(self, code: str, message: str, fatal: bool = False) -> None:
+    def __init__(self, code: str, message: str, fatal: bool = False, close: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.fatal = fatal
+        self.close = close  # the close code when fatal (default: bad request, 4400)
 
 
 def excerpt(value: Any) -> str:

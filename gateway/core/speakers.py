@@ -19,10 +19,12 @@ import numpy as np
 SAME = 0.72  # cosine to a centroid at or above which an utterance is that speaker's
 MAX_SPEAKERS = 8
 MIN_NEW_S = 1.0  # a voice heard for less than this joins the nearest speaker: too little to be sure
-# In a whole recording, a "speaker" with less than this in all is far more often one speaker's
-# odd segment (a cough, a laugh, a segment spanning a turn change) than a person who said one
-# short thing: the file benchmark over-counted 7 of 24 conversations this way, and never under.
-MIN_SPEAKER_S = 2.0
+# In a whole recording, a "speaker" heard for less than this in all is far more often one
+# speaker's odd segment (a laugh, a short reply said differently) than a person who said one short
+# thing: below about 3 s a voice embedding is much less reliable (short-utterance speaker
+# verification), and the file benchmark over-counted 7 of 24 conversations and never under
+# before this rule (benchmarks/README.md).
+MIN_SPEAKER_S = 3.0
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,9 @@ from gateway.protocols.native import NativeAdapter
 from gateway.protocols.openai import OpenAIAdapter
 from gateway.transport.auth import offered_subprotocol
 from gateway.transport.handler import serve
+from gateway.transport.keyring import ANONYMOUS
 from gateway.transport.process import GatewayState
+from gateway.transport.tenant_limits import LimitRefused
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +51,9 @@ def create_app(settings: GatewaySettings, on_fatal: Callable[[str], None] | None
         watchdog.start(state.heartbeat(), "heartbeat")
         watchdog.start(state.tick_sessions(), "ticker")
         watchdog.start(state.watch_decoders(), "decoders")
+        watchdog.start(state.limits.run(state.stop), "tenant-slots")
+        if settings.API_KEYS_FILE:
+            watchdog.start(state.watch_keys(), "keys-file")
         logger.info("gateway %s listening for results on %s", state.id, state.router.channel)
         try:
             yield
@@ -155,7 +161,21 @@ def create_app(settings: GatewaySettings, on_fatal: Callable[[str], None] | None
     async def transcriptions(request: Request) -> Response:
         if (refused := unauthorized(request)) is not None:
             return refused
-        return await transcribe_upload(request, gateway())
+        state = gateway()
+        caller = state.keys.identify(request.headers, request.query_params) or ANONYMOUS
+        holder = uuid.uuid4().hex
+        try:
+            await state.limits.open_file(caller, holder)
+        except LimitRefused as exc:
+            return JSONResponse(
+                {"error": {"message": exc.message, "type": "rate_limit_error", "param": None, "code": exc.code}},
+                status_code=429,
+                headers={"Retry-After": str(exc.retry_after_s)},
+            )
+        try:
+            return await transcribe_upload(request, state)
+        finally:
+            await state.limits.close_file(caller, holder)
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:

@@ -4,33 +4,12 @@
 the old one). A client presents its key as `Authorization: Bearer <key>` (Deepgram's SDK says
 `Token <key>`), as `?token=<key>`, or, since browsers cannot set headers on a WebSocket, as a
 subprotocol: OpenAI's `openai-insecure-api-key.<key>` (beside `realtime`) or Deepgram's pair
-`token`, `<key>`. Keys are compared in constant time, against every key, so neither the match
-nor its position leaks through timing.
+`token`, `<key>`. Which keys are accepted, and whose they are: gateway/transport/keyring.py.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Mapping
-
-
-class ApiKeys:
-    def __init__(self, spec: str) -> None:
-        self._keys = [key.strip().encode() for key in spec.split(",")] if spec else []
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self._keys)
-
-    def accepts(self, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
-        if not self._keys:
-            return True
-        presented = presented_key(headers, query).encode()
-        matched = False
-        for key in self._keys:
-            matched |= hmac.compare_digest(presented, key)
-        return matched
-
 
 OPENAI_KEY_PROTOCOL = "openai-insecure-api-key."
 

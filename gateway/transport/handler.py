@@ -52,7 +52,8 @@ async def serve(
     ws: WebSocket, state: GatewayState, adapter: Callable[[Host], Adapter], subprotocol: str | None = None
 ) -> None:
     """Serve one connection speaking the protocol of `adapter` (accepted with `subprotocol`)."""
-    if not state.keys.accepts(ws.headers, ws.query_params):
+    caller = state.keys.identify(ws.headers, ws.query_params)
+    if caller is None:
         await ws.send_denial_response(
             PlainTextResponse("missing or wrong API key", status_code=401, headers={"WWW-Authenticate": "Bearer"})
         )
@@ -62,7 +63,7 @@ async def serve(
     try:
         await ws.accept(subprotocol=subprotocol)
         conn = Connection(ws, state.metrics, state.settings.SEND_TIMEOUT_S)
-        await ConnectionHandler(ws, state, conn, adapter).serve()
+        await ConnectionHandler(ws, state, conn, adapter, caller).serve()
     finally:
         state.connections -= 1
 
@@ -118,10 +119,12 @@ class ConnectionHandler(SessionHost):
             self.state.router.remove(session)
             if self.conn.fenced or session.broken == FENCED:
                 continue
+            keep = self.resumable and not self.finished
             try:
-                await session.leave(keep=self.resumable and not self.finished, finished=self.finished)
+                await session.leave(keep=keep, finished=self.finished)
             except Exception as exc:  # its state stays as last recorded; the TTL ends it
                 logger.warning("session %s: could not be left cleanly: %s", session.id, exc)
+            await self.state.limits.close_session(self.caller, session.id, keep=keep)
 
     async def _open(self) -> bool:
         await self.adapter.on_open()
@@ -135,7 +138,7 @@ class ConnectionHandler(SessionHost):
         except BadInput as exc:
             self.send(self.adapter.error(exc.code, exc.message), error=exc.code)
             if exc.fatal:
-                self.close(CLOSE_BAD_REQUEST)
+                self.close(exc.close or CLOSE_BAD_REQUEST)
                 return False
             return True
 

@@ -9,14 +9,14 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import WebSocket
 from starlette.datastructures import QueryParams
 from starlette.websockets import WebSocketDisconnect
 
-from common.protocol import CLOSE_INTERNAL, CLOSE_POLICY, RESUMABLE_CLOSES
+from common.protocol import CLOSE_INTERNAL, CLOSE_LIMIT, CLOSE_POLICY, RESUMABLE_CLOSES
 from gateway.core.events import Event, SessionFailed
 from gateway.core.options import BadInput, SessionOptions
 from gateway.core.session import Session
@@ -24,9 +24,11 @@ from gateway.errors import ResumeRefused
 from gateway.protocols.base import Adapter, Host
 from gateway.transport.connection import Connection
 from gateway.transport.driver import SessionDriver
+from gateway.transport.keyring import ANONYMOUS, Caller
 from gateway.transport.limits import Budgets
 from gateway.transport.process import GatewayState
 from gateway.transport.takeover import make_resumable, take_over
+from gateway.transport.tenant_limits import LimitRefused
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +42,15 @@ class SessionHost:
     as its `Host`."""
 
     def __init__(
-        self, ws: WebSocket, state: GatewayState, conn: Connection, adapter: Callable[[Host], Adapter]
+        self,
+        ws: WebSocket,
+        state: GatewayState,
+        conn: Connection,
+        adapter: Callable[[Host], Adapter],
+        caller: Caller = ANONYMOUS,
     ) -> None:
         self.ws = ws
+        self.caller = caller  # whose key opened it (its tenant's limits apply)
         self.state = state
         self.conn = conn
         self.settings = state.settings
@@ -107,6 +115,7 @@ class SessionHost:
             # Each channel's session may change its own options (its rate, its turn rules).
             own = SessionOptions(**vars(options)) if channels > 1 else options
             session = Session(self.settings, own, state.id, state.metrics)
+            await self._limited(state.limits.open_session(self.caller, session.id))
             token = ""
             if resumable and self.settings.RESUME_TTL_S:
                 ttl = int(self.settings.RESUME_TTL_S)
@@ -129,17 +138,27 @@ class SessionHost:
         state = self.state
         if not self.settings.RESUME_TTL_S:
             raise ResumeRefused("resume_off", "this service keeps no session for a resume (RESUME_TTL_S=0)")
-        session, effects = await take_over(
-            self.conn,
-            state.redis,
-            state.queue.writes,
-            self.settings,
-            state.id,
-            state.metrics,
-            session_id,
-            token,
-            last_seq,
-        )
+        try:
+            await state.limits.open_session(self.caller, session_id, resumed=True)  # its own slot, kept
+        except LimitRefused as exc:
+            raise ResumeRefused("rate_limit_exceeded", exc.message) from exc
+        try:
+            session, effects = await take_over(
+                self.conn,
+                state.redis,
+                state.queue.writes,
+                self.settings,
+                state.id,
+                state.metrics,
+                session_id,
+                token,
+                last_seq,
+            )
+        except BaseException:
+            # Not resumed here: the slot is not this connection's to renew (nor to give back:
+            # a connection still holding the session elsewhere keeps it).
+            await state.limits.close_session(self.caller, session_id, keep=True)
+            raise
         self.resumable = True
         if session is None:
             self.finished = True
@@ -149,6 +168,14 @@ class SessionHost:
             await driver.run(effects)
         logger.info("session %s resumed here", session.id)
         return driver
+
+    async def _limited(self, taking: Awaitable[None]) -> None:
+        """A tenant's slot taken for a new session, or its refusal said as the protocol's error
+        (the sessions of this connection that got one give it back when it closes)."""
+        try:
+            await taking
+        except LimitRefused as exc:
+            raise BadInput(exc.code, exc.message, fatal=True, close=CLOSE_LIMIT) from exc
 
     def finish(self) -> None:
         self.finished = True

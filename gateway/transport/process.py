@@ -14,12 +14,15 @@ from common.redisconn import async_client
 from common.settings import GatewaySettings
 from gateway.metrics import GatewayMetrics
 from gateway.store.jobqueue import JobQueue
-from gateway.transport.auth import ApiKeys
+from gateway.store.slots import Slots
+from gateway.transport.keyring import KeyRing
 from gateway.transport.router import ResultRouter
+from gateway.transport.tenant_limits import TenantLimits
 
 logger = logging.getLogger(__name__)
 
 TICK_S = 0.2  # how often every session checks its deadlines
+KEYS_POLL_S = 1.0  # how often API_KEYS_FILE is looked at for a change
 
 
 class GatewayState:
@@ -30,7 +33,8 @@ class GatewayState:
         self.queue = JobQueue(self.redis, settings.AUDIO_TTL_S)
         self.router = ResultRouter(self.redis, self.id)
         self.metrics = GatewayMetrics()
-        self.keys = ApiKeys(settings.API_KEY)
+        self.keys = KeyRing(settings.API_KEY, settings.API_KEYS_FILE)
+        self.limits = TenantLimits(Slots(self.redis, int(settings.TENANT_LEASE_S * 1000)), self.metrics)
         self.stop = StopFlag()
         self.draining = StopFlag()  # the server stopped taking connections; it will stop soon
         self.started = time.time()
@@ -94,6 +98,12 @@ class GatewayState:
         while not self.stop.requested:
             await self.refresh_decoders()
             await self.stop.sleep(min(1.0, self.settings.HEARTBEAT_S))
+
+    async def watch_keys(self) -> None:
+        """API_KEYS_FILE read again when it changes (KeyRing.reload keeps the last good keys)."""
+        while not self.stop.requested:
+            self.keys.reload()
+            await self.stop.sleep(KEYS_POLL_S)
 
     async def refresh_decoders(self) -> None:
         try:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.transport.auth import ApiKeys, offered_subprotocol, presented_key
+from gateway.transport.auth import offered_subprotocol, presented_key
+from gateway.transport.keyring import KeyRing
 
 
 @pytest.mark.parametrize(
@@ -26,12 +27,12 @@ def test_the_presented_key(headers: dict[str, str], query: dict[str, str], key: 
 
 
 def test_keys_rotate_and_blank_is_refused() -> None:
-    keys = ApiKeys("old-key,new-key")
+    keys = KeyRing("old-key,new-key")
     assert keys.accepts({"authorization": "Bearer new-key"}, {})
     assert keys.accepts({"sec-websocket-protocol": "token, old-key"}, {})
     assert not keys.accepts({"authorization": "Bearer new-keyx"}, {})
     assert not keys.accepts({}, {})
-    assert ApiKeys("").accepts({}, {})
+    assert KeyRing("").accepts({}, {})
 
 
 def test_a_subprotocol_is_chosen_only_when_offered() -> None:
