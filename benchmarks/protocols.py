@@ -23,8 +23,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -40,7 +38,8 @@ CONFIGS = (
 
 
 def main() -> int:
-    from stt.bench import Service, tree_cpu_s
+    from benchmarks.ab_cost import measure, table
+    from stt.bench import Service
     from stt.bench_clients import run_client
     from stt.speech import SENTENCES, conversation
 
@@ -75,33 +74,8 @@ def main() -> int:
                             await asyncio.gather(*(run_client(protocol, url, speech, 1.0, d, rate) for d in delays))
                         )
 
-                    cpu0, wall0 = tree_cpu_s(pid)["gateway"], time.monotonic()
-                    runs = asyncio.run(clients())
-                    wall = time.monotonic() - wall0
-                    cpu.setdefault(key, []).append((tree_cpu_s(pid)["gateway"] - cpu0) / wall / n)
-                    for run in runs:
-                        if run.error:
-                            print("  client error:", run.error)
-                        finals = sorted(run.finals, key=lambda f: f[1]["utterance"])
-                        for (at, _msg), (_start, end) in zip(finals, speech.spans):
-                            latencies.setdefault(key, []).append((at - (run.t0 + end)) * 1000.0)
-    rows: list[dict[str, Any]] = []
-    for key, values in latencies.items():
-        rows.append(
-            {
-                "config": key,
-                "finals": len(values),
-                "e2e_p50_ms": round(float(np.percentile(values, 50)), 1),
-                "e2e_p95_ms": round(float(np.percentile(values, 95)), 1),
-                "gateway_cpu_per_stream_pct": round(100.0 * float(np.mean(cpu[key])), 3),
-            }
-        )
-    print("\n%-26s %7s %9s %9s %22s" % ("config", "finals", "e2e p50", "e2e p95", "gateway CPU / stream"))
-    for r in rows:
-        print(
-            "%-26s %7d %9.1f %9.1f %21.3f%%"
-            % (r["config"], r["finals"], r["e2e_p50_ms"], r["e2e_p95_ms"], r["gateway_cpu_per_stream_pct"])
-        )
+                    measure(pid, key, n, clients, speech, latencies, cpu)
+    rows = table(latencies, cpu)
     out = ROOT / "benchmarks" / "results" / "protocols.json"
     out.write_text(json.dumps({"rounds": args.rounds, "rows": rows, "when": time.strftime("%Y-%m-%d")}, indent=1))
     print("wrote", out.relative_to(ROOT))

@@ -116,3 +116,12 @@ def tenant_slots(tenant: str, kind: str) -> str:
 def tenant_starts(tenant: str, minute: int) -> str:
     """Counter of a tenant's new sessions in one minute (since the epoch)."""
     return "stt:tenant:%s:starts:%d" % (tenant, minute)
+
+
+USAGE_TENANTS = "stt:usage:tenants"  # every tenant with usage on record (the admin's view lists them)
+UNNAMED_TENANT = "_unnamed"  # usage of API_KEY's keys, or of an open service (no tenant name starts with "_")
+
+
+def usage_key(tenant: str, day: str) -> str:
+    """A tenant's usage on one UTC day (YYYY-MM-DD): a hash of audio_seconds, sessions, files, finals."""
+    return "stt:usage:%s:%s" % (tenant, day)

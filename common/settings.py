@@ -218,6 +218,10 @@ class GatewaySettings(SharedSettings):
     API_KEYS_FILE: str = _setting(
         "", "a TOML file of named keys with limits (README: Tenants); read again when it changes"
     )
+    AUDIT_LOG: str = _setting(
+        "", "the audit log's file (a JSON line per session and file, rotated); empty: stdout; off: none"
+    )
+    AUDIT_LOG_MAX_MB: float = _setting(100.0, "the audit log's size at which it is rotated (5 kept)", lo=0.01)
     TENANT_LEASE_S: float = _setting(
         30.0, "a tenant's session or upload slot lapses this long after its gateway stops renewing it", lo=1.0
     )

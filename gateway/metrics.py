@@ -31,6 +31,9 @@ class GatewayMetrics:
         )
         self.interims_dropped = Counter("stt_interims_dropped", "Interim results not sent", ["reason"], registry=r)
         # Tenant names come from API_KEYS_FILE: the label's values are bounded by it.
+        self.tenant_audio_seconds = Counter(
+            "stt_audio_seconds", "Audio received, live and files, per tenant", ["tenant"], registry=r
+        )
         self.limit_refusals = Counter(
             "stt_limit_refusals", "Sessions and uploads refused for a tenant's limit", ["tenant", "limit"], registry=r
         )

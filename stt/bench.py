@@ -197,7 +197,7 @@ class Service:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise SttError("stt up exited with %s" % self.proc.returncode)
-            if gateway_status("127.0.0.1", self.port) is not None:
+            if gateway_status("127.0.0.1", self.port, env.get("API_KEY", "").split(",")[0]) is not None:
                 return "ws://127.0.0.1:%d/v1/listen" % self.port, self.proc.pid
             time.sleep(0.3)
         raise SttError("stt up was not ready within 600 s")

@@ -80,6 +80,12 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_usage(args: argparse.Namespace) -> int:
+    from client.usage import run
+
+    return run(args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from stt.bench import run
 
@@ -126,18 +132,20 @@ def build_parser() -> argparse.ArgumentParser:
     add("decoder", cmd_decoder, "run one decoder process (one per GPU)")
     p = add("make-test-model", cmd_make_test_model, "write a random-weight Whisper model (offline)")
     p.add_argument("dir")
-    p.add_argument("--size", default="micro", choices=("micro", "tiny", "base", "small"))
+    p.add_argument("--size", default="micro", choices=("micro", "tiny", "base", "small", "medium", "large"))
     p.add_argument("--seed", type=int, default=0)
     p = add("settings", cmd_settings, "list every setting with its default")
     p.add_argument("--markdown", action="store_true", help="as the README's Markdown table")
     from client.cli import add_arguments as client_args
     from client.transcribe import add_arguments as transcribe_args
+    from client.usage import add_arguments as usage_args
     from stt.bench import add_arguments as bench_args
 
     client_args(add("client", cmd_client, "stream a WAV/FLAC file or stdin PCM and print transcripts"))
     transcribe_args(
         add("transcribe", cmd_transcribe, "transcribe whole files through the cluster (text, SRT, VTT, JSON)")
     )
+    usage_args(add("usage", cmd_usage, "each tenant's usage per UTC day (a gateway's GET /v1/usage)"))
     bench_args(add("bench", cmd_bench, "load benchmark: latency and capacity at an SLO"))
     return parser
 

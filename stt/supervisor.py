@@ -118,8 +118,9 @@ def decoder_env(settings: Settings, i: int, plan: list[Placement]) -> dict[str, 
     return env
 
 
-def gateway_status(host: str, port: int) -> dict[str, Any] | None:
-    """The gateway's /status once its /ready says yes; None until then."""
+def gateway_status(host: str, port: int, key: str = "") -> dict[str, Any] | None:
+    """The gateway's /status once its /ready says yes; None until then. Behind an API key this
+    process lacks (API_KEYS_FILE holds digests only), ready with its models unknown."""
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     conn = http.client.HTTPConnection(host, port, timeout=1.0)
     try:
@@ -128,8 +129,12 @@ def gateway_status(host: str, port: int) -> dict[str, Any] | None:
         ready.read()
         if ready.status != 200:
             return None
-        conn.request("GET", "/status")
-        body: dict[str, Any] = json.loads(conn.getresponse().read())
+        conn.request("GET", "/status", headers={"Authorization": "Bearer %s" % key} if key else {})
+        answer = conn.getresponse()
+        raw = answer.read()
+        if answer.status == 401:
+            return {"decoders": [{"model": "(its /status needs an API key)", "device": "?", "compute_type": "?"}]}
+        body: dict[str, Any] = json.loads(raw)
     except (OSError, ValueError, http.client.HTTPException):
         return None
     finally:
@@ -260,7 +265,7 @@ class Supervisor:
             elif child.proc is None and now >= child.next_start and child not in self.no_room:
                 child.start()
         if not self.ready:
-            status = gateway_status(self.settings.HOST, self.settings.PORT)
+            status = gateway_status(self.settings.HOST, self.settings.PORT, self.settings.API_KEY.split(",")[0])
             if status is not None:
                 self.ready = True
                 models = sorted(

@@ -39,6 +39,7 @@ def test_readme_metrics_exist(redis_url: str) -> None:
     gateway.interims_dropped.labels("stale").inc()
     gateway.errors.labels("bad_json").inc()
     gateway.limit_refusals.labels("acme", "max_streams").inc()
+    gateway.tenant_audio_seconds.labels("acme").inc()
     queues = CollectorRegistry()
     queues.register(QueueCollector(redis_url))
     real = sample_names(gateway.registry) | sample_names(decoder.registry) | sample_names(queues)

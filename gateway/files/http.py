@@ -9,6 +9,7 @@ import contextlib
 import io
 import logging
 import re
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from fastapi import Request, Response
@@ -80,11 +81,14 @@ def refusal(err: FileError, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse(err.body(), status_code=err.status, headers=headers)
 
 
-async def transcribe_upload(request: Request, state: FileHost) -> Response:
+async def transcribe_upload(
+    request: Request, state: FileHost, on_done: Callable[[float], None] | None = None
+) -> Response:
     """POST /v1/audio/transcriptions: multipart `file`, `model` (accepted; the cluster's model
     serves; one ending in `diarize` labels speakers), `language`, `prompt`, `temperature`,
     `response_format` (`diarized_json` labels speakers too), `timestamp_granularities[]`,
-    `chunking_strategy` (accepted: the file is cut at pauses anyway)."""
+    `chunking_strategy` (accepted: the file is cut at pauses anyway). `on_done(audio seconds)`:
+    called for a file answered with its transcript (its caller's usage)."""
     settings = state.settings
     limit = settings.MAX_FILE_MB * MB
     try:
@@ -139,10 +143,17 @@ async def transcribe_upload(request: Request, state: FileHost) -> Response:
         request_id = request.headers.get("x-request-id", "")
         if REQUEST_ID.fullmatch(request_id):
             job.id = "file-" + request_id  # so that a client can follow its file in /status
-        return await _run(request, state, job, FileReader(upload.file, settings), fmt)
+        return await _run(request, state, job, FileReader(upload.file, settings), fmt, on_done)
 
 
-async def _run(request: Request, state: FileHost, job: FileTranscription, reader: FileReader, fmt: str) -> Response:
+async def _run(
+    request: Request,
+    state: FileHost,
+    job: FileTranscription,
+    reader: FileReader,
+    fmt: str,
+    on_done: Callable[[float], None] | None = None,
+) -> Response:
     """Decode, cut and queue the file while its results come; answer when every part is in."""
     settings = state.settings
     state.router.add_file(job)
@@ -204,6 +215,8 @@ async def _run(request: Request, state: FileHost, job: FileTranscription, reader
     if job.failed or failed:
         why = job.failed or "%d of %d parts could not be transcribed" % (len(failed), len(job.jobs))
         return refusal(FileError(502, why, None, "transcription_failed"))
+    if on_done is not None:
+        on_done(job.duration_s)
     return render(job, fmt)
 
 

@@ -30,6 +30,7 @@ from gateway.transport.handler import serve
 from gateway.transport.keyring import ANONYMOUS
 from gateway.transport.process import GatewayState
 from gateway.transport.tenant_limits import LimitRefused
+from gateway.transport.usage_api import usage_response
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def create_app(settings: GatewaySettings, on_fatal: Callable[[str], None] | None
         watchdog.start(state.tick_sessions(), "ticker")
         watchdog.start(state.watch_decoders(), "decoders")
         watchdog.start(state.limits.run(state.stop), "tenant-slots")
+        watchdog.start(state.meter.run(state.stop), "usage")
         if settings.API_KEYS_FILE:
             watchdog.start(state.watch_keys(), "keys-file")
         logger.info("gateway %s listening for results on %s", state.id, state.router.channel)
@@ -62,6 +64,7 @@ def create_app(settings: GatewaySettings, on_fatal: Callable[[str], None] | None
             # nothing is left for the router to finish; the heartbeat removes itself.
             await watchdog.finish(timeout=2.0)
             await redisconn.aclose(state.redis)
+            state.audit.close()
             logger.info("gateway %s stopped", state.id)
 
     app = FastAPI(title="stt-cluster gateway", lifespan=lifespan)
@@ -172,10 +175,37 @@ def create_app(settings: GatewaySettings, on_fatal: Callable[[str], None] | None
                 status_code=429,
                 headers={"Retry-After": str(exc.retry_after_s)},
             )
+
+        audio = [0.0]
+        started = time.time()
+
+        def used(seconds: float) -> None:
+            audio[0] = seconds
+            state.meter.count(caller, "files")
+            state.meter.count(caller, "audio_seconds", seconds)
+
+        status = 500
         try:
-            return await transcribe_upload(request, state)
+            response = await transcribe_upload(request, state, used)
+            status = response.status_code
+            return response
         finally:
             await state.limits.close_file(caller, holder)
+            state.audit.record(
+                "file",
+                started,
+                time.time(),
+                tenant=caller.name or None,
+                protocol="openai-files",
+                id=request.headers.get("x-request-id") or holder,
+                audio_seconds=round(audio[0], 3),
+                ended="ok" if status == 200 else "http %d" % status,
+                client=request.client.host if request.client else None,
+            )
+
+    @app.get("/v1/usage")
+    async def usage(request: Request) -> Response:
+        return await usage_response(request, gateway(), time.time())
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:

@@ -30,6 +30,7 @@ from starlette.websockets import WebSocketState
 from common.protocol import (
     CLOSE_BAD_REQUEST,
     CLOSE_INTERNAL,
+    CLOSE_LIMIT,
     CLOSE_NORMAL,
     CLOSE_OVERLOADED,
     CLOSE_POLICY,
@@ -44,6 +45,7 @@ from gateway.transport.connection import Connection
 from gateway.transport.driver import FENCED
 from gateway.transport.host import SessionHost
 from gateway.transport.process import GatewayState
+from gateway.transport.tenant_limits import LimitRefused
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +95,15 @@ class ConnectionHandler(SessionHost):
                 with contextlib.suppress(RuntimeError, OSError, asyncio.TimeoutError):
                     await asyncio.wait_for(self.ws.close(code), self.settings.SEND_TIMEOUT_S)
 
+    async def _out_of_quota(self, refused: LimitRefused) -> None:
+        """The tenant's audio for today ran out mid-stream: what was accepted is decoded and its
+        finals sent, then the error, then close (nothing to resume)."""
+        logger.info("session %s: %s", self._ids(), refused.message)
+        self.finished = True
+        await self.drain()
+        self.send(self.adapter.error(refused.code, refused.message), error=refused.code)
+        self.close(CLOSE_LIMIT)
+
     def _failed(self, exc: BaseException) -> None:
         """The connection's handling failed: each session's driver says what that means for it
         (taken over, or its owed finals as errors); without a session, the client is told."""
@@ -112,12 +123,31 @@ class ConnectionHandler(SessionHost):
         self.conn.fenced = True
         self.conn.gone.set()
 
+    def _audit(self, session_id: str, ended: str) -> None:
+        audio, finals = self.usage.get(session_id, [0.0, 0])
+        client = self.ws.client
+        self.state.audit.record(
+            "session",
+            self.opened_at,
+            time.time(),
+            tenant=self.caller.name or None,
+            protocol=self.adapter.name,
+            id=session_id,
+            audio_seconds=round(audio, 3),
+            finals=int(finals),
+            ended=ended,
+            client=client.host if client else None,
+        )
+
     async def _leave(self) -> None:
         """The connection ends. A resumable session that did not end keeps everything (state,
         audio, pending finals) for a resume, anywhere; one taken over elsewhere is left alone."""
         for session in self.sessions:
             self.state.router.remove(session)
             if self.conn.fenced or session.broken == FENCED:
+                # Its slot is the resuming connection's now (the same holder): not given back.
+                await self.state.limits.close_session(self.caller, session.id, keep=True)
+                self._audit(session.id, "taken_over")
                 continue
             keep = self.resumable and not self.finished
             try:
@@ -125,6 +155,8 @@ class ConnectionHandler(SessionHost):
             except Exception as exc:  # its state stays as last recorded; the TTL ends it
                 logger.warning("session %s: could not be left cleanly: %s", session.id, exc)
             await self.state.limits.close_session(self.caller, session.id, keep=keep)
+            ended = "ended" if self.finished else "disconnected" if keep else "closed"
+            self._audit(session.id, self.over_quota.code if self.over_quota else ended)
 
     async def _open(self) -> bool:
         await self.adapter.on_open()
@@ -199,6 +231,9 @@ class ConnectionHandler(SessionHost):
                 return
             step = adapter.on_binary(data) if data is not None else adapter.on_text(text or "")
             if not await self._guard(step):
+                return
+            if self.over_quota is not None:
+                await self._out_of_quota(self.over_quota)
                 return
             # Time spent waiting for a throttled client's turn is not idleness.
             last_input = time.monotonic()

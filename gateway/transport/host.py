@@ -17,7 +17,7 @@ from starlette.datastructures import QueryParams
 from starlette.websockets import WebSocketDisconnect
 
 from common.protocol import CLOSE_INTERNAL, CLOSE_LIMIT, CLOSE_POLICY, RESUMABLE_CLOSES
-from gateway.core.events import Event, SessionFailed
+from gateway.core.events import Event, Final, SessionFailed
 from gateway.core.options import BadInput, SessionOptions
 from gateway.core.session import Session
 from gateway.errors import ResumeRefused
@@ -51,6 +51,9 @@ class SessionHost:
     ) -> None:
         self.ws = ws
         self.caller = caller  # whose key opened it (its tenant's limits apply)
+        self.opened_at = time.time()
+        self.usage: dict[str, list[float]] = {}  # session id -> [audio seconds, finals] here (the audit)
+        self.over_quota: LimitRefused | None = None  # its tenant's day of audio ran out while it streamed
         self.state = state
         self.conn = conn
         self.settings = state.settings
@@ -65,6 +68,10 @@ class SessionHost:
 
     def _on_event(self, channel: int, event: Event) -> None:
         self.adapter.on_event(channel, event)
+        if isinstance(event, Final):
+            self.state.meter.count(self.caller, "finals")
+            if channel < len(self.sessions):
+                self.usage.setdefault(self.sessions[channel].id, [0.0, 0])[1] += 1
         if isinstance(event, SessionFailed):
             self.close(CLOSE_INTERNAL)
 
@@ -116,6 +123,7 @@ class SessionHost:
             own = SessionOptions(**vars(options)) if channels > 1 else options
             session = Session(self.settings, own, state.id, state.metrics)
             await self._limited(state.limits.open_session(self.caller, session.id))
+            state.meter.count(self.caller, "sessions")
             token = ""
             if resumable and self.settings.RESUME_TTL_S:
                 ttl = int(self.settings.RESUME_TTL_S)
@@ -185,6 +193,12 @@ class SessionHost:
             return True
         seconds = len(pcm[0]) / 2 / self.sessions[0].options.sample_rate
         self.state.metrics.audio_seconds.inc(seconds)
+        self.state.meter.count(self.caller, "audio_seconds", seconds * len(self.sessions))  # each channel
+        for session in self.sessions:
+            self.usage.setdefault(session.id, [0.0, 0])[0] += seconds
+        tenant = self.caller.tenant
+        if tenant is not None and self.over_quota is None and self.state.limits.over_quota(tenant):
+            self.over_quota = self.state.limits.refused_mid_stream(tenant)  # the connection ends it
         for session, channel in zip(self.sessions, pcm):
             await session.feed(channel)
         return await self._hold(self.budget.audio.spend(seconds), "audio")

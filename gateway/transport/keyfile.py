@@ -82,8 +82,6 @@ def parse(text: str, source: str = "API_KEYS_FILE") -> tuple[list[Tenant], list[
         tenants.append(tenant)
         if warning:
             warnings.append(warning)
-        if tenant.audio_seconds_per_day is not None:
-            warnings.append("%s (%s): audio_seconds_per_day is not enforced by this version yet" % (where, tenant.name))
     return tenants, warnings
 
 

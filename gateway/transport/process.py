@@ -15,7 +15,10 @@ from common.settings import GatewaySettings
 from gateway.metrics import GatewayMetrics
 from gateway.store.jobqueue import JobQueue
 from gateway.store.slots import Slots
+from gateway.store.usage import UsageStore
+from gateway.transport.audit import AuditLog
 from gateway.transport.keyring import KeyRing
+from gateway.transport.metering import Meter
 from gateway.transport.router import ResultRouter
 from gateway.transport.tenant_limits import TenantLimits
 
@@ -34,7 +37,9 @@ class GatewayState:
         self.router = ResultRouter(self.redis, self.id)
         self.metrics = GatewayMetrics()
         self.keys = KeyRing(settings.API_KEY, settings.API_KEYS_FILE)
-        self.limits = TenantLimits(Slots(self.redis, int(settings.TENANT_LEASE_S * 1000)), self.metrics)
+        self.meter = Meter(UsageStore(self.redis), self.metrics)
+        self.audit = AuditLog(settings.AUDIT_LOG, settings.AUDIT_LOG_MAX_MB, "stt.audit.%s" % self.id)
+        self.limits = TenantLimits(Slots(self.redis, int(settings.TENANT_LEASE_S * 1000)), self.metrics, self.meter)
         self.stop = StopFlag()
         self.draining = StopFlag()  # the server stopped taking connections; it will stop soon
         self.started = time.time()

@@ -7,6 +7,10 @@ or sends a file, counted over every gateway (gateway/store/slots.py):
   unless the session is resumed first. So do a SIGKILLed gateway's.
 - `sessions_per_minute`: new sessions (not resumes) in a minute, refused attempts included.
 - `max_files`: uploads in flight at once.
+- `audio_seconds_per_day`: live and file audio per UTC day (gateway/transport/metering.py counts
+  it). A session or file is refused once the day's audio is used up; a session that uses it up
+  while it streams gets its owed finals, then the error (`insufficient_quota`), then close 4429:
+  the audio accepted before is all decoded. A new UTC day starts afresh.
 
 A refusal is a `LimitRefused` naming the limit, with the wait to suggest; the wire protocols say
 it their own way (native and Deepgram: an error then close 4429; OpenAI: an error event with code
@@ -26,7 +30,9 @@ from common.errors import SttError
 from common.lifecycle import StopFlag
 from gateway.metrics import GatewayMetrics
 from gateway.store.slots import Slots
+from gateway.transport.keyfile import Tenant
 from gateway.transport.keyring import Caller
+from gateway.transport.metering import Meter
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +49,10 @@ def wall_ms() -> int:
 
 
 class TenantLimits:
-    def __init__(self, slots: Slots, metrics: GatewayMetrics, clock: Callable[[], int] = wall_ms) -> None:
+    def __init__(self, slots: Slots, metrics: GatewayMetrics, meter: Meter, clock: Callable[[], int] = wall_ms) -> None:
         self.slots = slots
         self.metrics = metrics
+        self.meter = meter  # today's audio per tenant (audio_seconds_per_day)
         self.clock = clock
         self.held: set[tuple[str, str, str]] = set()  # (tenant, kind, holder) this gateway renews
 
@@ -61,6 +68,7 @@ class TenantLimits:
             return
         now = self.clock()
         try:
+            await self._quota(tenant)
             if not resumed and tenant.sessions_per_minute is not None:
                 started = await self.slots.start(tenant.name, now)
                 if started > tenant.sessions_per_minute:
@@ -75,6 +83,32 @@ class TenantLimits:
             await self._take(tenant.name, "streams", session_id, tenant.max_streams, "max_streams", "live sessions")
         except RedisError as exc:
             raise LimitRefused(tenant.name, "store", "the service cannot check its limits now (%s)" % exc, 5) from exc
+
+    async def _quota(self, tenant: Tenant) -> None:
+        """Refused when the tenant's audio today is already at its audio_seconds_per_day."""
+        if tenant.audio_seconds_per_day is not None:
+            await self.meter.refresh(tenant.name)
+            if self.over_quota(tenant):
+                raise self._refuse(
+                    tenant.name, "audio_seconds_per_day", self.quota_message(tenant), self.until_tomorrow()
+                )
+
+    def over_quota(self, tenant: Tenant) -> bool:
+        limit = tenant.audio_seconds_per_day
+        return limit is not None and self.meter.used(tenant.name) >= limit
+
+    def quota_message(self, tenant: Tenant) -> str:
+        return "key %s has used its %d audio seconds of today (UTC; audio_seconds_per_day); it may go on in %d s" % (
+            tenant.name,
+            tenant.audio_seconds_per_day or 0,
+            self.until_tomorrow(),
+        )
+
+    def until_tomorrow(self) -> int:
+        return int(86400 - self.meter.clock() % 86400) + 1
+
+    def refused_mid_stream(self, tenant: Tenant) -> LimitRefused:
+        return self._refuse(tenant.name, "audio_seconds_per_day", self.quota_message(tenant), self.until_tomorrow())
 
     async def _take(self, tenant: str, kind: str, holder: str, limit: int | None, name: str, what: str) -> None:
         if limit is None:
@@ -98,6 +132,7 @@ class TenantLimits:
         if tenant is None:
             return
         try:
+            await self._quota(tenant)
             await self._take(tenant.name, "files", request_id, tenant.max_files, "max_files", "uploads in flight")
         except RedisError as exc:
             raise LimitRefused(tenant.name, "store", "the service cannot check its limits now (%s)" % exc, 5) from exc

@@ -56,6 +56,12 @@ async def serve_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         await asyncio.wait_for(task, 30)
 
 
+def gateway_settings(model: Path | str, redis_url: str, **overrides: Any) -> Settings:
+    """A gateway's settings on a free port of this machine's loopback."""
+    port = free_port()
+    return make_settings(model, redis_url, PORT=port, HOST="127.0.0.1", GATEWAY_ID="gw-%d" % port, **overrides)
+
+
 @pytest.fixture(scope="session")
 def micro_engine(micro_model: Path) -> Engine:
     engine = Engine(make_settings(micro_model, "redis://127.0.0.1:1/0", DECODE_BATCH=2))
@@ -98,16 +104,7 @@ async def gateway(
     engine = micro_engine
     if overrides.get("MODEL_NAME") == REAL_MODEL:
         engine = request.getfixturevalue("real_engine")
-    port = free_port()
-    settings = make_settings(
-        micro_model,
-        redis_url,
-        PORT=port,
-        HOST="127.0.0.1",
-        GATEWAY_ID="gw-%d" % port,
-        DECODER_ID="dec-local",
-        **overrides,
-    )
+    settings = gateway_settings(micro_model, redis_url, DECODER_ID="dec-local", **overrides)
     async with serve_gateway(settings) as gw:
         if with_decoder == "none":
             yield gw

@@ -23,7 +23,7 @@ import websockets
 
 from common.redis_server import free_port
 from tests.conftest import async_wait_for, make_settings, settings_env, wait_for
-from tests.gateway.conftest import Gateway, refreshed, serve_gateway, silent_decoder
+from tests.gateway.conftest import Gateway, gateway_settings, refreshed, serve_gateway, silent_decoder
 
 KEYS = """
 [[key]]
@@ -55,10 +55,7 @@ def keys_file(tmp_path: Path) -> Path:
 @contextlib.asynccontextmanager
 async def two_gateways(micro_model: Path, redis_url: str, keys_file: Path) -> AsyncIterator[list[Gateway]]:
     def settings() -> Any:
-        port = free_port()
-        return make_settings(
-            micro_model, redis_url, PORT=port, HOST="127.0.0.1", GATEWAY_ID="gw-%d" % port, API_KEYS_FILE=str(keys_file)
-        )
+        return gateway_settings(micro_model, redis_url, API_KEYS_FILE=str(keys_file))
 
     async with serve_gateway(settings()) as a, serve_gateway(settings()) as b:
         async with silent_decoder(a.state.redis):

@@ -58,7 +58,7 @@ def test_a_decoder_whose_model_does_not_fit_on_its_gpu_is_not_restarted_and_the_
     from common.errors import ExitCode
     from tests.conftest import wait_for
 
-    monkeypatch.setattr(supervisor, "gateway_status", lambda host, port: None)
+    monkeypatch.setattr(supervisor, "gateway_status", lambda host, port, key="": None)
     started: list[str] = []
     monkeypatch.setattr(supervisor.Child, "start", lambda self: started.append(self.name))
     sup = supervisor.Supervisor(settings())
@@ -111,3 +111,33 @@ def test_a_gpu_gets_as_many_decoders_as_its_memory_holds_for_the_model(monkeypat
     assert decoder_plan(cuda, gpus=2) == [Placement("cuda", i % 2) for i in range(4)]  # the smaller card decides
     given = cuda.replace(DECODERS=3)
     assert len(decoder_plan(given, gpus=2)) == 3  # DECODERS wins
+
+
+def test_a_gateway_behind_a_key_is_seen_ready_with_the_key_or_without_it() -> None:
+    import http.server
+    import json
+    import threading
+
+    class Gateway(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            keyed = self.headers.get("Authorization") == "Bearer k1"
+            status = 200 if self.path == "/ready" or keyed else 401
+            body = json.dumps({"decoders": [{"model": "tiny.en"}]} if keyed else {}).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        assert supervisor.gateway_status("127.0.0.1", port, "k1") == {"decoders": [{"model": "tiny.en"}]}
+        unknown = supervisor.gateway_status("127.0.0.1", port)  # API_KEYS_FILE only: no key to send
+        assert unknown is not None and "needs an API key" in unknown["decoders"][0]["model"]
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -49,10 +49,7 @@ def test_a_keys_file_gives_each_key_its_name_and_limits_and_warns_of_plain_keys(
     assert bot.digest == hashlib.sha256(b"bot-secret").digest()
     assert (notes.max_files, notes.audio_seconds_per_day, notes.admin) == (1, 3600, False)
     assert ops.admin and ops.max_streams is None  # a limit left out is no limit
-    assert warnings == [
-        "keys.toml line 9 (notes): a plain `key`; store its sha256 instead",
-        "keys.toml line 9 (notes): audio_seconds_per_day is not enforced by this version yet",
-    ]
+    assert warnings == ["keys.toml line 9 (notes): a plain `key`; store its sha256 instead"]
     assert parse("", "empty") == ([], [])
 
 
