@@ -73,15 +73,20 @@ def create_app(settings: GatewaySettings, on_fatal: Callable[[str], None] | None
         state: GatewayState = app.state.gw
         return state
 
-    def unauthorized(request: Request) -> Response | None:
-        """A 401 for a caller without a key, where keys are required."""
-        if gateway().keys.accepts(request.headers, request.query_params):
-            return None
-        return JSONResponse(
-            {"error": "unauthorized", "message": "missing or wrong API key"},
-            status_code=401,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    def unauthorized(request: Request, operators: bool = False) -> Response | None:
+        """A 401 for a caller without a key, where keys are required; with `operators` (/status,
+        /metrics: every tenant's names and counts), a 403 for a tenant's key that is not admin."""
+        caller = gateway().keys.identify(request.headers, request.query_params)
+        if caller is None:
+            return JSONResponse(
+                {"error": "unauthorized", "message": "missing or wrong API key"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if operators and caller.tenant is not None and not caller.tenant.admin:
+            message = "key %s may not read this (an API_KEY key or an admin key may)" % caller.tenant.name
+            return JSONResponse({"error": "forbidden", "message": message}, status_code=403)
+        return None
 
     @app.websocket("/v1/listen")
     async def listen(ws: WebSocket) -> None:
@@ -139,7 +144,7 @@ def create_app(settings: GatewaySettings, on_fatal: Callable[[str], None] | None
 
     @app.get("/status")
     async def status(request: Request) -> Response:
-        if (refused := unauthorized(request)) is not None:
+        if (refused := unauthorized(request, operators=True)) is not None:
             return refused
         state = gateway()
         body: dict[str, Any] = {
@@ -209,7 +214,7 @@ def create_app(settings: GatewaySettings, on_fatal: Callable[[str], None] | None
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
-        if (refused := unauthorized(request)) is not None:
+        if (refused := unauthorized(request, operators=True)) is not None:
             return refused
         state = gateway()
         state.metrics.sessions.set(len(state.router.sessions))

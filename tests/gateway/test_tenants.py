@@ -41,8 +41,14 @@ max_streams = 1
 name = "burst"
 key = "burst-secret"
 sessions_per_minute = 1
+
+[[key]]
+name = "ops"
+key = "ops-secret"
+admin = true
 """ % hashlib.sha256(b"bot-secret").hexdigest()
 BOT = {"authorization": "Bearer bot-secret"}
+ADMIN = {"authorization": "Bearer ops-secret"}
 
 
 @pytest.fixture
@@ -115,7 +121,10 @@ async def test_a_tenants_streams_are_limited_over_every_gateway_in_each_protocol
         for ws in (second, third, other):
             await ws.close()
         async with httpx.AsyncClient() as http:  # the gateways serve in this process's loop
-            text = "".join([(await http.get(gw.http + "/metrics", headers=BOT)).text for gw in (a, b)])
+            # /metrics holds every tenant's name and counts: not for a tenant's own key.
+            assert (await http.get(a.http + "/metrics", headers=BOT)).status_code == 403
+            assert (await http.get(a.http + "/status", headers=BOT)).status_code == 403
+            text = "".join([(await http.get(gw.http + "/metrics", headers=ADMIN)).text for gw in (a, b)])
         refusals = [line for line in text.splitlines() if line.startswith("stt_limit_refusals_total{")]
         assert sum(float(line.split()[-1]) for line in refusals if 'tenant="bot"' in line) == 4
 
