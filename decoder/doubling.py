@@ -66,13 +66,15 @@ def suspect(out: Decoded) -> bool:
 
 def settle(out: D, again: Callable[[], D | None]) -> D:
     """`out` if it is not suspect; else the decode with more audio (`again()`, None when there is
-    no more) if that one is not, else one copy of `out`."""
+    no more) if that one is not and says something, else one copy of `out`."""
     if not suspect(out):
         return out
     retry = again()
     if retry is not None:
         retry.decode_ms += out.decode_ms
-        if not suspect(retry):
+        # An empty retry (its temperature fallback sampled its way to "no speech": seen on a
+        # recorded cut, one run in three) would lose the sentence: one copy of `out` instead.
+        if not suspect(retry) and retry.text.strip():
             logger.info("a final said %r; decoded again with more audio: %r", out.text[:80], retry.text[:80])
             return retry
     kept = one_copy(out.text)

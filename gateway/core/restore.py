@@ -18,6 +18,7 @@ from typing import Any
 from common.clock import SYSTEM, Clock
 from common.settings import GatewaySettings
 from gateway.core.effects import Effect, Record
+from gateway.core.frames import RATE
 from gateway.core.jobs import PROMPT_CHARS
 from gateway.core.session import Session
 from gateway.core.speakers import Speakers
@@ -93,7 +94,14 @@ def restore(
     if snap.endpoint and (current is not None or not core.current):
         session.endpointer.restore(snap.endpoint, recent_audio)
     else:
-        session.endpointer.samples = snap.pos  # a fresh endpointer, waiting for speech from here
+        # A fresh endpointer, waiting for speech from the recorded position, or from the end of a
+        # final the log holds and the record does not (told after the last record: heard again
+        # from before its end, that utterance's tail would come back as a new one).
+        told_end = max(
+            (int(float(m["end"]) * RATE) for n, m in told.items() if n >= core.next_final and m.get("end") is not None),
+            default=0,
+        )
+        session.endpointer.samples = max(snap.pos, told_end)
     session.samples_in = session.position
     fields = {pending_field(n): dump_pending(p) for n, p in session.pending.items()}
     effects: list[Effect] = [Record({**session.snapshot(), **fields})]

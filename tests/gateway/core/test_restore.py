@@ -157,3 +157,32 @@ def test_a_replay_names_what_the_client_missed_or_is_refused() -> None:
     with pytest.raises(ResumeRefused) as refused:
         replay_of(log, 2)  # 3 and 4 are gone from the capped log
     assert refused.value.code == "resume_gap"
+
+
+def test_a_record_older_than_a_told_final_resumes_after_that_final(talk: Speech) -> None:
+    """The gateway logged and sent utterance 0's final, then died before any record said the
+    utterance had ended: the last record is from inside it. The new gateway resumes from the
+    end the final names, so the utterance's tail is not heard again as a new one."""
+    whole = Run(talk, 200)
+    assert whole.stream()
+    expected = whole.finals()
+    run = Run(talk, 200)
+    states: list[tuple[int, dict[str, Any]]] = []
+    do = run._do
+
+    def recording(effects: list[Effect]) -> bool:
+        ok = do(effects)
+        states.append((len(run.log), dict(run.h.state)))
+        return ok
+
+    run._do = recording  # type: ignore[method-assign]
+    assert run.stream()
+    first_interim = next(i for i, m in enumerate(run.log) if m["type"] == "interim")
+    final0 = next(i for i, m in enumerate(run.log) if m["type"] == "final")
+    inside = next(state for logged, state in states if logged > first_interim and "core" in state)
+    run.log = run.log[: final0 + 1]
+    run.h.state = inside
+    told_end = int(run.log[final0]["end"] * RATE)
+    run.resume()
+    assert run.finals() == expected  # before the fix: a third final, the first one's tail
+    assert run.h.session.position >= told_end
