@@ -12,12 +12,10 @@ re-reading its own pending entries first.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 from redis.exceptions import RedisError, ResponseError
@@ -26,14 +24,15 @@ from common import keys
 from common.audio import pcm16_to_float32
 from common.backoff import Backoff
 from common.clock import now_ms
-from common.errors import AudioError, AudioMissing, DecodeError
+from common.errors import AudioError, AudioMissing
 from common.lifecycle import REDIS_TRANSIENT, StopFlag, Watchdog, heartbeat
-from common.messages import Job, JobKind, Result
+from common.messages import JobKind, Result
 from common.redisconn import aclose, async_client
 from common.settings import DecoderSettings
-from decoder.breaker import DeviceBreaker, Verdict
-from decoder.engine import DecodeOutput, Engine
-from decoder.gate import LEASE_MS, FinalGate
+from decoder.breaker import DeviceBreaker
+from decoder.delivery import Delivery
+from decoder.engine import Engine
+from decoder.gate import FinalGate
 from decoder.metrics import DecoderMetrics
 from decoder.scheduler import Lane, Run, Scheduler
 from decoder.streams import BadEntry, Entry, JobStreams, Read
@@ -48,7 +47,7 @@ PRUNE_EVERY_S = 30.0
 DEAD_CONSUMER_IDLE_MS = 60_000  # a live decoder reads far more often than this
 
 
-class DecoderWorker:
+class DecoderWorker(Delivery):
     def __init__(
         self,
         settings: DecoderSettings,
@@ -356,100 +355,6 @@ class DecoderWorker:
             await self.streams.deliver(done, self.settings.RESULT_TTL_S)
         if ready:
             await self._decode(ready, kind)
-
-    async def _decode(
-        self, ready: list[tuple[Entry, np.ndarray, np.ndarray | None, np.ndarray | None]], kind: JobKind
-    ) -> None:
-        """Decode `ready` together, delivering each job's result as soon as it is done."""
-        started_ms = now_ms()
-        items: list[tuple[Job, np.ndarray]] = [(e.job, a) for e, a, _, _ in ready]
-        contexts = [c for _, _, c, _ in ready]
-        afters = [after for _, _, _, after in ready]
-        t0 = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        finished: asyncio.Queue[tuple[int, DecodeOutput | DecodeError]] = asyncio.Queue()
-
-        def on_each(i: int, output: DecodeOutput | DecodeError) -> None:
-            loop.call_soon_threadsafe(finished.put_nowait, (i, output))
-
-        async def deliver_each() -> None:
-            for _ in ready:
-                i, output = await finished.get()
-                entry = ready[i][0]
-                if self._device_failed(entry, output):
-                    continue
-                await self.streams.deliver(
-                    [(entry, self._answer(entry, output, started_ms))], self.settings.RESULT_TTL_S
-                )
-
-        executor = self._executors[Lane.FINAL if kind.decodes_as_final else Lane.BACKGROUND]
-        decoding = loop.run_in_executor(executor, self.engine.decode_many, items, contexts, afters, on_each)
-        delivering = asyncio.ensure_future(deliver_each())
-        try:
-            await asyncio.gather(decoding, self._keep_claimed([e for e, _, _, _ in ready], decoding))
-            # Every job's output was queued (on_each) before decode_many returned.
-            await delivering
-        finally:
-            if not delivering.done():
-                delivering.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await delivering
-        self.metrics.decode_seconds.labels(kind).observe(time.perf_counter() - t0)
-        self.metrics.batch_size.labels(kind).observe(len(items))
-
-    def _device_failed(self, entry: Entry, output: DecodeOutput | DecodeError) -> bool:
-        """Whether `output` is the device's failure rather than the job's (decoder/breaker.py):
-        the job is then left unacknowledged for another decoder, and the decoder stops when
-        the device fails job after job."""
-        verdict = self.breaker.record(str(output) if isinstance(output, DecodeError) else None)
-        if verdict is Verdict.OK:
-            return False
-        job = entry.job
-        logger.error(
-            "job %s (session %s utt %d): device error, left to another decoder: %s",
-            job.id,
-            job.session,
-            job.utt,
-            output,
-        )
-        self._count([entry], "device_error")
-        if verdict is Verdict.TRIP and not self.stop.requested:
-            logger.error("decoder %s stops: %s; its jobs go to the others", self.id, self.breaker.tripped)
-            self.stop.request()
-        return True
-
-    def _answer(self, entry: Entry, output: DecodeOutput | DecodeError, started_ms: float) -> Result:
-        job = entry.job
-        queue_ms = max(0.0, started_ms - job.enqueued) if job.enqueued else 0.0
-        self.metrics.queue_wait.labels(job.kind).observe(queue_ms / 1000.0)
-        if isinstance(output, DecodeError):
-            logger.error("job %s (session %s utt %d) failed to decode: %s", job.id, job.session, job.utt, output)
-            self._count([entry], "failed")
-            return Result.failure(job, "decode: %s" % output, self.id)
-        if output.audio_s > 0:
-            self.metrics.rtf.labels(job.kind).observe(output.decode_ms / 1000.0 / output.audio_s)
-        self._count([entry], "done")
-        logger.debug("job %s (session %s utt %d) decoded in %.0f ms", job.id, job.session, job.utt, output.decode_ms)
-        return output.answering(job, queue_ms, self.id)
-
-    async def _keep_claimed(self, entries: list[Entry], decoding: asyncio.Future[Any]) -> None:
-        """While a decode runs: keep its entries ours, well within CLAIM_IDLE_MS, and the
-        decoding leases of final-lane jobs."""
-        leased = [e.job for e in entries if e.kind.decodes_as_final]
-        period = max(0.05, min(self.settings.CLAIM_IDLE_MS / 3000, LEASE_MS / 3000 if leased else 60.0))
-        claimed_at = time.monotonic()
-        while not decoding.done():
-            await asyncio.wait({decoding}, timeout=period)
-            if decoding.done():
-                return
-            try:
-                if leased:
-                    await self.streams.renew_leases(leased, LEASE_MS)
-                if time.monotonic() - claimed_at >= self.settings.CLAIM_IDLE_MS / 3000:
-                    claimed_at = time.monotonic()
-                    await self.streams.keep_claimed(entries)
-            except RedisError as exc:
-                logger.warning("could not keep %d entries claimed: %s", len(entries), exc)
 
     def _count(self, entries: Sequence[Entry | BadEntry], outcome: str, kind: JobKind | None = None) -> None:
         for e in entries:
