@@ -148,7 +148,10 @@ def main() -> int:
         default="model,silence",
         help="of model (the end-of-turn model), silence (without it), nospec (without it, SPECULATE_MS=0)",
     )
+    p.add_argument("--env", default="", help="KEY=VALUE,... set for every setting's service")
+    p.add_argument("--arrangements", default="together,staggered", help="of N>1 clients: together, staggered")
     args = p.parse_args()
+    extra = dict(kv.split("=", 1) for kv in args.env.split(",") if kv)
     audio, spans = talk(args.recorded)
     pcm = float32_to_pcm16(audio)
     print(
@@ -160,10 +163,10 @@ def main() -> int:
     settings = {name: known[name] for name in args.settings.split(",")}
     rows = []
     for name, env in settings.items():
-        with Service({"MODEL_NAME": "tiny.en", **env}) as (url, pid):
+        with Service({"MODEL_NAME": "tiny.en", **env, **extra}) as (url, pid):
             flux = url.replace("/v1/listen", "/v2/listen")
             for n in [int(x) for x in args.streams.split(",")]:
-                for arrangement in ("together",) if n == 1 else ("together", "staggered"):
+                for arrangement in ("together",) if n == 1 else args.arrangements.split(","):
                     delays = [0.0 if arrangement == "together" else 0.7 * i for i in range(n)]
                     print("%s, %d stream(s), %s ..." % (name, n, arrangement), flush=True)
                     cpu0, wall0 = tree_cpu_s(pid)["gateway"], time.monotonic()

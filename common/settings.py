@@ -203,10 +203,26 @@ class GatewaySettings(SharedSettings):
     FINAL_KEEPS_STABLE: bool = _setting(
         False, "a final keeps the prefix its interims announced as stable (decoded with it forced)"
     )
+    EOT_PROBE_MS: int = _setting(
+        150, "in a session whose turns end by the end-of-turn model: the pause at which the model is first asked", lo=30
+    )
+    EOT_SPECULATE_MS: int = _setting(
+        90,
+        "in such a session: the pause at which the would-be final is decoded (its words weigh the model's answer)",
+        lo=30,
+        hi=5000,
+    )
+    EOT_CONTEXT_S: float = _setting(
+        6.0,
+        "in such a session: CONTEXT_S, at most (a final's decode grows with its context: on a CPU core tiny.en "
+        "takes ~70 ms without, ~220 ms after 8 s, ~590 ms after 20 s, and the turn's end waits for it)",
+        lo=0.0,
+        hi=28.0,
+    )
     EOT_MODEL: str = _setting(
-        "auto",
-        "the end-of-turn model for the sessions that ask for it: on (where a decoder serves it), off, or auto (where "
-        "a decoder on a GPU serves it: on CPU decoders its answer comes no sooner than the transcript it waits for)",
+        "on",
+        "the end-of-turn model for the sessions that ask for it: on (wherever a decoder serves it), off, or auto "
+        "(only where a decoder on a GPU serves it: on CPU decoders a burst of turns ending at once ends later with it)",
         choices=("auto", "on", "off"),
     )
     HOST: str = _setting("0.0.0.0", "gateway bind address (stt up: 127.0.0.1 unless set)")
@@ -216,7 +232,7 @@ class GatewaySettings(SharedSettings):
         "", "if set, clients must send one of these comma-separated keys (Bearer header or ?token=)"
     )
     API_KEYS_FILE: str = _setting(
-        "", "a TOML file of named keys with limits (README: Tenants); read again when it changes"
+        "", "a TOML file of named keys with limits (docs/operations/tenants.md); read again when it changes"
     )
     AUDIT_LOG: str = _setting(
         "", "the audit log's file (a JSON line per session and file, rotated); empty: stdout; off: none"
@@ -308,7 +324,7 @@ def describe(cls: type[SharedSettings] = Settings) -> list[tuple[str, str, str]]
 
 
 def markdown_table() -> str:
-    """Every setting, one Markdown table per process (the README's, kept equal to this by a test)."""
+    """Every setting, one Markdown table per process (the docs' Settings page is made from it)."""
     out = []
     for title, cls in SECTIONS:
         rows = ["**%s** (`%s`)" % (title.capitalize(), cls.__name__), "", "| setting | default | meaning |"]

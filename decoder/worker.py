@@ -86,7 +86,8 @@ class DecoderWorker(Delivery):
         self.watchdog.start(self._heartbeat(), "heartbeat")
         self.watchdog.start(self._announce_stop(), "announce-stop")
         if self.turn_model is not None:
-            answers = TurnAnswers(self.redis, self.turn_model, self.id, self.metrics, self.stop)
+            nice = self.settings.BACKGROUND_NICE if self.engine.device == "cpu" else 0
+            answers = TurnAnswers(self.redis, self.turn_model, self.id, self.metrics, self.stop, nice)
             self.watchdog.start(answers.run(), "turns")
         try:
             await self._loop()

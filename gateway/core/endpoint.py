@@ -25,7 +25,8 @@ Adaptive end-of-speech threshold, between FINAL_SILENCE_MS_MIN and FINAL_SILENCE
 - eager end of turn (a session's option): when the latest text ends a sentence it is that
   session's `eager_ms` instead of MIN.
 
-Speculation: once the trailing silence reaches `speculate_ms` (and the threshold is longer) the
+Speculation: once the trailing silence reaches `speculate_ms` (`eot_speculate_ms` in a session
+whose turns end by the end-of-turn model; and the threshold is longer) the
 endpointer says so (`Paused`: the session queues the would-be final of the audio so far), and
 says again if speech comes back before the end (`SpeechWentOn`: the session cancels it). An
 utterance that ends on silence after such a pause is cut at the pause (`Ended.cut`): its final
@@ -75,6 +76,8 @@ class Endpointer(ResumePoint, TurnAsking):
         speculate_ms: int = 0,
         eager_ms: int = 0,
         eot: EotRule | None = None,
+        eot_probe_ms: int = 150,
+        eot_speculate_ms: int = 90,
     ) -> None:
         import webrtcvad
 
@@ -85,6 +88,9 @@ class Endpointer(ResumePoint, TurnAsking):
         self.silence_min_ms, self.silence_max_ms = silence_min_ms, silence_max_ms
         self.on_silence = on_silence  # False: only force_end (and MAX_UTTERANCE_S) ends an utterance
         self.speculate_ms = speculate_ms  # 0: no pauses said
+        # In model mode the words must be in when the model answers (they weigh its answer, and
+        # the turn's end waits for them): the pause is said sooner.
+        self.eot_speculate_ms = eot_speculate_ms
         self.eager_ms = eager_ms
         self.paused_at: int | None = None  # the sample a pause was said at, in this silence
         self.max_frames = int(max_utterance_s * 1000 // FRAME_MS)
@@ -105,11 +111,17 @@ class Endpointer(ResumePoint, TurnAsking):
         # replay on frames a resuming client sends again.
         self.decisions: collections.deque[bool] = collections.deque(maxlen=256)
         self.replay: collections.deque[bool] = collections.deque()
-        self._init_model(eot)  # the end-of-turn model's part (gateway/core/turntaking.py)
+        self._init_model(eot, eot_probe_ms)  # the end-of-turn model's part (gateway/core/turntaking.py)
 
     @property
     def paused(self) -> bool:
         return self.paused_at is not None
+
+    def pause_ms(self) -> int:
+        """The trailing silence at which a pause is said (0: never)."""
+        if not self.speculate_ms:
+            return 0
+        return self.eot_speculate_ms if self.eot is not None and self.on_silence else self.speculate_ms
 
     def threshold_ms(self) -> float:
         if not self.on_silence:
@@ -211,7 +223,8 @@ class Endpointer(ResumePoint, TurnAsking):
                 # enough; its audio keeps the trailing silence (Whisper needs no trimming).
                 self._close(events, self.last_voiced, EndReason.SILENCE, cut=self.paused_at)
                 return
-            if self.speculate_ms and self.paused_at is None and silence_ms >= self.speculate_ms and self.on_silence:
+            pause_ms = self.pause_ms()
+            if pause_ms and self.paused_at is None and silence_ms >= pause_ms and self.on_silence:
                 self.paused_at = self.samples
                 events.append(Paused(self.samples))
             if model:

@@ -57,7 +57,7 @@ class TurnQuestions:
         """The eager end of turn, if the model's answer and the speculative result allow it now."""
         rule = self.endpointer.eot
         guess = self.speculation.guess
-        verdict = self.endpointer.verdict
+        verdict = self.endpointer.confidence()
         if (
             rule is None
             or rule.eager is None
@@ -84,7 +84,8 @@ class TurnQuestions:
         return [Emit(TurnResumed(utt.n))]
 
     def forget(self) -> float | None:
-        """The utterance ended: its questions are over; its latest answer."""
+        """The utterance ended: its questions are over; its latest answer (weighed with the words)."""
         last, self.last = self.last, None
         self.asked.clear()
-        return last
+        weighed = self.endpointer.confidence()
+        return weighed if weighed is not None and last is not None else last

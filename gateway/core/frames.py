@@ -30,11 +30,16 @@ def mid_phrase(text: str) -> bool:
     return last in MID_PHRASE_WORDS
 
 
+def ends_sentence(text: str) -> bool:
+    """Whether the words end on a sentence's mark (. ? ! and the like)."""
+    return text.rstrip().endswith(SENTENCE_END)
+
+
 def end_threshold_ms(speech_ms: float, last_text: str, lo: int, hi: int, eager: int = 0) -> float:
     text = last_text.rstrip()
     if mid_phrase(text):
         return float(hi)
-    if text.endswith(SENTENCE_END):
+    if ends_sentence(text):
         return float(eager or lo)
     frac = min(1.0, max(0.0, (speech_ms - 1000.0) / 7000.0))
     return hi - (hi - lo) * frac

@@ -47,13 +47,18 @@ def job_id(session: str, kind: JobKind, utt: int, audio_end: int, rev: int) -> s
 def job_for(session: Source, kind: JobKind, utt: Utterance, audio_end: int, **extra: Any) -> Job:
     """A job for `utt`'s audio up to `audio_end`. A final is decoded after the previous
     utterance's audio with its text forced (acoustic context) when that final was delivered
-    first, is at most CONTEXT_S and both fit the window; the prompt is then what came before it."""
+    first, is at most CONTEXT_S (EOT_CONTEXT_S in a session whose turns end by the end-of-turn
+    model) and both fit the window; the prompt is then what came before it."""
     recent = session.recent_text
     as_final = kind.decodes_as_final
     heard = session.heard if as_final else None
+    context_s = session.settings.CONTEXT_S
+    if session.options.eot is not None:
+        # The turn's end waits for its final: a short context keeps that decode short.
+        context_s = min(context_s, session.settings.EOT_CONTEXT_S)
     if heard is not None and (
         heard.utt != utt.n - 1
-        or heard.audio_end > session.settings.CONTEXT_S * BYTES_PER_S
+        or heard.audio_end > context_s * BYTES_PER_S
         or heard.audio_end + audio_end > WINDOW_S * BYTES_PER_S
     ):
         heard = None

@@ -76,6 +76,8 @@ class Session(Finals):
             speculate_ms=settings.SPECULATE_MS,
             eager_ms=turn.eager_ms,
             eot=options.eot,
+            eot_probe_ms=settings.EOT_PROBE_MS,
+            eot_speculate_ms=settings.EOT_SPECULATE_MS,
         )
         self.speculation = Speculation(self.id, metrics)
         self.turns = TurnQuestions(self.endpointer, self.speculation, self._job, clock)
@@ -252,7 +254,7 @@ class Session(Finals):
         if utt.appended <= 0:
             return []
         keep = utt.stable if self.settings.FINAL_KEEPS_STABLE else ""
-        wait_ms = max(0, self.endpointer.silence_max_ms - self.endpointer.speculate_ms)
+        wait_ms = max(0, self.endpointer.silence_max_ms - self.endpointer.pause_ms())
         deadline = self.clock.wall_ms() + wait_ms + SPECULATION_SLACK_MS
         return self.speculation.begin(self._job(JobKind.SPECULATIVE, utt, utt.appended, prefix=keep, deadline=deadline))
 

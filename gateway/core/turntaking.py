@@ -2,12 +2,12 @@
 like to order… [pause] a large pizza" from a finished sentence; a model that hears intonation
 and syntax can (decoder/turnmodel.py, asked through the decoders: decoder/turns.py).
 
-In a pause, once the silence reaches PROBE_MS, the endpointer asks (`Probe`); the session
+In a pause, once the silence reaches EOT_PROBE_MS, the endpointer asks (`Probe`); the session
 queues the question and hands the answer back (`verdict`). The answer is weighed with the words
 heard so far (the latest interim, or the speculative final: `last_text`):
 
-- "done" (at the rule's threshold or above) and the words do not stop mid-phrase: the turn ends
-  now (`decide`, at the session's next step; reason MODEL);
+- "done" (at the rule's threshold or above, the answer weighed with the words: `confidence`)
+  and the words do not stop mid-phrase: the turn ends now (`decide`, at the session's next step; reason MODEL);
 - "not yet" and the words stop mid-phrase (a comma, a conjunction, an article): both say the
   speaker is not done, so the turn waits past the silence rule, the model asked again every
   REPROBE_MS, until the rule's `timeout_ms` of silence ends it regardless;
@@ -22,11 +22,17 @@ that does not answer (no decoder serves it, or late) costs nothing more than sil
 from __future__ import annotations
 
 from gateway.core.events import EndReason
-from gateway.core.frames import Event, Probe, State, mid_phrase
+from gateway.core.frames import Event, Probe, State, ends_sentence, mid_phrase
 from gateway.core.options import EotRule
 
-PROBE_MS = 200  # the first question, this far into a pause
 REPROBE_MS = 300  # again this often while the answer is "not yet"
+# Words that end a sentence at the pause multiply the model's odds of "done" by this. The model
+# alone is unsure of many finished sentences (read speech, synthetic voices: 0.03-0.6 on half of
+# the complete sentences of benchmarks/turns.py), while Whisper's full stop at a pause is wrong
+# mostly after a function word, which `mid_phrase` catches. 6: an answer of 0.28 or more then
+# ends the turn at Flux's default threshold 0.7, one of 0.15 or more at 0.5; below, the model
+# vetoes the words.
+WORDS_END_TURN_ODDS = 6.0
 
 
 class TurnAsking:
@@ -39,8 +45,9 @@ class TurnAsking:
     last_text: str
     text_through: int
 
-    def _init_model(self, eot: EotRule | None) -> None:
+    def _init_model(self, eot: EotRule | None, probe_ms: int) -> None:
         self.eot = eot
+        self.probe_ms = probe_ms  # the first question, this far into a pause
         self.probed_at: int | None = None  # the sample of the latest question in this silence
         self.verdict: float | None = None  # the answer to it
         self.answered = False  # an answer came in this silence
@@ -59,9 +66,20 @@ class TurnAsking:
     def _mid_phrase(self) -> bool:
         return mid_phrase(self.last_text)
 
+    def confidence(self) -> float | None:
+        """The model's answer weighed with the words heard up to the pause: words that end a
+        sentence there (its speculative final's) multiply its odds of "done" by WORDS_END_TURN_ODDS."""
+        if self.verdict is None:
+            return None
+        if self._fresh() and ends_sentence(self.last_text) and not self._mid_phrase():
+            odds = self.verdict / max(1e-9, 1.0 - self.verdict) * WORDS_END_TURN_ODDS
+            return odds / (1.0 + odds)
+        return self.verdict
+
     def _says_done(self) -> bool:
         assert self.eot is not None
-        return self.verdict is not None and self.verdict >= self.eot.threshold
+        confidence = self.confidence()
+        return confidence is not None and confidence >= self.eot.threshold
 
     def _fresh(self) -> bool:
         """Whether the words heard reach the pause (the speculative final's, mostly; an older
@@ -92,12 +110,12 @@ class TurnAsking:
         return False
 
     def _model_probe(self, silence_ms: float, events: list[Event]) -> None:
-        """Ask the model, at the pause's first PROBE_MS and every REPROBE_MS after a "not yet"."""
+        """Ask the model, at the pause's first `probe_ms` and every REPROBE_MS after a "not yet"."""
         since = (self.samples - self.probed_at) * 1000 // 16000 if self.probed_at is not None else 0
         # Asked again only while the answer can still change the end: a "not yet" that holds the
         # turn (the words stop mid-phrase); otherwise the silence rule ends it soon anyway.
         again = self._holding() and since >= REPROBE_MS
-        if (self.probed_at is None and silence_ms >= PROBE_MS) or again:
+        if (self.probed_at is None and silence_ms >= self.probe_ms) or again:
             self.probed_at = self.samples  # the answer so far stands until the new one comes
             events.append(Probe(self.samples))
 

@@ -9,6 +9,7 @@ import pytest
 from common import keys
 from gateway.core.effects import AppendAudio, Emit, Enqueue, Record
 from gateway.core.events import SessionFailed
+from gateway.core.options import EotRule, SessionOptions
 from stt.speech import SENTENCES, Speech, conversation
 from tests.gateway.core.harness import Harness
 
@@ -213,6 +214,22 @@ def test_context_is_off_with_context_s_zero(three: Speech) -> None:
     h.answer(h.jobs("final")[0], text="The quick brown fox.")
     h.push(pcm[cut:])
     assert all(j.context_key == "" for j in h.jobs("final"))
+
+
+def test_a_session_whose_turns_end_by_the_model_has_a_shorter_context(three: Speech) -> None:
+    """Its turn's end waits for the final: a previous utterance longer than EOT_CONTEXT_S is no
+    context (the first sentence is ~2.8 s)."""
+    pcm = three.pcm16
+    cut = int((three.spans[0][1] + 1.0) * 32000) // 2 * 2
+    contexts = []
+    for limit in (2.0, 6.0):
+        options = SessionOptions(sample_rate=16000, lang="en", eot=EotRule(timeout_ms=1000))
+        h = Harness(options, INTERIM_MIN_MS=60000, EOT_CONTEXT_S=limit)
+        h.push(pcm[:cut])
+        h.answer(h.jobs("final")[0], text="The quick brown fox.")
+        h.push(pcm[cut:])
+        contexts.append(h.jobs("final")[1].context_key)
+    assert contexts[0] == "" and contexts[1] != ""
 
 
 def test_a_final_can_keep_the_stable_prefix() -> None:

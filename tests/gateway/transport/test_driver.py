@@ -77,7 +77,7 @@ def test_the_end_of_turn_model_is_used_where_eot_model_says() -> None:
     gpu = {"turn": "1", "device": "cuda:0"}
     none = {"turn": "0", "device": "cuda:1"}
     for mode, decoders, used in (
-        ("auto", [cpu], False),  # on CPU decoders its answer is no sooner than the transcript
+        ("auto", [cpu], False),  # auto: only where a GPU decoder serves it
         ("auto", [cpu, gpu], True),
         ("auto", [none], False),
         ("on", [cpu], True),
