@@ -520,6 +520,10 @@ def main() -> int:
     path = out / ("accuracy%s.json" % ("-" + args.label if args.label else ""))
     path.write_text(json.dumps(report, indent=2) + "\n")
     print("\nwrote %s" % path)
+    if path.name == "accuracy-recorded.json":
+        from benchmarks.charts import render
+
+        render("wer")
     return 0
 
 

@@ -1,5 +1,5 @@
 """The GPU path checked on a lent GPU machine, offline, in under 8 minutes (what
-`scripts/gpu-check` runs; README: "Validating on a GPU").
+`scripts/gpu-check` runs; docs/operations/gpus.md: "Validating on a GPU").
 
     python benchmarks/gpu_check.py [--model small] [--streams 1,8,32] [--decoders 1,2,4]
                                    [--batches 1,4,8,16] [--device-index 0] [--out FILE]

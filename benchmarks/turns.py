@@ -193,6 +193,10 @@ def main() -> int:
     out = ROOT / "benchmarks" / "results" / ("turns%s.json" % ("-" + args.label if args.label else ""))
     out.write_text(json.dumps({"spans": spans, "rows": rows, "when": time.strftime("%Y-%m-%d")}, indent=1))
     print("wrote", out.relative_to(ROOT))
+    if not args.label:
+        from benchmarks.charts import render
+
+        render("turns")
     return 0
 
 

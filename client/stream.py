@@ -5,7 +5,7 @@
         async for msg in stream.receive_while(stream.send_audio(pcm, speed=1.0)):
             print(msg["type"], msg.get("text"))
 
-Messages are the protocol's JSON objects as dicts (see README "Client protocol").
+Messages are the protocol's JSON objects as dicts (docs/clients/native.md).
 
 A session survives its connection (`resume=True`, the default): when the connection breaks (a
 gateway dies, is deployed, a network blip) the stream reconnects with backoff, to the same URL

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from common.messages import JobKind
 
-STREAM_FINAL = "stt:jobs:final"
-STREAM_INTERIM = "stt:jobs:interim"
-STREAM_BATCH = "stt:jobs:batch"
-STREAM_SPECULATIVE = "stt:jobs:speculative"
-STREAM_DEAD = "stt:jobs:dead"
+STREAM_FINAL = "stt:jobs:final"  # live finals (consumer group "decoders", as every job stream)
+STREAM_INTERIM = "stt:jobs:interim"  # interims, capped
+STREAM_BATCH = "stt:jobs:batch"  # parts of uploaded files
+STREAM_SPECULATIVE = "stt:jobs:speculative"  # would-be finals decoded in a pause
+STREAM_DEAD = "stt:jobs:dead"  # jobs that failed MAX_DELIVERIES times, with why
 # End-of-turn questions (decoder/turns.py): a stream of its own, read by its own consumer loop.
 STREAM_TURN = "stt:jobs:turn"
 _STREAM_OF = {
@@ -39,18 +39,23 @@ def kind_of(stream: str) -> JobKind:
 
 
 def audio_key(session: str, utt: int) -> str:
+    """String with a TTL: the utterance's 16 kHz PCM16, appended as it arrives; jobs name a byte
+    range of it."""
     return "stt:audio:%s:%d" % (session, utt)
 
 
 def results_channel(gateway_id: str) -> str:
+    """Pub/sub channel: msgpack results for the sessions that gateway owns."""
     return "stt:results:%s" % gateway_id
 
 
 def result_key(job_id: str) -> str:
+    """A delivered final, kept RESULT_TTL_S: a re-queued job is answered without a second decode."""
     return "stt:result:%s" % job_id
 
 
 def node_key(kind: str, node_id: str) -> str:
+    """Hash with a TTL: the heartbeat of a gateway or decoder (what /status shows)."""
     return "stt:node:%s:%s" % (kind, node_id)
 
 

@@ -50,22 +50,22 @@ JOB_KINDS = tuple(JobKind)
 
 @dataclass
 class Job:
-    id: str
-    kind: JobKind
+    id: str  # a re-queue keeps it (common/keys.py builds it), so the result cache answers it
+    kind: JobKind  # final, interim, batch (a file part), speculative, turn
     session: str
-    gateway: str
-    utt: int
-    audio_key: str
-    audio_end: int
-    rev: int = 0
-    t0: float = 0.0
-    lang: str | None = None
-    task: str = "transcribe"
-    prompt: str = ""
-    prefix: str = ""
+    gateway: str  # whose result channel gets the result
+    utt: int  # the utterance's number in its session (a file part's number in its file)
+    audio_key: str  # the utterance's 16 kHz PCM16 in Redis
+    audio_end: int  # decode bytes [0, audio_end) of it
+    rev: int = 0  # an interim's revision
+    t0: float = 0.0  # the utterance's start, seconds of session audio
+    lang: str | None = None  # None: detect
+    task: str = "transcribe"  # or translate
+    prompt: str = ""  # the session's recent text (and its own prompt)
+    prefix: str = ""  # text the decode must start with (an interim's stable prefix)
     word_timestamps: bool = False
-    enqueued: int = 0
-    deadline: int = 0
+    enqueued: int = 0  # unix ms
+    deadline: int = 0  # unix ms: past it, the decoder drops the job undecoded (0: none)
     # Acoustic context: the previous utterance's audio (bytes [0, context_end) of context_key) and
     # its final text. The decoder decodes context + this job's audio with the context text forced,
     # so a short utterance is heard after the speech before it, as in a whole-recording decode.
@@ -84,20 +84,20 @@ class Job:
 
 @dataclass
 class Result:
-    id: str
+    id: str  # the job's
     kind: JobKind
     session: str
     utt: int
     rev: int = 0
     text: str = ""
-    language: str | None = None
-    words: list[dict[str, Any]] | None = None
-    audio_s: float = 0.0
-    queue_ms: float = 0.0
-    decode_ms: float = 0.0
-    decoder: str = ""
-    no_speech: bool = False
-    error: str | None = None
+    language: str | None = None  # detected, or the job's
+    words: list[dict[str, Any]] | None = None  # {word, start, end, probability}, when asked
+    audio_s: float = 0.0  # seconds of audio decoded
+    queue_ms: float = 0.0  # enqueued to decode start
+    decode_ms: float = 0.0  # model time
+    decoder: str = ""  # the decoder's id
+    no_speech: bool = False  # the decoder judged it no speech (the text is empty)
+    error: str | None = None  # why the job failed (the text is empty)
     confidence: float = 0.0  # exp(average token log-probability) of the decoded text
     # A file part's timestamped segments, in file time: {start, end, text, words}.
     segments: list[dict[str, Any]] | None = None

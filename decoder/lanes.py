@@ -4,7 +4,7 @@ Two lanes: finals, and the background (interims, file parts). Each has a CTransl
 its own with one worker, so a final never queues behind a background decode, on a CPU or a GPU
 (CTranslate2 gives a model's requests to its workers first come, first served: two lanes on one
 model's workers would let a background batch, and its alignment and language-detection calls,
-hold the worker a final needs). The price is a second copy of the weights (README's memory
+hold the worker a final needs). The price is a second copy of the weights (docs/operations/gpus.md: the memory
 table). On a CPU the background copy is built in a thread at BACKGROUND_NICE, whose priority
 CTranslate2's worker and OpenMP threads inherit, so a final decoding beside it keeps the cores;
 `BACKGROUND_NICE=0` shares one CPU model (two workers) at one priority instead.
@@ -44,7 +44,7 @@ def cpu_threads(settings: DecoderSettings) -> int:
     """CTranslate2 threads per lane: CPU_THREADS, or for 0 half the cores this process may run on
     (a lane each), at most 4. CTranslate2's own default is 4 whatever the machine: on 2 cores
     (measured with tiny.en) two lanes of 4 threads decode a final 15-25% slower than two of 1,
-    and a lane of 2 threads is no faster than one of 1 (`benchmarks/README.md`)."""
+    and a lane of 2 threads is no faster than one of 1 (docs/benchmarks/latency.md)."""
     return settings.CPU_THREADS or threads_per_lane(usable_cores(), len(Lane))
 
 

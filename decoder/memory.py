@@ -1,6 +1,6 @@
 """How much GPU memory a decoder needs, from the model's own dimensions (no GPU needed), and so
 how many decoders one GPU holds by default (`stt up`; benchmarks/gpu_memory.py prints the table
-in README).
+in docs/operations/gpus.md).
 
 A decoder on a GPU has two lanes, each with a copy of the weights (so that a final never waits
 for a background decode on the same CTranslate2 worker). Each lane's beam search keeps, for every
@@ -28,7 +28,7 @@ MODELS = {
 }
 ENCODER_FRAMES, MAX_TOKENS = 1500, 448
 MB = 1 << 20
-MAX_PER_GPU = 4  # past this, more processes on one GPU add contention, not throughput (README)
+MAX_PER_GPU = 4  # past this, more processes on one GPU add contention, not throughput (docs/operations/gpus.md)
 GPU_SHARE = 0.8  # of a GPU's memory, the decoders' at most: the rest for CUDA's own and fragmentation
 
 

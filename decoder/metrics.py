@@ -84,18 +84,24 @@ class QuietHandler(WSGIRequestHandler):
         pass  # a scrape every few seconds is not news
 
 
+def queue_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    """The queue gauges read from Redis at scrape time, empty (their depth, age, and Redis up)."""
+    depth = GaugeMetricFamily(
+        "stt_queue_depth", "Jobs in a stream not yet done (undelivered plus pending)", labels=["stream"]
+    )
+    age = GaugeMetricFamily(
+        "stt_queue_oldest_age_seconds", "Age of the oldest job waiting in a stream", labels=["stream"]
+    )
+    up = GaugeMetricFamily("stt_redis_up", "Whether Redis answered this scrape")
+    return depth, age, up
+
+
 class QueueCollector(Collector):
     def __init__(self, redis_url: str) -> None:
         self._client = sync_client(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        depth = GaugeMetricFamily(
-            "stt_queue_depth", "Jobs in a stream not yet done (undelivered plus pending)", labels=["stream"]
-        )
-        age = GaugeMetricFamily(
-            "stt_queue_oldest_age_seconds", "Age of the oldest job waiting in a stream", labels=["stream"]
-        )
-        up = GaugeMetricFamily("stt_redis_up", "Whether Redis answered this scrape")
+        depth, age, up = queue_families()
         try:
             for stream, (n, a) in stream_depths(self._client).items():
                 depth.add_metric([stream], n)

@@ -15,7 +15,7 @@ pre-roll and trailing silence, is mostly the voice then, not the pauses around i
 Only the weights are taken from the `resemblyzer` wheel (stt/turnfile.py fetches
 `pretrained.pt`), read without torch (decoder/torchfile.py). The LSTM: the input projection of
 every frame of every window at once, then the recurrence step by step over all windows together.
-`benchmarks/README.md` records the agreement with Resemblyzer's own torch implementation.
+`docs/benchmarks/speakers.md` records the agreement with Resemblyzer's own torch implementation.
 """
 
 from __future__ import annotations

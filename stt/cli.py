@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default="micro", choices=("micro", "tiny", "base", "small", "medium", "large"))
     p.add_argument("--seed", type=int, default=0)
     p = add("settings", cmd_settings, "list every setting with its default")
-    p.add_argument("--markdown", action="store_true", help="as the README's Markdown table")
+    p.add_argument("--markdown", action="store_true", help="as the docs' Markdown tables (docs/settings.md)")
     from client.cli import add_arguments as client_args
     from client.transcribe import add_arguments as transcribe_args
     from client.usage import add_arguments as usage_args

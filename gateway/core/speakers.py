@@ -5,7 +5,7 @@ Each utterance's embedding is compared (cosine) with each known speaker's centro
 normalized sum of the embeddings given to it): the closest at SAME or above gets it; when none
 is, a new speaker is opened, up to `max_speakers`, beyond which the closest gets it anyway.
 Labels are integers from 0 in order of first appearance, and never change: the sums are part of
-the session's resumable state. SAME comes from the measurement in benchmarks/README.md.
+the session's resumable state. SAME comes from the measurement in docs/benchmarks/speakers.md.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ MIN_NEW_S = 1.0  # a voice heard for less than this joins the nearest speaker: t
 # speaker's odd segment (a laugh, a short reply said differently) than a person who said one short
 # thing: below about 3 s a voice embedding is much less reliable (short-utterance speaker
 # verification), and the file benchmark over-counted 7 of 24 conversations and never under
-# before this rule (benchmarks/README.md).
+# before this rule (docs/benchmarks/speakers.md).
 MIN_SPEAKER_S = 3.0
 
 

@@ -1,4 +1,4 @@
-"""The service's own protocol (README "Client protocol"; `/v1/listen` and `/ws`): JSON ops in,
+"""The service's own protocol (docs/clients/native.md; `/v1/listen` and `/ws`): JSON ops in,
 JSON messages out, every one stamped with `seq`.
 
     -> {"op":"start","sample_rate":16000,"lang":"en"}   then binary PCM16 (or {"op":"audio"})

@@ -1,5 +1,5 @@
 """A session's state and sent messages kept in Redis as it goes, so that any gateway can take it
-over when its connection breaks (README "Resuming a session").
+over when its connection breaks (docs/clients/resuming.md).
 
 `stt:session:{id}` (a hash) holds what a gateway needs to go on: the resume token's hash, the
 owner and its epoch, a lease the owner renews while its client is connected, the options, the

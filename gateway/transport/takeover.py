@@ -1,5 +1,5 @@
 """Resumable sessions on a connection: a new one recorded from its start, and one taken over from
-the gateway (and connection) it had (README "Resuming a session")."""
+the gateway (and connection) it had (docs/clients/resuming.md)."""
 
 from __future__ import annotations
 

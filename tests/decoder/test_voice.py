@@ -1,5 +1,5 @@
 """The speaker encoder without torch: the weight reader (a restricted unpickler) and the numpy
-GE2E encoder, pinned to embeddings of recorded speech (benchmarks/README.md records its
+GE2E encoder, pinned to embeddings of recorded speech (docs/benchmarks/speakers.md records its
 agreement with Resemblyzer's own torch implementation)."""
 
 from __future__ import annotations

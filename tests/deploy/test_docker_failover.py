@@ -102,6 +102,8 @@ def test_the_primary_killed_mid_session_loses_no_final(ha: Cluster) -> None:
             "median": round(statistics.median(lat for _, lat in after), 2),
             "max": round(max(lat for _, lat in after), 2),
         },
+        # Every final: (seconds from the kill, end of speech to final): benchmarks/charts.py draws it.
+        "timeline": [(round(t - kill, 2), round(lat, 2)) for t, lat in sorted(arrivals)],
     }
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "docker-failover.json").write_text(json.dumps(report, indent=2))

@@ -97,7 +97,8 @@ def test_a_decoder_whose_model_does_not_fit_on_its_gpu_is_not_restarted_and_the_
 def test_a_gpu_gets_as_many_decoders_as_its_memory_holds_for_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
     from decoder.memory import decoder_bytes, decoders_per_gpu
 
-    weights, cache = decoder_bytes("large-v3", 8)  # README's table: 5.77 GB of weights, 12.03 GB a lane
+    # The table in docs/operations/gpus.md: 5.77 GB of weights, 12.03 GB a lane.
+    weights, cache = decoder_bytes("large-v3", 8)
     assert round(weights / 2**30, 2) == 5.77 and round(cache / 2**30, 2) == 12.03
     assert decoder_bytes("/models/faster-whisper-large-v3", 8) == (weights, cache)
     assert decoder_bytes("large-v3", 8, compute_type="int8_float16")[0] == weights / 2
