@@ -1,5 +1,6 @@
 """Child processes: ones that cannot outlive the process that started them, what runs below a
-process (from /proc, for `stt bench` and the benchmarks), and the cores a process may use."""
+process (from /proc, for `stt bench` and the benchmarks), the cores a process may use, and a
+thread's priority."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
@@ -24,6 +26,19 @@ def threads_per_lane(cores: int, lanes: int = 2) -> int:
     """CTranslate2 threads for each of a decoder's lanes (final, background) on `cores` cores: a
     share each, at most 4 (more only cost on small models)."""
     return max(1, min(4, cores // lanes))
+
+
+def lower_thread_priority(nice: int) -> bool:
+    """This thread at `nice` (Linux nice is per thread, and threads inherit it from the thread
+    that starts them), never raised back; False where the system refuses."""
+    if nice <= 0:
+        return True
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
+    except OSError:
+        return False
+    return True
 
 
 def die_with_parent() -> None:

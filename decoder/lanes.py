@@ -17,7 +17,6 @@ with its fix, not a decoder that says ready and fails every final.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -25,7 +24,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from common.errors import DeviceMemoryError, ModelLoadError
-from common.process import threads_per_lane, usable_cores
+from common.process import lower_thread_priority, threads_per_lane, usable_cores
 from common.settings import DecoderSettings
 from decoder import cuda_libs
 from decoder.devices import Placement
@@ -56,11 +55,8 @@ def at_nice(nice: int, build: Callable[[], T]) -> T:
 
     def run() -> None:
         try:
-            tid = threading.get_native_id()
-            try:
-                os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
-            except OSError as exc:
-                logger.warning("cannot lower the background lane's priority (%s); it runs at the final lane's", exc)
+            if not lower_thread_priority(nice):
+                logger.warning("cannot lower the background lane's priority; it runs at the final lane's")
             out.append(build())
         except BaseException as exc:  # handed to the caller's thread
             failed.append(exc)

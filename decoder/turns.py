@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -28,6 +26,7 @@ from common.clock import now_ms
 from common.errors import SchemaError
 from common.lifecycle import REDIS_TRANSIENT, StopFlag
 from common.messages import Job, Result, decode_job, encode_result
+from common.process import lower_thread_priority
 from common.settings import DecoderSettings
 from decoder.metrics import DecoderMetrics
 from decoder.turnmodel import SAMPLES, TurnModel, model_path
@@ -54,14 +53,9 @@ def load_turn_model(settings: DecoderSettings) -> TurnModel | None:
 
 
 def lower_priority(nice: int) -> None:
-    """This thread at `nice` (Linux nice is per thread); left as it is where that is refused."""
-    if nice <= 0:
-        return
-    tid = threading.get_native_id()
-    try:
-        os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
-    except OSError as exc:
-        logger.warning("cannot lower the end-of-turn model's priority (%s)", exc)
+    """The model's thread at `nice` (a ThreadPoolExecutor initializer)."""
+    if not lower_thread_priority(nice):
+        logger.warning("cannot lower the end-of-turn model's priority; it runs at the decodes'")
 
 
 class TurnAnswers:
