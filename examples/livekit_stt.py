@@ -11,26 +11,17 @@ runs this script against `stt up` (tests/examples/test_examples.py) and for you.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
-import wave
 from typing import Any
 
-
-def read_wav(path: str) -> tuple[bytes, int]:
-    """PCM16 mono frames of a WAV file, and its rate."""
-    with wave.open(path, "rb") as w:
-        if w.getsampwidth() != 2 or w.getnchannels() != 1:
-            raise SystemExit("%s: a 16-bit mono WAV is needed" % path)
-        return w.readframes(w.getnframes()), w.getframerate()
+from examples_common import addresses, arguments, read_wav
 
 
 def make(plugin: str, url: str, key: str) -> Any:
     from livekit.plugins import deepgram, openai
 
-    host = url.rstrip("/")
-    ws = host.replace("http://", "ws://").replace("https://", "wss://")
+    host, ws = addresses(url)
     if plugin == "flux":
         return deepgram.STTv2(model="flux-general-en", base_url=ws + "/v2/listen", api_key=key)
     if plugin == "live":
@@ -88,12 +79,7 @@ async def run(plugin: str, url: str, key: str, pcm: bytes, rate: int) -> None:
 
 
 async def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("wav")
-    p.add_argument("--url", default="http://localhost:8000", help="the gateway")
-    p.add_argument("--api-key", default="unused", help="the gateway's API key (any string without one)")
-    p.add_argument("--plugin", default="flux,live,openai")
-    args = p.parse_args()
+    args = arguments(__doc__, "plugin", "flux,live,openai")
     from livekit.agents import utils
 
     pcm, rate = read_wav(args.wav)
