@@ -110,23 +110,16 @@ def turns() -> Path | None:
     cases = [(r["streams"], r["arrangement"]) for r in rows if r["setting"] == "model"]
     fig, ax = plt.subplots(figsize=(7, 4))
     xs = range(len(cases))
-    for offset, setting in ((-0.2, "model"), (0.2, "silence")):
+    for offset, setting, color, name in (
+        (-0.2, "model", "C0", "end-of-turn model"),
+        (0.2, "silence", "C1", "silence alone"),
+    ):
         mine = {(r["streams"], r["arrangement"]): r for r in rows if r["setting"] == setting}
         got = [mine.get(c) for c in cases]
-        ax.bar(
-            [x + offset for x in xs],
-            [r["eot_p95_ms"] if r else 0 for r in got],
-            width=0.4,
-            alpha=0.35,
-            color="C0" if setting == "model" else "C1",
-        )
-        ax.bar(
-            [x + offset for x in xs],
-            [r["eot_p50_ms"] if r else 0 for r in got],
-            width=0.4,
-            label="%s (p50 solid, p95 light)" % ("end-of-turn model" if setting == "model" else "silence alone"),
-            color="C0" if setting == "model" else "C1",
-        )
+        # p95 light behind, p50 solid in front.
+        for key, alpha, label in (("eot_p95_ms", 0.35, None), ("eot_p50_ms", 1.0, "%s (p50 solid, p95 light)" % name)):
+            heights = [r[key] if r else 0 for r in got]
+            ax.bar([x + offset for x in xs], heights, width=0.4, alpha=alpha, color=color, label=label)
     ax.set_xticks(list(xs), ["%d stream%s, %s" % (n, "s" if n > 1 else "", how) for n, how in cases])
     ax.axhline(300, color="grey", linewidth=0.8, linestyle=":")
     ax.set_ylabel("end of speech → EndOfTurn (ms)")

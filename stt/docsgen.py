@@ -19,26 +19,31 @@ def settings() -> str:
     return markdown_table()
 
 
-def _comments(cls: type) -> dict[str, str]:
-    """Each field's comment in the class's source: the lines above it, or the one after it."""
+# A dataclass field and a module constant, each with the comment that may trail it.
+_FIELD = re.compile(r"(\w+): [^=#]+(?:=[^#]*)?(?:#\s*(.*))?$")
+_CONSTANT = re.compile(r"([A-Z_]+) = [^#]*(?:#\s*(.*))?$")
+
+
+def _comments(source: Any, line: re.Pattern[str]) -> dict[str, str]:
+    """Each name `line` matches in `source`'s code, with its comment: the one trailing it, else the
+    lines above it."""
     out: dict[str, str] = {}
     above: list[str] = []
-    for line in inspect.getsource(cls).splitlines()[1:]:
-        text = line.strip()
+    for raw in inspect.getsource(source).splitlines():
+        text = raw.strip()
         if text.startswith("#"):
             above.append(text.lstrip("# "))
             continue
-        field = re.match(r"(\w+): [^=#]+(?:=[^#]*)?(?:#\s*(.*))?$", text)
-        if field and not text.startswith(("def ", "@", "return")):
-            note = " ".join(above) or (field.group(2) or "")
-            out[field.group(1)] = note
+        found = line.match(text)
+        if found:
+            out[found.group(1)] = found.group(2) or " ".join(above)
         above = []
     return out
 
 
 def schema(cls: type) -> str:
     """A dataclass's fields as a table: name, type, default, and its source comment."""
-    notes = _comments(cls)
+    notes = _comments(cls, _FIELD)
     rows = ["| field | type | default | meaning |", "| --- | --- | --- | --- |"]
     for f in dataclasses.fields(cls):
         kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
@@ -65,7 +70,7 @@ def redis_names() -> str:
     from common import keys
 
     rows = ["| name | in the code | what |", "| --- | --- | --- |"]
-    comments = _module_comments(keys)
+    comments = _comments(keys, _CONSTANT)
     for name, value in vars(keys).items():
         if name.isupper() and isinstance(value, str) and value.startswith("stt:"):
             rows.append("| `%s` | `%s` | %s |" % (value, name, comments.get(name, "")))
@@ -77,21 +82,6 @@ def redis_names() -> str:
             doc = " ".join((fn.__doc__ or "").split())
             rows.append("| `%s` | `%s()` | %s |" % (pattern, name, doc.replace("|", "\\|")))
     return "\n".join(rows) + "\n"
-
-
-def _module_comments(module: Any) -> dict[str, str]:
-    out: dict[str, str] = {}
-    above: list[str] = []
-    for line in inspect.getsource(module).splitlines():
-        text = line.strip()
-        if text.startswith("#"):
-            above.append(text.lstrip("# "))
-            continue
-        assign = re.match(r"([A-Z_]+) = [^#]*(?:#\s*(.*))?$", text)
-        if assign:
-            out[assign.group(1)] = assign.group(2) or " ".join(above)
-        above = []
-    return out
 
 
 def job_schema() -> str:
