@@ -22,9 +22,10 @@ from common.lifecycle import StopFlag
 from common.messages import Job, JobKind, Result
 from common.settings import DecoderSettings
 from decoder.breaker import DeviceBreaker, Verdict
-from decoder.engine import DecodeOutput, Engine
+from decoder.engine import Engine
 from decoder.gate import LEASE_MS
 from decoder.metrics import DecoderMetrics
+from decoder.output import DecodeOutput
 from decoder.scheduler import Lane
 from decoder.streams import BadEntry, Entry, JobStreams
 

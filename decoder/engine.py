@@ -6,7 +6,6 @@ import contextlib
 import copy
 import dataclasses
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,19 +16,15 @@ from typing import Any, TypeVar
 import numpy as np
 
 from common.errors import DecodeError, DeviceMemoryError, ModelLoadError
-from common.messages import Job, JobKind, Result
+from common.messages import Job, JobKind
 from common.settings import DecoderSettings
 from decoder import devices, doubling, lanes, models, profiles
 from decoder.batching import WINDOW_FRAMES, BatchingModel, window_frames
 from decoder.devices import Placement
+from decoder.output import DecodeOutput, decoded
 from decoder.scheduler import Lane, lane_of
 from decoder.text import (
-    cut_loop,
-    drop_context_words,
-    drop_runaway_segments,
     echoes,
-    first_words,
-    strip_context,
 )
 from decoder.voice import SpeakerVoices, VoiceEncoder, load_voice
 
@@ -38,36 +33,6 @@ logger = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 5.0  # how often a slow model load says it is still going
 
 T = TypeVar("T")
-
-
-@dataclass
-class DecodeOutput:
-    text: str
-    language: str | None
-    words: list[dict[str, Any]] | None
-    no_speech: bool
-    audio_s: float
-    decode_ms: float
-    confidence: float = 0.0  # exp(average token log-probability)
-    segments: list[dict[str, Any]] | None = None  # a file part's timestamped segments (file times)
-    voice: list[float] | None = None  # the speaker embedding, for a job that asked for it
-
-    def answering(self, job: Job, queue_ms: float, decoder: str) -> Result:
-        """The Result this output makes for `job`."""
-        return Result.answering(
-            job,
-            text=self.text,
-            language=self.language,
-            words=self.words,
-            audio_s=round(self.audio_s, 3),
-            queue_ms=queue_ms,
-            decode_ms=round(self.decode_ms, 1),
-            decoder=decoder,
-            no_speech=self.no_speech,
-            confidence=self.confidence,
-            segments=self.segments,
-            voice=self.voice,
-        )
 
 
 class Engine:
@@ -271,13 +236,14 @@ class Engine:
                     kept = [first] if first is not None else []
         except Exception as exc:
             raise DecodeError("%s: %s" % (type(exc).__name__, exc)) from exc
-        return self._output(
+        return decoded(
             job,
             kept,
             info.language,
             audio_s,
             context_s,
             (time.perf_counter() - started) * 1000.0,
+            self.settings,
         )
 
     def decode_many(
@@ -345,57 +311,6 @@ class Engine:
             return self.decode_one(job, audio, context, after)
         except DecodeError as exc:
             return exc
-
-    def _output(
-        self, job: Job, segments: list[Any], language: str | None, audio_s: float, context_s: float, decode_ms: float
-    ) -> DecodeOutput:
-        text, kept = drop_runaway_segments(segments, self.settings)
-        context = job.context_text.strip() if context_s else ""
-        if context:
-            text = strip_context(text, context)
-        text = cut_loop(text)
-        words = None
-        if job.kind != JobKind.INTERIM and job.word_timestamps:
-            words = [
-                word_json(w, job.t0, context_s)
-                for w in first_words(
-                    drop_context_words([w for s in kept for w in (s.words or [])], context), len(text.split())
-                )
-            ]
-        cues: list[dict[str, Any]] | None = None
-        if job.kind == JobKind.BATCH:
-            cues = [
-                {
-                    "start": round(job.t0 + max(0.0, s.start), 3),
-                    "end": round(job.t0 + min(s.end, audio_s), 3),
-                    "text": s.text.strip(),
-                    "words": [word_json(w, job.t0) for w in s.words or []],
-                }
-                for s in kept
-                if s.text.strip()
-            ]
-        logprobs = [s.avg_logprob for s in kept]
-        return DecodeOutput(
-            text=text,
-            language=language,
-            words=words,
-            no_speech=not text,
-            audio_s=audio_s,
-            decode_ms=decode_ms,
-            confidence=round(math.exp(sum(logprobs) / len(logprobs)), 4) if logprobs and text else 0.0,
-            segments=cues,
-        )
-
-
-def word_json(word: Any, t0: float, context_s: float = 0.0) -> dict[str, Any]:
-    """A faster-whisper word in session (or file) time: the clip began `context_s` before its
-    own audio, which began at `t0`."""
-    return {
-        "word": word.word,
-        "start": round(t0 + max(0.0, word.start - context_s), 3),
-        "end": round(t0 + max(0.0, word.end - context_s), 3),
-        "prob": round(float(word.probability), 3),
-    }
 
 
 @dataclass

@@ -10,7 +10,8 @@ import pytest
 
 from common.errors import DecodeError
 from common.messages import Job, JobKind
-from decoder.engine import DecodeOutput, Engine
+from decoder.engine import Engine
+from decoder.output import DecodeOutput
 from stt.speech import SENTENCES, conversation
 from tests.conftest import make_settings
 

@@ -16,7 +16,8 @@ import pytest
 from common.errors import ModelLoadError
 from common.messages import Job, JobKind
 from decoder import engine as engine_module
-from decoder.engine import DecodeOutput, Engine
+from decoder.engine import Engine
+from decoder.output import DecodeOutput
 from stt.speech import SENTENCES, conversation
 from tests.conftest import make_settings
 
