@@ -148,8 +148,9 @@ class Stream:
         """Interim, final and error messages until `done`. A fatal error ends the session with a
         close code other than 1000: that raises ClientError after its `error` was yielded."""
         while not self.done:
+            seen = False
             if self._queued:
-                msg = self._queued.popleft()
+                msg, seen = self._queued.popleft(), True
             else:
                 try:
                     msg = json.loads(await self.ws.recv())
@@ -159,17 +160,18 @@ class Stream:
                         raise _closed_error(exc, self.messages) from None
                     await self._resume()
                     continue
-            if not self._take(msg):
+            if not self._take(msg, seen):
                 continue
             if msg["type"] == "done":
                 self.done = True
                 return
             yield msg
 
-    def _take(self, msg: dict[str, Any]) -> bool:
-        """Whether `msg` is news for the caller: not seen before, not the protocol's own."""
+    def _take(self, msg: dict[str, Any], seen: bool = False) -> bool:
+        """Whether `msg` is news for the caller: not seen before, not the protocol's own.
+        `seen`: its seq was checked already (queued while resuming)."""
         seq = msg.get("seq")
-        if isinstance(seq, int):
+        if isinstance(seq, int) and not seen:
             if seq <= self.last_seq:
                 return False  # replayed, and seen before the break
             self.last_seq = seq
@@ -239,6 +241,8 @@ class Stream:
                         return None
                     raise ClientError("%s: %s" % (msg["code"], msg["message"]), code=msg["code"])
                 if msg.get("seq", -1) > self.last_seq:
+                    # Counted as seen now: they are yielded after `resumed`, which has a higher seq.
+                    self.last_seq = msg["seq"]
                     self._queued.append(msg)
                 if msg["type"] == "done":
                     return {"audio_received_ms": 0, "ended": True}

@@ -106,6 +106,7 @@ class Endpointer(ResumePoint, TurnAsking):
         self.recent: collections.deque[tuple[bytes, float]] = collections.deque(maxlen=RECENT_FRAMES)
         self.last_text = ""
         self.text_through = 0  # the session sample the last text's audio reached
+        self.text_whole = False  # the last text is a speculative final's
         self.last_voiced = 0
         # The VAD's decisions on the latest frames (what a resume replays), and the ones to
         # replay on frames a resuming client sends again.
@@ -147,10 +148,15 @@ class Endpointer(ResumePoint, TurnAsking):
         if frames != self.pre_roll.maxlen:
             self.pre_roll = collections.deque(self.pre_roll, maxlen=frames)
 
-    def heard(self, text: str, through: int) -> None:
-        """The latest words heard of the open utterance (an interim's, or its speculative final's),
-        decoded from its audio up to session sample `through`."""
-        self.last_text, self.text_through = text, through
+    def heard(self, text: str, through: int, whole: bool = False) -> None:
+        """The latest words heard of the open utterance (an interim's, or its speculative final's:
+        `whole`), decoded from its audio up to session sample `through`."""
+        if not whole and self.text_whole and self.text_through >= min(through, self.last_voiced):
+            # The speculative final decoded this pause as the final will; an interim (a cheaper
+            # pass, often a word short) that reaches no further speech must not overrule it:
+            # it could hold a finished sentence as if it stopped mid-phrase.
+            return
+        self.last_text, self.text_through, self.text_whole = text, through, whole
 
     def reset(self) -> None:
         """Forget the utterance in progress (the client discarded it): back to waiting for speech."""
@@ -249,7 +255,7 @@ class Endpointer(ResumePoint, TurnAsking):
         self.silence_frames = 0
         self.paused_at = None
         self.recent.clear()
-        self.last_text = ""
+        self.last_text, self.text_whole = "", False
         self.last_voiced = self.samples
         events.append(Began(start))
         events.append(Audio(start, audio))

@@ -314,7 +314,7 @@ class Session(Finals):
                 # Eager end of turn, the end-of-turn model: the whole utterance's text says
                 # whether it ends a sentence, or stops mid-phrase.
                 start = self.current.start_sample if self.current is not None else 0
-                self.endpointer.heard(result.text, start + self.speculation.guess_end())
+                self.endpointer.heard(result.text, start + self.speculation.guess_end(), whole=True)
             return self.turns.eager(self.current)
         if p is None or p.result is not None:
             return []  # a duplicate (re-queued job answered twice): already resolved

@@ -9,7 +9,7 @@ metrics.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from starlette.datastructures import QueryParams
@@ -96,9 +96,13 @@ class Host(Protocol):
         as it goes, so that its client can resume it on any gateway (its `resume_token`)."""
         ...
 
-    async def resume(self, session_id: str, token: str, last_seq: int) -> SessionView | None:
+    async def resume(
+        self, session_id: str, token: str, last_seq: int, announce: Callable[[SessionView], None]
+    ) -> SessionView | None:
         """Take a session over from the connection (and gateway) it had; ResumeRefused when it
-        cannot be; None when it had ended (what the client missed of its end is sent)."""
+        cannot be; None when it had ended (what the client missed of its end is sent).
+        `announce(session)` is called once what the client missed is queued, before the session
+        takes a step here: the adapter says it resumed before any new message of the session."""
         ...
 
     def finish(self) -> None:

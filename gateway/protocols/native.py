@@ -30,7 +30,7 @@ from gateway.core.options import (
     excerpt,
 )
 from gateway.errors import ResumeRefused
-from gateway.protocols.base import Host
+from gateway.protocols.base import Host, SessionView
 
 ENCODINGS = ("pcm_s16le",)
 CLIENT_OPS = ("start", "resume", "audio", "finalize", "keepalive", "stop")
@@ -265,7 +265,7 @@ class NativeAdapter:
             host.send(server_error("already_started", "the session has already started"), error="already_started")
             return True
         try:
-            session = await host.resume(*cmd.resume)
+            session = await host.resume(*cmd.resume, announce=self._resumed)
         except ResumeRefused as exc:
             host.send(server_error(exc.code, exc.message), error=exc.code)
             host.close(RESUME_CLOSE.get(exc.code, CLOSE_POLICY))
@@ -274,9 +274,14 @@ class NativeAdapter:
             await host.linger_for_close()
             host.close(CLOSE_NORMAL)
             return False
+        return True
+
+    def _resumed(self, session: SessionView) -> None:
+        """The session goes on here: `resumed`, after what the client missed and before
+        anything new (a final its first step delivers carries the words it asked for)."""
         self.started = True
         self.want_words = session.options.word_timestamps
-        host.send(
+        self.host.send(
             {
                 "type": "resumed",
                 "session_id": session.id,
@@ -284,7 +289,6 @@ class NativeAdapter:
                 "utterance": session.next_utt,
             }
         )
-        return True
 
     async def on_binary(self, data: bytes) -> bool:
         host = self.host

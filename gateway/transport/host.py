@@ -140,9 +140,13 @@ class SessionHost:
             )
         return self.sessions
 
-    async def resume(self, session_id: str, token: str, last_seq: int) -> SessionDriver | None:
+    async def resume(
+        self, session_id: str, token: str, last_seq: int, announce: Callable[[SessionDriver], None]
+    ) -> SessionDriver | None:
         """Take the session over (ResumeRefused: refused) and queue what its client missed; None
-        when it had already ended (the client only needed the end of it)."""
+        when it had already ended (the client only needed the end of it). `announce(driver)`
+        comes before its first step here: a pending final answered at once (the decoders'
+        result cache) is then numbered after the adapter's resumed message, not before it."""
         state = self.state
         if not self.settings.RESUME_TTL_S:
             raise ResumeRefused("resume_off", "this service keeps no session for a resume (RESUME_TTL_S=0)")
@@ -172,6 +176,7 @@ class SessionHost:
             self.finished = True
             return None
         driver = self._driver(session, 0)
+        announce(driver)
         async with driver.lock:
             await driver.run(effects)
         logger.info("session %s resumed here", session.id)

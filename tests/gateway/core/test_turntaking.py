@@ -28,10 +28,12 @@ class Turns(Harness):
     def answer_turn(self, job: Job, eot: float) -> None:
         self.give(Result.answering(job, eot=eot))
 
-    def run(self, speech: Speech, model: Any = None, words: Any = "Words heard.") -> None:
+    def run(self, speech: Speech, model: Any = None, words: Any = "Words heard.", interims: str = "") -> None:
         """Stream `speech` frame by frame; the speculative job is decoded as `words` at once (or
-        `words(job)`), and `model(job)` answers each question as it is asked (None: no answer)."""
-        pcm, answered, decoded = speech.pcm16, 0, 0
+        `words(job)`), each interim (when INTERIM_MIN_MS lets them be asked) as `interims` 150 ms later, and
+        `model(job)` answers each question as it is asked (None: no answer)."""
+        pcm, answered, decoded, told = speech.pcm16, 0, 0, 0
+        asked: list[tuple[int, Job]] = []  # interims, and when they are answered
         for i in range(0, len(pcm), CHUNK):
             self.push(pcm[i : i + CHUNK])
             self.time.t += CHUNK / 32000
@@ -39,6 +41,12 @@ class Turns(Harness):
                 decoded += 1
                 text = words(guess) if callable(words) else words
                 self.give(Result.answering(guess, text=text, audio_s=guess.audio_end / 32000))
+            # Interims are answered 150 ms late: a busy decoder takes speculative jobs first.
+            asked.extend((i + 5 * CHUNK, job) for job in self.jobs("interim")[len(asked) :])
+            while told < len(asked) and asked[told][0] <= i:
+                interim = asked[told][1]
+                told += 1
+                self.give(Result.answering(interim, text=interims, audio_s=interim.audio_end / 32000))
             for job in self.questions()[answered:]:
                 answered += 1
                 eot = model(job) if model else None
@@ -138,6 +146,22 @@ def test_an_eager_end_of_turn_is_told_once_withdrawn_when_speech_goes_on_and_rep
     eagers = [e for e in h.events if isinstance(e, TurnEager)]
     final = next(e for e in h.events if isinstance(e, Final))
     assert final.text == eagers[-1].text and final.reason is EndReason.MODEL
+
+
+def test_an_interim_a_word_short_does_not_overrule_the_speculative_final_s_sentence() -> None:
+    """An interim asked just before the pause is decoded after the speculative final (decoders
+    take those first). A word short of it ("... over the"), it would hold a finished sentence
+    until the cap as if it stopped mid-phrase."""
+    h = Turns(EotRule(threshold=0.5, timeout_ms=3000), INTERIM_MIN_MS=100)
+    h.run(
+        one(),
+        model=lambda job: 0.1,
+        words="The quick brown fox jumps over the lazy dog.",
+        interims="The quick brown fox jumps over the",
+    )
+    [stop] = h.stopped()
+    assert stop.reason is EndReason.SILENCE
+    assert end_decided_ms(h, one()) <= 430  # the silence rule after a full stop, not the 3 s cap
 
 
 def test_words_that_end_a_sentence_weigh_an_unsure_answer_toward_done() -> None:
