@@ -208,13 +208,15 @@ class GatewaySettings(SharedSettings):
     )
     EOT_SPECULATE_MS: int = _setting(
         90,
-        "in such a session: the pause at which the would-be final is decoded (its words weigh the model's answer)",
+        "in such a session, and one without interims: the pause at which the would-be final is decoded (its words "
+        "weigh the model's answer, and are the silence rule's only words)",
         lo=30,
         hi=5000,
     )
     EOT_CONTEXT_S: float = _setting(
         6.0,
-        "in such a session: CONTEXT_S, at most (a final's decode grows with its context: on a CPU core tiny.en "
+        "in such a session, and one without interims: CONTEXT_S, at most (a final's decode grows with its context: "
+        "on a CPU core tiny.en "
         "takes ~70 ms without, ~220 ms after 8 s, ~590 ms after 20 s, and the turn's end waits for it)",
         lo=0.0,
         hi=28.0,

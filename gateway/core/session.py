@@ -44,6 +44,16 @@ def default_turn(settings: GatewaySettings, options: SessionOptions) -> Turn:
     )
 
 
+def speculate_ms(settings: GatewaySettings, options: SessionOptions) -> int:
+    """The pause at which the would-be final is decoded. A session without interims (Deepgram's
+    default) has no words but that final's for the silence rule to weigh (a sentence's end ends
+    the utterance at FINAL_SILENCE_MS_MIN, else up to _MAX): they must be in before the shortest
+    end, so its pause is said at EOT_SPECULATE_MS, as in a session of the end-of-turn model."""
+    if options.interim or not settings.SPECULATE_MS:
+        return settings.SPECULATE_MS
+    return min(settings.SPECULATE_MS, settings.EOT_SPECULATE_MS)
+
+
 class Session(Finals):
     def __init__(
         self,
@@ -73,7 +83,7 @@ class Session(Finals):
             turn.silence_max_ms,
             settings.MAX_UTTERANCE_S,
             turn.on_silence,
-            speculate_ms=settings.SPECULATE_MS,
+            speculate_ms=speculate_ms(settings, options),
             eager_ms=turn.eager_ms,
             eot=options.eot,
             eot_probe_ms=settings.EOT_PROBE_MS,
@@ -310,9 +320,11 @@ class Session(Finals):
             used = self.speculation.on_result(result, p.job.id if p is not None and p.result is None else None)
             if used is not None and p is not None:
                 return self._resolve(p, used)
-            if (self.endpointer.eager_ms or self.endpointer.eot) and self.speculation.holds(result) and result.text:
-                # Eager end of turn, the end-of-turn model: the whole utterance's text says
-                # whether it ends a sentence, or stops mid-phrase.
+            if self.speculation.holds(result) and result.text:
+                # The whole utterance's words up to the pause say whether it ends a sentence or
+                # stops mid-phrase: the silence rule, the eager end of turn and the end-of-turn
+                # model weigh them. A session without interims (Deepgram's default) has no
+                # other words to go by.
                 start = self.current.start_sample if self.current is not None else 0
                 self.endpointer.heard(result.text, start + self.speculation.guess_end(), whole=True)
             return self.turns.eager(self.current)

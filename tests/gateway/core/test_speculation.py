@@ -17,10 +17,10 @@ CHUNK = 960  # 30 ms of 16 kHz PCM16: events land on the frame they belong to
 
 
 class Spec(Harness):
-    def __init__(self, eager_ms: int = 0, **overrides: Any) -> None:
+    def __init__(self, eager_ms: int = 0, interim: bool = True, **overrides: Any) -> None:
         overrides.setdefault("SPECULATE_MS", 200)
         overrides.setdefault("INTERIM_MIN_MS", 60000)
-        options = SessionOptions(sample_rate=16000, lang="en", eager_ms=eager_ms)
+        options = SessionOptions(sample_rate=16000, lang="en", eager_ms=eager_ms, interim=interim)
         super().__init__(options, **overrides)
 
     def feed_until(self, speech: Speech, done: Any, start: int = 0) -> int:
@@ -138,15 +138,29 @@ def test_no_speculation_when_it_is_off_or_the_client_ends_turns() -> None:
 def test_eager_end_of_turn_ends_at_the_speculative_result_when_it_ends_a_sentence() -> None:
     speech = one(tail_s=2.0)
     ends = {}
-    for eager in (0, 250):
+    for eager, words in ((0, "The quick brown fox."), (250, "The quick brown fox."), (0, "The quick brown fox")):
         h = Spec(eager_ms=eager)
         at = h.feed_until(speech, lambda h=h: h.jobs("speculative"))
-        h.give(h.decode(h.jobs("speculative")[0], "The quick brown fox."))
+        h.give(h.decode(h.jobs("speculative")[0], words))
         h.feed_until(speech, lambda h=h: h.of_type("final"), at)
         [final] = [e for e in h.events if isinstance(e, Final)]
-        ends[eager] = final.endpoint_ms
-    # Without it the endpointer waits its adaptive silence (a short utterance: its longest).
-    assert ends[0] >= 600 and 240 <= ends[250] <= 300, ends
+        ends[eager, words[-1]] = final.endpoint_ms
+    # Its words are the endpointer's too (a session without interims has no others): a sentence's
+    # end brings the silence rule's shortest (400 ms), or the eager one; words that do not end a
+    # sentence leave a short utterance its longest.
+    assert 390 <= ends[0, "."] <= 450 and 240 <= ends[250, "."] <= 300 and ends[0, "x"] >= 600, ends
+
+
+def test_a_session_without_interims_speculates_sooner() -> None:
+    """Its speculative final's words are the only ones its silence rule weighs: they must be in
+    before the shortest end (FINAL_SILENCE_MS_MIN), so its pause is said at EOT_SPECULATE_MS."""
+    paused_at = {}
+    for interim in (True, False):
+        h = Spec(interim=interim, EOT_SPECULATE_MS=90)
+        h.feed_until(one(), lambda h=h: h.jobs("speculative"))
+        [guess] = h.jobs("speculative")
+        paused_at[interim] = guess.audio_end / 32000
+    assert abs(paused_at[True] - paused_at[False] - 0.11) < 0.031
 
 
 def test_a_final_ready_at_the_endpoint_comes_after_its_speech_stopped() -> None:
