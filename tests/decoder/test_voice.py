@@ -13,8 +13,8 @@ import pytest
 import soundfile as sf
 
 from common.errors import ModelLoadError
-from decoder import torchfile
-from decoder.voice import DIM, VoiceEncoder, weights_path, window_starts
+from decoder import torchfile, voice
+from decoder.voice import DIM, MAX_WINDOWS, VoiceEncoder, weights_path, window_starts
 
 DATA = Path(__file__).parent.parent / "data" / "speakers"
 
@@ -75,3 +75,26 @@ def test_embeddings_are_pinned_normed_and_tell_speakers_apart(encoder: VoiceEnco
 def test_windows_cover_an_utterance_as_resemblyzer_does() -> None:
     assert window_starts(8000) == [0]  # shorter than one window: one, padded
     assert window_starts(16000 * 3) == [0, 77, 154]  # 1.3 a second; the last kept at 3/4 covered
+
+
+def test_a_long_utterance_is_embedded_from_at_most_max_windows_of_it(
+    encoder: VoiceEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live final waits for its embedding: a long one averages MAX_WINDOWS windows spread over
+    it, not all of them, and stays that voice's."""
+    long = np.concatenate([clip("1688-142285-0009"), clip("1688-142285-0008")] * 3)
+    assert len(encoder.embed(long, partials=True)) > MAX_WINDOWS
+    seen: list[int] = []
+    windows = encoder.windows
+
+    def counted(mels: np.ndarray) -> np.ndarray:
+        seen.append(len(mels))
+        return windows(mels)
+
+    monkeypatch.setattr(encoder, "windows", counted)
+    capped = encoder.embed(long)
+    assert seen == [MAX_WINDOWS]
+    monkeypatch.setattr(voice, "MAX_WINDOWS", 10**6)
+    full = encoder.embed(long)
+    other = encoder.embed(clip("1998-15444-0007"))
+    assert float(capped @ full) > 0.97 and float(capped @ other) < 0.7
