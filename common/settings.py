@@ -216,8 +216,8 @@ class GatewaySettings(SharedSettings):
     EOT_CONTEXT_S: float = _setting(
         6.0,
         "in such a session, and one without interims: CONTEXT_S, at most (a final's decode grows with its context: "
-        "on a CPU core tiny.en "
-        "takes ~70 ms without, ~220 ms after 8 s, ~590 ms after 20 s, and the turn's end waits for it)",
+        "on a CPU core tiny.en takes ~70 ms without, ~220 ms after 8 s, ~590 ms after 20 s, and the turn's end "
+        "waits for it)",
         lo=0.0,
         hi=28.0,
     )
