@@ -96,8 +96,8 @@ def score(spans: list[dict[str, Any]], msgs: list[tuple[float, dict[str, Any]]])
 
     turns = [(t, m) for t, m in msgs if m.get("type") == "TurnInfo"]
     ends = [(t, m) for t, m in turns if m["event"] == "EndOfTurn"]
-    latencies, cut, spliced, refs, hyps = [], 0, 0, [], []
-    for span in spans:
+    latencies, cut, spliced, refs, hyps, by_span, cuts = [], 0, 0, [], [], {}, []
+    for i, span in enumerate(spans):
         mine = [
             (t, m)
             for t, m in ends
@@ -106,9 +106,12 @@ def score(spans: list[dict[str, Any]], msgs: list[tuple[float, dict[str, Any]]])
         if span["kind"] == "spliced":
             spliced += 1
             cut += len(mine) > 1
+            if len(mine) > 1:
+                cuts.append({"span": i, "turns": [m["transcript"] for _, m in mine]})
             continue
         if mine:
             latencies.append(mine[-1][0] - span["end"])
+            by_span[i] = round(mine[-1][0] - span["end"], 3)
         refs.append(span["text"])
         hyps.append(" ".join(m["transcript"] for _, m in mine))
     eager = [t for t, m in turns if m["event"] == "EagerEndOfTurn"]
@@ -128,6 +131,8 @@ def score(spans: list[dict[str, Any]], msgs: list[tuple[float, dict[str, Any]]])
         "eager": len(eager),
         "resumed": len(resumed),
         "leads": leads,
+        "by_span": by_span,
+        "cuts": cuts,
     }
 
 
@@ -138,6 +143,7 @@ def pct(values: list[float], q: float) -> float | None:
 def main() -> int:
     from common.audio import float32_to_pcm16
     from stt.bench import Service, tree_cpu_s
+    from stt.bench_metrics import scrape, speculation
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--streams", default="1,6")
@@ -150,6 +156,7 @@ def main() -> int:
     )
     p.add_argument("--env", default="", help="KEY=VALUE,... set for every setting's service")
     p.add_argument("--arrangements", default="together,staggered", help="of N>1 clients: together, staggered")
+    p.add_argument("--stagger-at", default="", help="the N to run staggered (default: every N>1)")
     args = p.parse_args()
     extra = dict(kv.split("=", 1) for kv in args.env.split(",") if kv)
     audio, spans = talk(args.recorded)
@@ -167,9 +174,11 @@ def main() -> int:
             flux = url.replace("/v1/listen", "/v2/listen")
             for n in [int(x) for x in args.streams.split(",")]:
                 for arrangement in ("together",) if n == 1 else args.arrangements.split(","):
+                    if arrangement == "staggered" and args.stagger_at and str(n) not in args.stagger_at.split(","):
+                        continue
                     delays = [0.0 if arrangement == "together" else 0.7 * i for i in range(n)]
                     print("%s, %d stream(s), %s ..." % (name, n, arrangement), flush=True)
-                    cpu0, wall0 = tree_cpu_s(pid)["gateway"], time.monotonic()
+                    cpu0, wall0, counters = tree_cpu_s(pid)["gateway"], time.monotonic(), scrape(url)
                     results = asyncio.run(_all(flux, pcm, delays))
                     cpu_s, wall = tree_cpu_s(pid)["gateway"] - cpu0, time.monotonic() - wall0
                     scores = [score(spans, msgs) for _, msgs in results]
@@ -187,9 +196,13 @@ def main() -> int:
                         "resumed": sum(s["resumed"] for s in scores),
                         "eager_lead_p50_ms": pct([x for s in scores for x in s["leads"]], 50),
                         "gateway_cpu_per_stream_pct": round(100 * cpu_s / wall / n, 3),
+                        "speculative": speculation(counters, scrape(url)),
                     }
-                    rows.append(row)
                     print("  " + json.dumps(row), flush=True)
+                    # Each client's EndOfTurn latency (s) per complete sentence, by its index in spans.
+                    rows.append(
+                        {**row, "latencies_s": [s["by_span"] for s in scores], "cuts": [s["cuts"] for s in scores]}
+                    )
     out = ROOT / "benchmarks" / "results" / ("turns%s.json" % ("-" + args.label if args.label else ""))
     out.write_text(json.dumps({"spans": spans, "rows": rows, "when": time.strftime("%Y-%m-%d")}, indent=1))
     print("wrote", out.relative_to(ROOT))

@@ -279,6 +279,7 @@ async def connect(
     resume: bool = True,
     buffer_s: float = 30.0,
     eager_eot_ms: int = 0,
+    end_of_turn: str = "silence",
     diarize: bool = False,
     max_speakers: int = 8,
 ) -> AsyncIterator[Stream]:
@@ -286,6 +287,8 @@ async def connect(
     connection is reconnected and the session resumed (keeping the last `buffer_s` seconds of
     audio sent, for the gateway to have again what it lost). `eager_eot_ms`: eager end of turn,
     the silence that ends an utterance whose text so far ends a sentence (0: the service's).
+    `end_of_turn`: "model" has the service's end-of-turn model end utterances ("silence": its
+    silence rules alone).
     `diarize`: each final says who spoke (`speaker`, from 0; at most `max_speakers`)."""
     headers = {"Authorization": "Bearer %s" % api_key} if api_key else None
     try:
@@ -309,6 +312,8 @@ async def connect(
             start.update(diarize=True, max_speakers=max_speakers)
         if eager_eot_ms:
             start["eager_eot_ms"] = eager_eot_ms
+        if end_of_turn != "silence":
+            start["end_of_turn"] = end_of_turn
         await ws.send(json.dumps(start))
         try:
             first = json.loads(await asyncio.wait_for(ws.recv(), open_timeout))

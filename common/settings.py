@@ -126,7 +126,9 @@ class DecoderSettings(SharedSettings):
     DECODER_ID: str = _setting("", "consumer name; empty: host-pid")
     METRICS_PORT: int = _setting(9100, "decoder /metrics port (0: off)", lo=0, hi=65535)
     METRICS_HOST: str = _setting("127.0.0.1", "decoder /metrics bind address")
-    DECODE_BATCH: int = _setting(4, "most jobs of one kind decoded together", lo=1, hi=64)
+    DECODE_BATCH: int = _setting(
+        4, "most jobs of one kind decoded together (a CPU decoder's finals: one at a time)", lo=1, hi=64
+    )
     BATCH_WAIT_MS: int = _setting(0, "longest wait to fill a batch of interims", lo=0, hi=1000)
     FINAL_BEAM: int = _setting(5, "beam size of final decodes", lo=1, hi=16)
     CLAIM_IDLE_MS: int = _setting(15000, "a final idle this long in another consumer is claimed", lo=100)
@@ -224,7 +226,7 @@ class GatewaySettings(SharedSettings):
     EOT_MODEL: str = _setting(
         "on",
         "the end-of-turn model for the sessions that ask for it: on (wherever a decoder serves it), off, or auto "
-        "(only where a decoder on a GPU serves it: on CPU decoders a burst of turns ending at once ends later with it)",
+        "(only where a decoder on a GPU serves it: CPU decoders then spend their cores on words alone)",
         choices=("auto", "on", "off"),
     )
     HOST: str = _setting("0.0.0.0", "gateway bind address (stt up: 127.0.0.1 unless set)")

@@ -13,7 +13,8 @@ Two lanes, each decoding one run (a list of jobs decoded together) at a time:
   in progress (a decode cannot be interrupted). It is shed, undecoded, past its deadline (the
   gateway sets it just after the latest its endpoint can be decided): by then its final, if
   the speaker did not go on, stands in the final queue, which goes first. Under load that is what gives way
-  first: while finals keep the lane busy, speculation waits and ages out.
+  first: while finals keep the lane busy, speculation waits and ages out. On a CPU a run is one
+  job (`run_size`), and no more is read than a run takes: the rest stays for another decoder.
 - The background lane: interims and file parts. Of several waiting interims of one session only
   the newest is worth decoding (the others are superseded); an interim past its deadline is
   dropped; an utterance's first interim (rev 0) goes before later revisions of others (it tells
@@ -118,7 +119,7 @@ class TimeShare:
 
 
 class Scheduler:
-    def __init__(self, batch: int, file_share: float, cpu: bool = True) -> None:
+    def __init__(self, batch: int, file_share: float, cpu: bool = False) -> None:
         self.batch = batch
         self.file_share = file_share
         self.cpu = cpu
@@ -160,11 +161,23 @@ class Scheduler:
         }
         return len(held.get(kind, []))
 
+    def run_size(self, lane: Lane) -> int:
+        """The most jobs of a final-lane run: one on a CPU, where a run of four tiny.en finals
+        took four times one (benchmarks/turns.py: six sentences ending together on two decoders
+        came two at 0.45 s and four together at 1.8 s) and every result waits for the run's last;
+        jobs left in Redis go to whichever decoder is free first."""
+        return 1 if lane is Lane.FINAL and self.cpu else self.batch
+
+    def read_count(self, free: list[Lane]) -> int:
+        """How many entries of each kind to read when `free` lanes are free: no more final-lane
+        jobs than one run takes, so that another decoder gets the rest."""
+        return min(self.run_size(lane) for lane in free) if free else self.batch
+
     def wants(self, lane: Lane) -> tuple[JobKind, ...]:
         """The kinds worth reading for `lane` when it is free: those it holds fewer than a run of.
         Finals are always worth reading: a speculative job held must not go before a newer final."""
         if lane is Lane.FINAL:
-            return (JobKind.FINAL,) + ((JobKind.SPECULATIVE,) if len(self.guesses) < self.batch else ())
+            return (JobKind.FINAL,) + ((JobKind.SPECULATIVE,) if len(self.guesses) < self.run_size(lane) else ())
         kinds: tuple[JobKind, ...] = ()
         if len(self.interims) < self.batch:
             kinds += (JobKind.INTERIM,)
@@ -192,10 +205,11 @@ class Scheduler:
             else:
                 fresh.append(e)
         self.guesses = fresh
-        chosen = self._fair(self.finals, Lane.FINAL, self.batch)
+        size = self.run_size(Lane.FINAL)
+        chosen = self._fair(self.finals, Lane.FINAL, size)
         self.finals = [e for e in self.finals if e not in chosen]
-        if len(chosen) < self.batch and not self.finals:
-            room = self.batch - len(chosen)
+        if len(chosen) < size and not self.finals:
+            room = size - len(chosen)
             chosen += self.guesses[:room]
             self.guesses = self.guesses[room:]
         if chosen:

@@ -218,7 +218,13 @@ class DecoderWorker(Delivery):
             runnable = any(self.scheduler.held(k) for lane in free for k in self._lane_kinds(lane))
             busy = len(free) < len(Lane) or bool(self.gate.parked)
             block = None if runnable else POLL_MS if busy else BLOCK_MS
-            await self._admit(await self.streams.read(kinds, batch, block))
+            count = self.scheduler.read_count(free)
+            read = await self.streams.read(kinds, count, block)
+            await self._admit(read)
+            if count < batch and Lane.BACKGROUND in free and any(not e.kind.decodes_as_final for e in read.jobs):
+                # Fewer read for the final lane's sake (a CPU): the background lane's run filled.
+                more = tuple(k for k in self.scheduler.wants(Lane.BACKGROUND))
+                await self._admit(await self.streams.read(more, batch - count, None))
         started = False
         for lane in free:
             started = await self._start(lane) or started

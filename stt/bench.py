@@ -53,6 +53,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="benchmarks/results", help="directory for the JSON and PNG")
     p.add_argument("--protocol", choices=PROTOCOLS, default="native", help="what the clients speak (default: native)")
     p.add_argument("--eager-ms", type=int, default=0, help="native clients ask for eager end of turn (ms; 0: off)")
+    p.add_argument(
+        "--end-of-turn",
+        choices=("silence", "model"),
+        default="silence",
+        help="native clients' end-of-turn rule (model: the end-of-turn model; default: silence)",
+    )
 
 
 def tree_cpu_s(pid: int) -> dict[str, float]:
@@ -233,6 +239,7 @@ async def sweep(
                     args.speed,
                     rng.uniform(0, spread) if n > 1 else 0,
                     eager_ms=args.eager_ms,
+                    end_of_turn=args.end_of_turn,
                 )
                 for _ in range(n)
             )
@@ -294,6 +301,7 @@ def run(args: argparse.Namespace) -> int:
         "label": args.label,
         "protocol": args.protocol,
         "eager_ms": args.eager_ms,
+        "end_of_turn": args.end_of_turn,
         "slo_p95_ms": args.slo_ms,
         "sentences": args.sentences,
         "conversation_s": round(speech.duration, 2),

@@ -42,10 +42,11 @@ async def run_client(
     rate: int = 16000,
     words: bool = False,
     eager_ms: int = 0,
+    end_of_turn: str = "silence",
 ) -> ClientRun:
     """One client's session; `rate`: the sample rate it sends (OpenAI's is always 24 kHz);
     `words`: native finals with word times (Deepgram's always have them); `eager_ms`: the
-    native protocol's eager end of turn."""
+    native protocol's eager end of turn; `end_of_turn`: its end-of-turn rule ("model", "silence")."""
     run = ClientRun()
     await asyncio.sleep(delay)
     try:
@@ -54,17 +55,26 @@ async def run_client(
         elif protocol == "deepgram":
             await _deepgram(url, speech, speed, run, rate)
         else:
-            await _native(url, speech, speed, run, rate, words, eager_ms)
+            await _native(url, speech, speed, run, rate, words, eager_ms, end_of_turn)
     except (ClientError, OSError, websockets.WebSocketException, TimeoutError) as exc:
         run.error = str(exc) or type(exc).__name__
     return run
 
 
 async def _native(
-    url: str, speech: Speech, speed: float, run: ClientRun, rate: int, words: bool, eager_ms: int = 0
+    url: str,
+    speech: Speech,
+    speed: float,
+    run: ClientRun,
+    rate: int,
+    words: bool,
+    eager_ms: int = 0,
+    end_of_turn: str = "silence",
 ) -> None:
     loop = asyncio.get_running_loop()
-    async with connect(url, sample_rate=rate, lang="en", word_timestamps=words, eager_eot_ms=eager_ms) as stream:
+    async with connect(
+        url, sample_rate=rate, lang="en", word_timestamps=words, eager_eot_ms=eager_ms, end_of_turn=end_of_turn
+    ) as stream:
         run.t0 = loop.time()
         async for msg in stream.receive_while(stream.send_audio(speech.pcm16_at(rate), speed=speed)):
             now = loop.time()

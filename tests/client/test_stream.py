@@ -73,3 +73,25 @@ async def test_a_message_numbered_before_resumed_is_not_taken_for_one_seen_alrea
         final(2, 3),  # the same message again: skipped
     ]
     assert await finals_after_a_resume(early) == [0, 1, 2]
+
+
+async def test_connect_sends_the_start_options_it_is_given() -> None:
+    starts: list[dict[str, Any]] = []
+
+    async def handler(ws: Any) -> None:
+        starts.append(json.loads(await ws.recv()))
+        await ws.send(json.dumps({"type": "started", "session_id": "s", "resume_token": "t" * 32, "seq": 0}))
+        await ws.wait_closed()
+
+    port = free_port()
+    server = await websockets.serve(handler, "127.0.0.1", port)
+    try:
+        async with connect("ws://127.0.0.1:%d" % port, end_of_turn="model", eager_eot_ms=300, resume=False):
+            pass
+        async with connect("ws://127.0.0.1:%d" % port, resume=False):
+            pass
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert starts[0]["end_of_turn"] == "model" and starts[0]["eager_eot_ms"] == 300
+    assert "end_of_turn" not in starts[1] and "eager_eot_ms" not in starts[1]  # the service's defaults

@@ -140,6 +140,23 @@ def test_an_utterances_first_interim_goes_before_later_revisions() -> None:
     assert sessions(run_of(s, Lane.BACKGROUND)) == ["b", "c", "a"]
 
 
+def test_on_a_cpu_the_final_lane_runs_one_job_and_reads_no_more_than_one() -> None:
+    # Six sentences ending together on two CPU decoders: a run of four there takes four times
+    # one, and all four results wait for its end; what one decoder does not read, the other takes.
+    cpu = Scheduler(batch=4, file_share=0.25, cpu=True)
+    f1, g1, g2 = final("a"), guess("b"), guess("c")
+    cpu.add([g1, f1, g2], now_ms=0)
+    assert run_of(cpu, Lane.FINAL) == [f1]
+    assert run_of(cpu, Lane.FINAL) == [g1]
+    assert cpu.read_count([Lane.FINAL, Lane.BACKGROUND]) == 1
+    assert cpu.read_count([Lane.BACKGROUND]) == 4  # interims still come in runs
+    assert JobKind.SPECULATIVE not in cpu.wants(Lane.FINAL)  # g2 held: no more guesses read
+    gpu = Scheduler(batch=4, file_share=0.25, cpu=False)
+    gpu.add([final("a"), guess("b"), guess("c")], now_ms=0)
+    assert len(run_of(gpu, Lane.FINAL)) == 3
+    assert gpu.read_count([Lane.FINAL, Lane.BACKGROUND]) == 4
+
+
 # --- the background lane: file parts --------------------------------------------------------
 
 

@@ -106,9 +106,10 @@ async def test_finals_never_wait_behind_interims(
         async with running_worker(settings.replace(DECODE_BATCH=4), engine):
             results = await col.wait(7)
     assert sorted(r.kind for r in results) == ["final"] * 3 + ["interim"] * 4
-    # The finals' lane took all three in its first run, at once: not after an interim run.
+    # The finals' lane took the first at once, not after an interim run; on a CPU one per run
+    # (a run of several costs their sum there, and each result would wait for the last).
     finals = [r for r in runs if "final" in r[1]]
-    assert [len(r[1]) for r in finals] == [3] and finals[0][0].startswith("final")
+    assert [len(r[1]) for r in finals] == [1, 1, 1] and finals[0][0].startswith("final")
     first_background_end = min(r[3] for r in runs if r[1][0] == "interim")
     assert finals[0][2] < first_background_end
     assert all(r[0].startswith("background") for r in runs if r[1][0] == "interim")

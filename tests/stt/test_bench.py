@@ -69,10 +69,11 @@ def test_short_sweep_reports_no_missing_finals(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bench_speaks_every_protocol(stt_up: Callable[..., Proc], tmp_path: Path) -> None:
-    """The same load through the OpenAI Realtime and Deepgram adapters, against one `stt up`."""
+    """The same load through the OpenAI Realtime and Deepgram adapters, and native sessions whose
+    turns the end-of-turn model ends, against one `stt up`."""
     port = free_port()
     stt_up(port)
-    for protocol in ("openai", "deepgram"):
+    for protocol, extra in (("openai", []), ("deepgram", []), ("native", ["--end-of-turn", "model"])):
         run = subprocess.run(
             [
                 sys.executable,
@@ -96,6 +97,7 @@ def test_bench_speaks_every_protocol(stt_up: Callable[..., Proc], tmp_path: Path
                 protocol,
                 "--out",
                 str(tmp_path),
+                *extra,
             ],
             env={**os.environ, "MODEL_NAME": REAL_MODEL},
             cwd=ROOT,
@@ -106,6 +108,7 @@ def test_bench_speaks_every_protocol(stt_up: Callable[..., Proc], tmp_path: Path
         assert run.returncode == 0, run.stdout + run.stderr
         report = json.loads((tmp_path / ("bench-%s.json" % protocol)).read_text())
         assert report["protocol"] == protocol
+        assert report["end_of_turn"] == ("model" if extra else "silence")
         for r in report["results"]:
             assert r["finals_missing"] == r["finals_duplicated"] == r["finals_out_of_order"] == 0, (protocol, r)
             assert r["sessions_failed"] == 0 and r["wer"] <= 30.0
