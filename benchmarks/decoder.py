@@ -31,6 +31,7 @@ from common import keys
 from common.audio import float32_to_pcm16, pcm16_to_float32
 from common.messages import Job, decode_result
 from common.redis_server import RedisServer
+from common.redisconn import close_pubsub
 from common.settings import Settings
 from decoder.engine import Engine
 from decoder.testmodel import cached_test_model
@@ -101,7 +102,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                     jobs.append((job, clip))
                 print("\r  job %d/%d: %.1f ms end to end" % (i + 1, total, elapsed), end="", flush=True)
             print()
-            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            await close_pubsub(pubsub)
         finally:
             proc.terminate()
             proc.wait(30)

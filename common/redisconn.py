@@ -123,6 +123,12 @@ async def aclose(client: aioredis.Redis) -> None:
         await sentinel.aclose()
 
 
+async def close_pubsub(pubsub: Any) -> None:
+    """Close a PubSub's connection. Typed `Any`: redis-py 8.1 leaves `PubSub.aclose`
+    unannotated and 8.2 annotates it, and a fresh install may get either."""
+    await pubsub.aclose()
+
+
 def close(client: redis.Redis) -> None:
     """Close a sync_client's connections, the Sentinels' included."""
     client.close()

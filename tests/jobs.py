@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from common import keys
 from common.audio import float32_to_pcm16
 from common.messages import Job, Result, decode_result
+from common.redisconn import close_pubsub
 from gateway.store.jobqueue import JobQueue
 
 
@@ -82,7 +83,7 @@ class ResultCollector:
                 if msg["type"] == "message":
                     self.results.append(decode_result(msg["data"]))
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            await close_pubsub(pubsub)
 
     async def wait(self, n: int, timeout: float = 30.0) -> list[Result]:
         deadline = time.monotonic() + timeout

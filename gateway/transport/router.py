@@ -22,6 +22,7 @@ from common.backoff import Backoff
 from common.errors import SchemaError
 from common.lifecycle import StopFlag
 from common.messages import Result, decode_result
+from common.redisconn import close_pubsub
 from gateway.files.upload import FileTranscription
 from gateway.transport.driver import SessionDriver
 
@@ -102,7 +103,7 @@ class ResultRouter:
                 await stop.sleep(delay)
             finally:
                 try:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                    await close_pubsub(pubsub)
                 except (RedisConnectionError, OSError):
                     pass
 
