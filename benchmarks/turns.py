@@ -96,7 +96,11 @@ def score(spans: list[dict[str, Any]], msgs: list[tuple[float, dict[str, Any]]])
 
     turns = [(t, m) for t, m in msgs if m.get("type") == "TurnInfo"]
     ends = [(t, m) for t, m in turns if m["event"] == "EndOfTurn"]
-    latencies, cut, spliced, refs, hyps, by_span, cuts = [], 0, 0, [], [], {}, []
+    # EndOfTurn latency (s) of each complete sentence, by its index in spans; the spliced ones
+    # cut in two, with their turns.
+    latencies: dict[int, float] = {}
+    cuts: list[dict[str, Any]] = []
+    spliced, refs, hyps = 0, [], []
     for i, span in enumerate(spans):
         mine = [
             (t, m)
@@ -105,13 +109,11 @@ def score(spans: list[dict[str, Any]], msgs: list[tuple[float, dict[str, Any]]])
         ]
         if span["kind"] == "spliced":
             spliced += 1
-            cut += len(mine) > 1
             if len(mine) > 1:
                 cuts.append({"span": i, "turns": [m["transcript"] for _, m in mine]})
             continue
         if mine:
-            latencies.append(mine[-1][0] - span["end"])
-            by_span[i] = round(mine[-1][0] - span["end"], 3)
+            latencies[i] = mine[-1][0] - span["end"]
         refs.append(span["text"])
         hyps.append(" ".join(m["transcript"] for _, m in mine))
     eager = [t for t, m in turns if m["event"] == "EagerEndOfTurn"]
@@ -125,14 +127,12 @@ def score(spans: list[dict[str, Any]], msgs: list[tuple[float, dict[str, Any]]])
             leads.append(t_end - told[-1])
     return {
         "latencies": latencies,
-        "cut": cut,
+        "cuts": cuts,
         "spliced": spliced,
         "wer": wer(" ".join(refs), " ".join(hyps)),
         "eager": len(eager),
         "resumed": len(resumed),
         "leads": leads,
-        "by_span": by_span,
-        "cuts": cuts,
     }
 
 
@@ -182,14 +182,14 @@ def main() -> int:
                     results = asyncio.run(_all(flux, pcm, delays))
                     cpu_s, wall = tree_cpu_s(pid)["gateway"] - cpu0, time.monotonic() - wall0
                     scores = [score(spans, msgs) for _, msgs in results]
-                    lat = [x for s in scores for x in s["latencies"]]
+                    lat = [x for s in scores for x in s["latencies"].values()]
                     row = {
                         "setting": name,
                         "streams": n,
                         "arrangement": arrangement,
                         "eot_p50_ms": pct(lat, 50),
                         "eot_p95_ms": pct(lat, 95),
-                        "spliced_cut": sum(s["cut"] for s in scores),
+                        "spliced_cut": sum(len(s["cuts"]) for s in scores),
                         "spliced": sum(s["spliced"] for s in scores),
                         "wer_pct": round(100 * float(np.mean([s["wer"] for s in scores])), 2),
                         "eager": sum(s["eager"] for s in scores),
@@ -200,9 +200,8 @@ def main() -> int:
                     }
                     print("  " + json.dumps(row), flush=True)
                     # Each client's EndOfTurn latency (s) per complete sentence, by its index in spans.
-                    rows.append(
-                        {**row, "latencies_s": [s["by_span"] for s in scores], "cuts": [s["cuts"] for s in scores]}
-                    )
+                    latencies_s = [{i: round(x, 3) for i, x in s["latencies"].items()} for s in scores]
+                    rows.append({**row, "latencies_s": latencies_s, "cuts": [s["cuts"] for s in scores]})
     out = ROOT / "benchmarks" / "results" / ("turns%s.json" % ("-" + args.label if args.label else ""))
     out.write_text(json.dumps({"spans": spans, "rows": rows, "when": time.strftime("%Y-%m-%d")}, indent=1))
     print("wrote", out.relative_to(ROOT))

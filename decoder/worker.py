@@ -223,8 +223,7 @@ class DecoderWorker(Delivery):
             await self._admit(read)
             if count < batch and Lane.BACKGROUND in free and any(not e.kind.decodes_as_final for e in read.jobs):
                 # Fewer read for the final lane's sake (a CPU): the background lane's run filled.
-                more = tuple(k for k in self.scheduler.wants(Lane.BACKGROUND))
-                await self._admit(await self.streams.read(more, batch - count, None))
+                await self._admit(await self.streams.read(self.scheduler.wants(Lane.BACKGROUND), batch - count, None))
         started = False
         for lane in free:
             started = await self._start(lane) or started
