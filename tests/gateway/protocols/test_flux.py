@@ -87,7 +87,9 @@ async def test_turns_through_the_sdk_end_by_the_model_with_their_words(gateway: 
     assert [e["turn_index"] for e in ends] == [0, 1, 2]
     for end, text in zip(ends, speech.texts):
         assert wer(text, end["transcript"]) <= 0.5, (text, end["transcript"])
-        assert end["words"] and all("word" in w and "confidence" in w for w in end["words"])
+        # One per word of the transcript, in its order, each with the decode's confidence.
+        assert [w["word"] for w in end["words"]] == end["transcript"].split(), end
+        assert all(0.0 < w["confidence"] <= 1.0 for w in end["words"]), end["words"]
         assert 0.0 <= end["end_of_turn_confidence"] <= 1.0
     assert any(e["trigger"] == "model" for e in ends), [e["trigger"] for e in ends]
     updates = [u for u in s.turn_events("Update") if u["transcript"]]
