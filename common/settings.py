@@ -143,7 +143,7 @@ class DecoderSettings(SharedSettings):
     )
     HALLUCINATION_LOG_PROB: float = _setting(-0.5, "see HALLUCINATION_NO_SPEECH", hi=0.0)
     FINAL_WINDOW_PAD_S: float = _setting(
-        2.0,
+        4.0,
         "the encoder sees a final's audio (context included) plus this much padding, in 2 s steps (30: all of it)",
         lo=0.0,
         hi=30.0,
