@@ -74,7 +74,7 @@ class TurnQuestions:
         guess.eager = True
         end = utt.start + guess.job.audio_end / 2 / RATE
         r = guess.result
-        return [Emit(TurnEager(utt.n, r.text, utt.start, end, r.words, verdict, r.confidence))]
+        return [Emit(TurnEager(utt.n, r.text, utt.start, end, verdict, r.confidence))]
 
     def resumed(self, utt: Utterance | None) -> list[Emit]:
         """Speech went on: an eager end of turn told in this pause is withdrawn."""

@@ -83,9 +83,8 @@ class TurnEager:
     text: str
     start: float
     end: float
-    words: list[dict[str, Any]] | None  # timed, when the session asked for word timestamps
     eot: float
-    confidence: float = 0.0  # the speculative final's (exp of its average token log-probability)
+    confidence: float  # the speculative final's (exp of its average token log-probability)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from gateway.core.events import (
 from gateway.core.options import BadInput, EotRule, SessionOptions, check_keyterms, check_rate, excerpt
 from gateway.protocols import g711
 from gateway.protocols.base import Host
-from gateway.protocols.deepgram_query import IDLE_S, keyterms, number, spoken_words, spread
+from gateway.protocols.deepgram_query import IDLE_S, keyterms, number, spread
 from gateway.protocols.flux_config import ENCODINGS, Thresholds, parse_thresholds
 
 UPDATE_S = 0.25  # an Update this often (audio time) in an ongoing turn
@@ -186,11 +186,11 @@ class FluxAdapter:
         elif isinstance(event, Interim) and self.turn is not None:
             # Flux's clients take an Update's words (LiveKit's shows nothing without them): the
             # interim's, spread evenly over its audio (an interim has no word times of its own).
-            words = turn_words(event.text, None, event.start, event.end, event.confidence)
+            words = turn_words(event.text, event.start, event.end, event.confidence)
             self.turn["transcript"], self.turn["words"] = event.text, words
             self._send_turn("Update", event.text, words, event.end)
         elif isinstance(event, TurnEager) and self.turn is not None:
-            words = turn_words(event.text, event.words, event.start, event.end, event.confidence)
+            words = turn_words(event.text, event.start, event.end, event.confidence)
             self.turn.update(eager=(event.text, words), eot=event.eot)
             self._send_turn("EagerEndOfTurn", event.text, words, event.end)
         elif isinstance(event, TurnResumed) and self.turn is not None and self.turn["eager"] is not None:
@@ -219,7 +219,7 @@ class FluxAdapter:
         if eager is not None:
             text, words = eager
         else:
-            text, words = final.text, turn_words(final.text, final.words, final.start, final.end, final.confidence)
+            text, words = final.text, turn_words(final.text, final.start, final.end, final.confidence)
         self._end_turn_with(text, words, final.eot, final.end, TRIGGER.get(final.reason, "timeout"))
 
     def _end_turn_with(
@@ -260,13 +260,10 @@ class FluxAdapter:
         self.host.close(CLOSE_BAD_REQUEST if code != "idle_timeout" else CLOSE_NORMAL)
 
 
-def turn_words(
-    text: str, timed: list[dict[str, Any]] | None, start: float, end: float, confidence: float
-) -> list[dict[str, Any]]:
-    """A result's words as Flux's, one per word of the transcript: Whisper's timed words when
-    the decode aligned them, else the text's spread evenly over its audio, each with the
-    result's confidence."""
-    return as_flux(spoken_words(timed) if timed else spread(text, start, end, confidence))
+def turn_words(text: str, start: float, end: float, confidence: float) -> list[dict[str, Any]]:
+    """A result's words as Flux's, one per word of the transcript, spread evenly over its audio,
+    each with the result's confidence (a Flux session's decodes align no words: FluxAdapter.on_open)."""
+    return as_flux(spread(text, start, end, confidence))
 
 
 def as_flux(words: list[dict[str, Any]]) -> list[dict[str, Any]]:
