@@ -5,7 +5,10 @@ is where a failure of the session is handled, whatever part of the gateway met i
 One step at a time: audio, `finalize`, a discard and the periodic tick are serialized (the
 tick is skipped while a step is under way, and comes again), so the state a record writes is
 the one its effects before it left. Results come in between, without waiting: their effects
-are only messages to the client, handed to the connection at once.
+are only messages to the client. They go to the connection at once, or, while a step is
+under way, right after that step's own: a step that ends an utterance says so (speech
+stopped, committed) while its Redis writes are still being awaited, and the final a result
+brings in that time must not reach the client first.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ class SessionDriver:
         self.renewed_at = 0.0
         self.left = False  # its connection ended: nothing more is done for it here
         self.deferred: list[Effect] = []  # effects of a result, carried out at the next step
+        self.stepping = False
+        self.held: list[Event] = []  # messages of results that came while a step was under way
         self._sync()
 
     # --- what a protocol adapter sees of its session --------------------------------------
@@ -109,21 +114,28 @@ class SessionDriver:
         sid = self.core.id
         if self.deferred:
             effects, self.deferred = [*self.deferred, *effects], []
-        for e in effects:
-            if isinstance(e, AppendAudio):
-                await self.queue.append_audio(sid, e.utt, e.pcm, e.offset)
-            elif isinstance(e, Emit):
-                self.emit(e.event)
-            elif isinstance(e, Enqueue):
-                await self.queue.enqueue(e.job)
-            elif isinstance(e, Record):
-                await self.outlet.record(e.fields)
-            elif isinstance(e, Cancel):
-                await self.queue.cancel(e.job_id)
-            elif isinstance(e, DropAudio):
-                await self.queue.drop_audio(sid, *e.utts)
-            elif isinstance(e, RestoreAudio):
-                await self.queue.restore_audio(sid, e.utt, e.pcm)
+        self.stepping = True
+        try:
+            for e in effects:
+                if isinstance(e, AppendAudio):
+                    await self.queue.append_audio(sid, e.utt, e.pcm, e.offset)
+                elif isinstance(e, Emit):
+                    self.emit(e.event)
+                elif isinstance(e, Enqueue):
+                    await self.queue.enqueue(e.job)
+                elif isinstance(e, Record):
+                    await self.outlet.record(e.fields)
+                elif isinstance(e, Cancel):
+                    await self.queue.cancel(e.job_id)
+                elif isinstance(e, DropAudio):
+                    await self.queue.drop_audio(sid, *e.utts)
+                elif isinstance(e, RestoreAudio):
+                    await self.queue.restore_audio(sid, e.utt, e.pcm)
+        finally:
+            self.stepping = False
+            held, self.held = self.held, []
+            for event in held:
+                self.emit(event)
         self._sync()
 
     async def feed(self, pcm: bytes) -> None:
@@ -175,7 +187,7 @@ class SessionDriver:
         try:
             for e in self.core.on_result(result):
                 if isinstance(e, Emit):
-                    self.emit(e.event)
+                    self._deliver(e.event)
                 else:
                     self.deferred.append(e)
         except Exception as exc:
@@ -225,6 +237,13 @@ class SessionDriver:
                 await self.run([Record({**self.core.snapshot(), **gone})])
             if not keep:
                 await self.run(self.core.cleanup())
+
+    def _deliver(self, event: Event) -> None:
+        """A result's message: to the connection now, or after the messages of the step under way."""
+        if self.stepping:
+            self.held.append(event)
+        else:
+            self.emit(event)
 
     def _sync(self) -> None:
         if self.core.finals_outstanding:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.core.events import Event, FinalFailed, SessionFailed
+from common.messages import JobKind, Result
+from gateway.core.events import Event, Final, FinalFailed, SessionFailed, SpeechStopped
 from gateway.core.options import SessionOptions
 from gateway.core.session import Session
 from gateway.metrics import GatewayMetrics
@@ -29,7 +30,8 @@ class Outlet:
 
 
 def driver(**overrides: Any) -> tuple[SessionDriver, MemoryQueue, Outlet, list[Event]]:
-    settings = make_settings("tiny.en", "redis://127.0.0.1:1/0", SPECULATE_MS=0, INTERIM_MIN_MS=60000, **overrides)
+    overrides = {"SPECULATE_MS": 0, "INTERIM_MIN_MS": 60000, **overrides}
+    settings = make_settings("tiny.en", "redis://127.0.0.1:1/0", **overrides)
     core = Session(settings, SessionOptions(sample_rate=16000, lang="en"), "gw", GatewayMetrics(), resumable=True)
     queue, outlet = MemoryQueue(), Outlet()
     events: list[Event] = []
@@ -51,6 +53,30 @@ async def test_effects_reach_the_queue_in_order_and_the_lease_is_renewed() -> No
     assert any(f"pending:{final.utt}" in r for r in outlet.records)
     assert not d.finals_done.is_set() and await d.tick()
     assert outlet.records[-1]["connected"] == "1" and int(outlet.records[-1]["lease"]) > 0
+
+
+async def test_a_result_that_comes_during_a_step_speaks_after_it() -> None:
+    """The speculative result lands while the step that ends its utterance awaits its record:
+    the client hears that speech stopped before it hears the final (OpenAI's `speech_stopped`
+    and `committed` come before `completed`, and clients count on it)."""
+    d, queue, outlet, events = driver(SPECULATE_MS=200)
+    record = outlet.record
+
+    async def racing_record(fields: dict[str, str]) -> None:
+        [guess] = [j for j in queue.jobs if j.kind == JobKind.SPECULATIVE]
+        if d.core.pending and not any(isinstance(e, Final) for e in events):
+            d.on_result(Result.answering(guess, text="The quick brown fox.", audio_s=guess.audio_end / 32000))
+            assert not any(isinstance(e, Final) for e in events)  # held until the step's own are out
+        await record(fields)
+
+    await feed(d, conversation([SENTENCES[0]], tail_s=0.4).pcm16)
+    assert [j.kind for j in queue.jobs] == [JobKind.SPECULATIVE]
+    outlet.record = racing_record  # type: ignore[method-assign]
+    await feed(d, bytes(32000))
+    ends = [e for e in events if isinstance(e, (SpeechStopped, Final))]
+    assert [type(e) for e in ends] == [SpeechStopped, Final]
+    assert [e.text for e in ends if isinstance(e, Final)] == ["The quick brown fox."]
+    assert d.finals_done.is_set() and not d.held
 
 
 async def test_a_session_taken_over_elsewhere_goes_quiet() -> None:
