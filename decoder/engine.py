@@ -23,9 +23,7 @@ from decoder.batching import WINDOW_FRAMES, BatchingModel, window_frames
 from decoder.devices import Placement
 from decoder.output import DecodeOutput, decoded
 from decoder.scheduler import Lane, lane_of
-from decoder.text import (
-    echoes,
-)
+from decoder.text import echoes, stops_short, word_count
 from decoder.voice import SpeakerVoices, VoiceEncoder, load_voice
 
 logger = logging.getLogger(__name__)
@@ -133,7 +131,7 @@ class Engine:
             return []
         return list(self.model.hf_tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids)
 
-    def options(self, job: Job, audio_s: float, with_context: bool = False) -> dict[str, Any]:
+    def options(self, job: Job, audio_s: float, with_context: bool = False, timestamps: bool = False) -> dict[str, Any]:
         """The transcribe options for this job (also what tests use for direct decodes).
 
         The prompt is the last PROMPT_TOKENS tokens of the job's prompt text, so that most jobs
@@ -154,7 +152,7 @@ class Engine:
         prefix = forced_prefix(job, with_context)
         prompt_len = len(self.model.get_prompt(tokenizer, previous, without_timestamps=True, prefix=prefix or None))
         budget = profiles.token_budget(audio_s, self.settings, prompt_len, len(self._tokens(prefix)))
-        return profiles.options_for(job, self.settings, budget, previous or None, prefix)
+        return profiles.options_for(job, self.settings, budget, previous or None, prefix, timestamps)
 
     def decode_one(
         self, job: Job, audio: np.ndarray, context: np.ndarray | None = None, after: np.ndarray | None = None
@@ -164,13 +162,16 @@ class Engine:
         failure.
 
         What came before helps the model hear continuous speech, and sometimes leads it astray:
-        after a forced text that ends a sentence it may end the transcript there, whatever
-        follows; and when the new audio is short, unclear or no speech at all, it says again
-        what it was given (the context, as it hears it this time, or the prompt's last words).
-        A final whose text echoes what came before is decoded again with less of it: alone
-        after its context, then without its prompt too. A final is never worse off than a
-        decode of its audio alone. A final that says its text twice is decoded again with `after`
-        (the utterance's audio after the job's range), or keeps one copy (decoder/doubling.py)."""
+        after a forced text or a prompt that ends a sentence it may end the transcript at the
+        new audio's first full stop, whatever follows; and when the new audio is short, unclear
+        or no speech at all, it says again what it was given (the context, as it hears it this
+        time, or the prompt's last words). A final whose text echoes what came before is decoded
+        again with less of it: alone after its context, then without its prompt too. One that
+        stops short of its audio (decoder/text.py) is decoded again alone, without its prompt,
+        with timestamps; the one with more words stands. A final is never worse off than a
+        decode of its audio alone. A final that says its text twice is decoded again with
+        `after` (the utterance's audio after the job's range), or keeps one copy
+        (decoder/doubling.py)."""
         if job.kind == JobKind.INTERIM:
             return self._decode(job, audio, None)
         output = self._decode_final(job, audio, context)
@@ -186,16 +187,32 @@ class Engine:
 
     def _decode_final(self, job: Job, audio: np.ndarray, context: np.ndarray | None) -> DecodeOutput:
         total_ms = 0.0
+        output: DecodeOutput | None = None
         if context is not None and len(context) and job.context_text.strip():
             output = self._decode(job, audio, context)
             total_ms += output.decode_ms
-            if not output.no_speech and not echoes(output.text, job.context_text):
-                return output
-        output = self._decode(job, audio, None)
-        total_ms += output.decode_ms
-        if job.prompt and echoes(output.text, job.prompt):
-            output = self._decode(dataclasses.replace(job, prompt=""), audio, None)
+            if output.no_speech or echoes(output.text, job.context_text):
+                output = None
+        if output is None:
+            output = self._decode(job, audio, None)
             total_ms += output.decode_ms
+            if job.prompt and echoes(output.text, job.prompt):
+                output = self._decode(dataclasses.replace(job, prompt=""), audio, None)
+                total_ms += output.decode_ms
+        if not output.no_speech and stops_short(output.text, output.audio_s):
+            # With timestamps the model says where the next segment starts instead of ending
+            # the transcript at a full stop.
+            timed = self._decode(dataclasses.replace(job, prompt=""), audio, None, timestamps=True)
+            total_ms += timed.decode_ms
+            logger.info(
+                "job %s: %d words for %.1fs of audio; %d decoded alone with timestamps",
+                job.id,
+                word_count(output.text),
+                output.audio_s,
+                word_count(timed.text),
+            )
+            if word_count(timed.text) > word_count(output.text):
+                output = timed
         output.decode_ms = total_ms
         return output
 
@@ -215,17 +232,21 @@ class Engine:
     def lane(self, kind: JobKind) -> LaneModel:
         return self._lanes.get(lane_of(kind)) or LaneModel(self.model, self.batcher, self._pool)
 
-    def _decode(self, job: Job, audio: np.ndarray, context: np.ndarray | None) -> DecodeOutput:
+    def _decode(
+        self, job: Job, audio: np.ndarray, context: np.ndarray | None, timestamps: bool = False
+    ) -> DecodeOutput:
         samples = np.concatenate([context, audio]) if context is not None else audio
         context_s = (len(samples) - len(audio)) / 16000.0
         audio_s = len(audio) / 16000.0
         started = time.perf_counter()
+        options = self.options(job, audio_s, context is not None, timestamps)
         try:
             with self.windowed(job, len(samples) / 16000.0) as lane:
-                segments, info = lane.model.transcribe(samples, **self.options(job, audio_s, context is not None))
-                if job.kind == JobKind.BATCH:
-                    # A file part is decoded with timestamps: its segments are its subtitle
-                    # cues. One that starts in the padding after the audio is not speech.
+                segments, info = lane.model.transcribe(samples, **options)
+                if not options["without_timestamps"]:
+                    # A file part is decoded with timestamps (its segments are its subtitle
+                    # cues), and a final that stopped short. A segment that starts in the
+                    # padding after the audio is not speech.
                     kept = [seg for seg in segments if seg.start < audio_s - 0.1]
                 else:
                     # Without timestamps a window is one segment, and a clip (context included)

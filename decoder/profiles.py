@@ -47,14 +47,20 @@ def token_budget(audio_s: float, settings: DecoderSettings, prompt_tokens: int =
 
 
 def options_for(
-    job: Job, settings: DecoderSettings, budget: int, prompt: list[int] | None = None, prefix: str = ""
+    job: Job,
+    settings: DecoderSettings,
+    budget: int,
+    prompt: list[int] | None = None,
+    prefix: str = "",
+    timestamps: bool = False,
 ) -> dict[str, Any]:
-    """Keyword arguments of `WhisperModel.transcribe` for this job; `prefix` is forced."""
+    """Keyword arguments of `WhisperModel.transcribe` for this job; `prefix` is forced;
+    `timestamps`: decoded with timestamps (a file part's always are: its segments are its
+    subtitle cues)."""
     common: dict[str, Any] = {
         "language": job.lang,
         "task": job.task,
-        # A file part's segments are its subtitle cues: decoded with timestamps.
-        "without_timestamps": job.kind != JobKind.BATCH,
+        "without_timestamps": not timestamps and job.kind != JobKind.BATCH,
         "condition_on_previous_text": False,
         "vad_filter": False,
         "initial_prompt": prompt,

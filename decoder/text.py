@@ -60,6 +60,10 @@ def drop_runaway_segments(segments: list[Any], settings: DecoderSettings) -> tup
 _WORD = re.compile(r"\w")
 REPEAT_SIMILARITY = 0.6
 ECHO_WORDS = 6
+# Slower than anyone speaks over a whole utterance. After a context or prompt that ends a
+# sentence the model may end the transcript at the new audio's first full stop: "Chapter 34."
+# of 5.9 s that say "Chapter thirty four. Unc Billy and old Missus Possum".
+MIN_WORDS_PER_S = 0.8
 
 
 def _words(text: str) -> list[str]:
@@ -81,6 +85,16 @@ def echoes(text: str, before: str) -> bool:
         return True
     # A short context said again from its start ("Chapter 7. Parry." then "Chapter 7. ...").
     return 2 <= len(prev) <= ECHO_WORDS and said[:2] == prev[:2]
+
+
+def word_count(text: str) -> int:
+    return len(_words(text))
+
+
+def stops_short(text: str, audio_s: float) -> bool:
+    """Whether `text` holds too few words for `audio_s` seconds of an utterance's audio (its
+    pre-roll and trailing silence included): fewer than MIN_WORDS_PER_S over all but a second."""
+    return word_count(text) < MIN_WORDS_PER_S * (audio_s - 1.0)
 
 
 def loop_start(words: list[str]) -> int | None:

@@ -200,3 +200,68 @@ def test_in_a_batch_each_job_is_told_done_as_it_finishes_not_when_the_slowest_do
     assert all(isinstance(o, DecodeOutput) for o in outputs)
     assert [i for i, _ in told] == [1, 0], "the fast job first"
     assert told[1][1] - told[0][1] >= 0.9, told  # the fast one was told a second before the slow one
+
+
+def test_a_text_stops_short_when_its_audio_holds_far_more_than_it_says() -> None:
+    from decoder.text import stops_short
+
+    assert stops_short("Chapter 34.", 5.9)  # "... Unc Billy and old Missus Possum" went unsaid
+    assert not stops_short("Chapter 34, Uncle Billy and Old Mrs. Possum.", 5.9)
+    assert not stops_short("Yes.", 1.8) and not stops_short("Easy going.", 2.6)
+    assert stops_short("", 3.0)
+
+
+def test_a_final_that_stops_short_is_decoded_again_alone_with_timestamps() -> None:
+    """Its most words win; no speech, or a text that fits its audio, is not decoded again."""
+    engine = Engine(make_settings("tiny.en", "redis://127.0.0.1:1/0"))
+    calls: list[tuple[str, bool]] = []
+    said = {False: "Chapter 34.", True: "Chapter 34, Uncle Billy and Old Mrs. Possum."}
+
+    def decode(job: Job, audio: np.ndarray, context: Any, timestamps: bool = False) -> DecodeOutput:
+        calls.append((job.prompt, timestamps))
+        text = said[timestamps]
+        return DecodeOutput(text, "en", None, not text, len(audio) / 16000, 10.0)
+
+    engine._decode = decode  # type: ignore[method-assign]
+    job = Job(
+        id="j", kind=JobKind.FINAL, session="s", gateway="g", utt=1, audio_key="k", audio_end=0, prompt="Go meet her."
+    )
+    out = engine._decode_final(job, np.zeros(int(5.9 * 16000), np.float32), None)
+    assert out.text == said[True] and calls == [("Go meet her.", False), ("", True)] and out.decode_ms == 20.0
+    said[True] = "Chapter."  # fewer words with timestamps: the first decode stands
+    assert engine._decode_final(job, np.zeros(int(5.9 * 16000), np.float32), None).text == "Chapter 34."
+    calls.clear()
+    said[False] = ""  # no speech: an answer
+    assert engine._decode_final(job, np.zeros(int(5.9 * 16000), np.float32), None).no_speech and len(calls) == 1
+    calls.clear()
+    said[False] = "Chapter 34."
+    assert engine._decode_final(job, np.zeros(int(1.5 * 16000), np.float32), None).text == "Chapter 34."
+    assert len(calls) == 1  # 1.5 s holds two words
+
+
+@pytest.mark.slow
+def test_a_final_after_a_full_stop_says_all_its_audio_holds(real_engine: Engine) -> None:
+    """After a prompt that ends a sentence, tiny.en ends "Chapter thirty four. Unc Billy and old
+    Missus Possum" at "Chapter 34." (measured; in a stream the next final's context then lacked
+    its text, and that final said the rest of it in place of its own words). The final says all."""
+    from decoder.text import word_count
+    from stt.speech import recording
+    from stt.wer import wer
+    from tests.conftest import ROOT
+
+    speech = recording(str(ROOT / "benchmarks/data/real/librispeech_1363-135842-0000.flac"), "", tail_s=0.6)
+    audio = np.concatenate([np.zeros(4800, np.float32), speech.audio])
+    prompt = "She can scoop these things into three red bags, and we will go meet her Wednesday at the train station."
+    job = Job(
+        id="j",
+        kind=JobKind.FINAL,
+        session="s",
+        gateway="g",
+        utt=1,
+        audio_key="k",
+        audio_end=len(audio) * 2,
+        prompt=prompt,
+    )
+    assert word_count(real_engine._decode(job, audio, None).text) <= 3, "the model no longer stops short: pick another"
+    out = real_engine.decode_one(job, audio, None)
+    assert wer("chapter thirty four unc billy and old missus possum", out.text) <= 0.3, out.text
