@@ -199,9 +199,9 @@ class Engine:
             if job.prompt and echoes(output.text, job.prompt):
                 output = self._decode(dataclasses.replace(job, prompt=""), audio, None)
                 total_ms += output.decode_ms
-        if not output.no_speech and stops_short(output.text, output.audio_s):
+        if job.kind != JobKind.BATCH and not output.no_speech and stops_short(output.text, output.audio_s):
             # With timestamps the model says where the next segment starts instead of ending
-            # the transcript at a full stop.
+            # the transcript at a full stop (a file part is decoded with them already).
             timed = self._decode(dataclasses.replace(job, prompt=""), audio, None, timestamps=True)
             total_ms += timed.decode_ms
             logger.info(

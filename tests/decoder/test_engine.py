@@ -3,6 +3,7 @@ their priorities."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -237,6 +238,10 @@ def test_a_final_that_stops_short_is_decoded_again_alone_with_timestamps() -> No
     said[False] = "Chapter 34."
     assert engine._decode_final(job, np.zeros(int(1.5 * 16000), np.float32), None).text == "Chapter 34."
     assert len(calls) == 1  # 1.5 s holds two words
+    calls.clear()
+    part = dataclasses.replace(job, kind=JobKind.BATCH)  # decoded with timestamps already
+    assert engine._decode_final(part, np.zeros(int(5.9 * 16000), np.float32), None).text == "Chapter 34."
+    assert len(calls) == 1
 
 
 @pytest.mark.slow
