@@ -63,7 +63,6 @@ class SessionDriver:
         self.renewed_at = 0.0
         self.left = False  # its connection ended: nothing more is done for it here
         self.deferred: list[Effect] = []  # effects of a result, carried out at the next step
-        self.stepping = False
         self.held: list[Event] = []  # messages of results that came while a step was under way
         self._sync()
 
@@ -110,11 +109,10 @@ class SessionDriver:
     # --- steps ---------------------------------------------------------------------------
 
     async def run(self, effects: list[Effect]) -> None:
-        """Carry out `effects` in order (after those a result left for this step)."""
+        """Carry out `effects` in order (after those a result left for this step), under the lock."""
         sid = self.core.id
         if self.deferred:
             effects, self.deferred = [*self.deferred, *effects], []
-        self.stepping = True
         try:
             for e in effects:
                 if isinstance(e, AppendAudio):
@@ -132,7 +130,6 @@ class SessionDriver:
                 elif isinstance(e, RestoreAudio):
                     await self.queue.restore_audio(sid, e.utt, e.pcm)
         finally:
-            self.stepping = False
             held, self.held = self.held, []
             for event in held:
                 self.emit(event)
@@ -239,8 +236,9 @@ class SessionDriver:
                 await self.run(self.core.cleanup())
 
     def _deliver(self, event: Event) -> None:
-        """A result's message: to the connection now, or after the messages of the step under way."""
-        if self.stepping:
+        """A result's message: to the connection now, or after the messages of the step under way
+        (every step runs under the lock, which is held only while one does)."""
+        if self.lock.locked():
             self.held.append(event)
         else:
             self.emit(event)
