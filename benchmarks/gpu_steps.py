@@ -90,7 +90,9 @@ def device(args: Any, given: dict[str, Any]) -> dict[str, Any]:
             problem += (
                 "; this machine has CUDA 13's only (%s). Fix: install nvidia-cublas-cu12 (`pip install -e "
                 "'.[gpu]'`, about 600 MB: more than a 64 MiB carry), or put CUDA 12's libcublas.so.12 and "
-                "libcublasLt.so.12 on LD_LIBRARY_PATH, or use a CTranslate2 built for CUDA 13" % cublas["13"][0]
+                "libcublasLt.so.12 on LD_LIBRARY_PATH, or use a CTranslate2 built for CUDA 13; what ran on "
+                "an H200 with CUDA 13 only: CUDA 13's libcublas.so.13 and libcublasLt.so.13 linked under the "
+                ".so.12 names in a folder put first on LD_LIBRARY_PATH (docs/operations/gpus.md)" % cublas["13"][0]
             )
         else:
             problem += ". Fix: pip install -e '.[gpu]' (nvidia-cublas-cu12), or CUDA 12's libraries on LD_LIBRARY_PATH"
@@ -114,7 +116,7 @@ def model(args: Any, given: dict[str, Any]) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     try:
-        out["words_model"] = resolve("tiny.en", True).path
+        out["words_model"] = resolve(args.words_model or "tiny.en", True).path
     except Exception as exc:
         out["words_model"], out["words_model_missing"] = None, str(exc).splitlines()[0]
     size = args.model

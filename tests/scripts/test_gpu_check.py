@@ -59,6 +59,7 @@ def test_a_machine_with_cuda_13s_cublas_only_is_told_what_is_missing_and_the_fix
     assert r["gpus"][0]["compute_capability"] == "9.0"
     problem = r["problem"]
     assert "libcublas.so.12" in problem and "CUDA 13's only" in problem and "nvidia-cublas-cu12" in problem
+    assert "linked under the .so.12 names" in problem
     monkeypatch.setattr(gpu_steps, "cublas_found", lambda: {"12": ["/x/libcublas.so.12"], "13": []})
     assert gpu_steps.device(SimpleNamespace(device_index=0, dry_run=False), {})["problem"] is None
 
@@ -74,3 +75,22 @@ def test_made_speech_is_kept_and_read_back_without_espeak(tmp_path: Path, monkey
     assert (again == made).all()
     with pytest.raises(RuntimeError, match=r"espeak-ng is not installed.*gpu-check --prepare"):
         speech.synth("A sentence nobody made.")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_int8_copy_of_tiny_en_that_travels_to_a_gpu_says_the_spoken_words(tmp_path: Path) -> None:
+    from faster_whisper import WhisperModel
+
+    from benchmarks.ct2_int8 import quantize
+    from decoder.models import bundled_model
+    from stt.wer import wer
+    from tests.realspeech import jfk, utterance
+
+    quantize(bundled_model(), tmp_path)
+    assert (tmp_path / "model.bin").stat().st_size < 0.55 * (bundled_model() / "model.bin").stat().st_size
+    model = WhisperModel(str(tmp_path), device="cpu", compute_type="int8", cpu_threads=1)
+    for speech in (jfk(tail_s=0.3), utterance("6880-216547-0000", tail_s=0.3)):
+        segments, _ = model.transcribe(speech.audio, language="en", beam_size=1)
+        said = " ".join(s.text for s in segments)
+        assert wer(" ".join(speech.texts), said) <= 0.2, said
