@@ -16,7 +16,18 @@ FRAME_SAMPLES = RATE * FRAME_MS // 1000
 FRAME_BYTES = FRAME_SAMPLES * 2
 RECENT_FRAMES = 50  # the last ~1.5 s of an utterance, for a cut at its quietest frame
 SENTENCE_END = tuple(".?!。？！…")
-MID_PHRASE_WORDS = frozenset("and or but the a an of to in with for that which because so".split())
+# Words a sentence almost never ends on: conjunctions, articles, prepositions that need their
+# object, possessives. A sentence that does end on one ("and so on.") waits the longer silence;
+# one cut after it is not ended by a pause ("The birch canoe slid on [pause] the smooth planks").
+MID_PHRASE_WORDS = frozenset(
+    "and or but the a an of to in with for that which because so on at by from into onto upon than "
+    "my your our their its".split()
+)
+# What Whisper writes for "to" at the end of a decode: a sentence cannot end on "to", so it
+# hears "too." or "two." ("Glue the sheet to [pause] the dark blue background" became "Glue the
+# sheet too."). The sound is the same, so the words cannot say the sentence ended; a turn that
+# does end on them ("Me too.") waits the longer silence.
+SOUNDS_MID_PHRASE = frozenset(("too", "two"))
 
 
 def mid_phrase(text: str) -> bool:
@@ -27,7 +38,7 @@ def mid_phrase(text: str) -> bool:
     if text.endswith((",", ";", ":", "-")):
         return True
     last = text.split()[-1].strip(".?!…。？！\"'").lower() if text else ""
-    return last in MID_PHRASE_WORDS
+    return last in MID_PHRASE_WORDS or last in SOUNDS_MID_PHRASE
 
 
 def ends_sentence(text: str) -> bool:

@@ -80,7 +80,16 @@ def test_the_end_threshold_adapts_to_length_and_to_the_last_words() -> None:
     assert end_threshold_ms(8000, "", 400, 700) == 400  # long speech: close it promptly
     assert end_threshold_ms(4500, "", 400, 700) == pytest.approx(550)
     assert end_threshold_ms(500, "That is all.", 400, 700) == 400  # a sentence ended
-    for mid in ("I went to the store and", "Please call Stella,", "one of the", "jumps over the.", "and so..."):
+    for mid in (
+        "I went to the store and",
+        "Please call Stella,",
+        "one of the",
+        "jumps over the.",
+        "and so...",
+        "slid on.",
+        "from my.",
+        "Glue the sheet too.",  # "to" as Whisper hears it at a pause
+    ):
         assert end_threshold_ms(8000, mid, 400, 700) == 700  # Whisper ends a cut-off decode with "."
 
 
