@@ -44,10 +44,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.accuracy_score import pct, print_report, score
+from benchmarks.accuracy_score import print_report, score
 from benchmarks.evalset import LENGTHS, RECORDED_LENGTHS, Conversation, Session, eval_set, longform, recorded_set
 from benchmarks.simulated import last_interims, simulate
 from client.stream import ClientError, connect
+from stt.bench import pct
 from stt.bench_metrics import scrape, speculation
 from stt.wer import align
 

@@ -10,9 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from benchmarks.evalset import LENGTHS, Conversation, Session
+from stt.bench import pct
 from stt.wer import align, normalize
 
 
@@ -144,10 +143,6 @@ def score(
         "final_latency_ms": {"p50": pct(latencies, 50), "p95": pct(latencies, 95)},
         "interims": interim_checks(sessions),
     }
-
-
-def pct(values: list[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)), 1) if values else None
 
 
 def print_report(r: dict[str, Any]) -> None:

@@ -42,7 +42,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.diarization_score import der, eer, pct, score
+from benchmarks.diarization_score import der, eer, score
+from stt.bench import pct
 
 DATA = ROOT / "benchmarks" / "data" / "speakers"
 
@@ -262,7 +263,7 @@ def main() -> int:
                     ends = [e for s, e, _ in spans if abs(e - m["end"]) < 1.0]
                     if ends:
                         lat.append(at - ends[0])
-            latency["on" if diarize else "off"] = {"p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95)}
+            latency["on" if diarize else "off"] = {"p50_ms": pct(lat, 50, 1000), "p95_ms": pct(lat, 95, 1000)}
             print("  %s" % latency["on" if diarize else "off"], flush=True)
     summary: dict[str, Any] = {"eer_pct": round(100 * set_eer, 2), "encoder_cpu_s_per_audio_s": round(cpu_per_s, 4)}
     for size in (2, 3, 4, "all"):
@@ -318,8 +319,10 @@ def cost(stagger_s: float = 0.0) -> int:
             ends = [e for _, e, _ in spans]
             these = [at - min(ends, key=lambda e: abs(e - m["end"])) for at, m in got]
             lat["on" if diarize else "off"] += these
-            print("  diarize %s: p50 %s ms, p95 %s ms" % (diarize, pct(these, 50), pct(these, 95)), flush=True)
-    summary = {k: {"p50_ms": pct(v, 50), "p95_ms": pct(v, 95), "finals": len(v)} for k, v in lat.items()}
+            print(
+                "  diarize %s: p50 %s ms, p95 %s ms" % (diarize, pct(these, 50, 1000), pct(these, 95, 1000)), flush=True
+            )
+    summary = {k: {"p50_ms": pct(v, 50, 1000), "p95_ms": pct(v, 95, 1000), "finals": len(v)} for k, v in lat.items()}
     print(json.dumps(summary))
     out = ROOT / "benchmarks" / "results" / ("diarization-cost%s.json" % ("-staggered" if stagger_s else ""))
     out.write_text(json.dumps({"summary": summary, "when": time.strftime("%Y-%m-%d")}, indent=1))

@@ -80,7 +80,3 @@ def eer(embeddings: np.ndarray, speakers: list[str]) -> float:
         frr = float(np.mean(scores[same] < th))
         best = min(best, max(far, frr))
     return best
-
-
-def pct(values: list[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)) * 1000, 1) if values else None

@@ -136,13 +136,9 @@ def score(spans: list[dict[str, Any]], msgs: list[tuple[float, dict[str, Any]]])
     }
 
 
-def pct(values: list[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)) * 1000, 1) if values else None
-
-
 def main() -> int:
     from common.audio import float32_to_pcm16
-    from stt.bench import Service, tree_cpu_s
+    from stt.bench import Service, pct, tree_cpu_s
     from stt.bench_metrics import scrape, speculation
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -187,14 +183,14 @@ def main() -> int:
                         "setting": name,
                         "streams": n,
                         "arrangement": arrangement,
-                        "eot_p50_ms": pct(lat, 50),
-                        "eot_p95_ms": pct(lat, 95),
+                        "eot_p50_ms": pct(lat, 50, 1000),
+                        "eot_p95_ms": pct(lat, 95, 1000),
                         "spliced_cut": sum(len(s["cuts"]) for s in scores),
                         "spliced": sum(s["spliced"] for s in scores),
                         "wer_pct": round(100 * float(np.mean([s["wer"] for s in scores])), 2),
                         "eager": sum(s["eager"] for s in scores),
                         "resumed": sum(s["resumed"] for s in scores),
-                        "eager_lead_p50_ms": pct([x for s in scores for x in s["leads"]], 50),
+                        "eager_lead_p50_ms": pct([x for s in scores for x in s["leads"]], 50, 1000),
                         "gateway_cpu_per_stream_pct": round(100 * cpu_s / wall / n, 3),
                         "speculative": speculation(counters, scrape(url)),
                     }

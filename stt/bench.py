@@ -70,8 +70,9 @@ def tree_cpu_s(pid: int) -> dict[str, float]:
     return out
 
 
-def pct(values: list[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)), 1) if values else None
+def pct(values: list[float], q: float, scale: float = 1.0) -> float | None:
+    """The q-th percentile of `values` times `scale` (1000: seconds to ms), to 0.1; None for none."""
+    return round(float(np.percentile(values, q)) * scale, 1) if values else None
 
 
 def analyse(runs: list[ClientRun], speech: Speech, speed: float) -> dict[str, Any]:
