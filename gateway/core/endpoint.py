@@ -26,7 +26,7 @@ Adaptive end-of-speech threshold, between FINAL_SILENCE_MS_MIN and FINAL_SILENCE
   session's `eager_ms` instead of MIN.
 
 Speculation: once the trailing silence reaches `speculate_ms` (`eot_speculate_ms` in a session
-whose turns end by the end-of-turn model; and the threshold is longer) the
+whose turns end by the end-of-turn model, and at most that in one without interims) the
 endpointer says so (`Paused`: the session queues the would-be final of the audio so far), and
 says again if speech comes back before the end (`SpeechWentOn`: the session cancels it). An
 utterance that ends on silence after such a pause is cut at the pause (`Ended.cut`): its final
@@ -78,6 +78,7 @@ class Endpointer(ResumePoint, TurnAsking):
         eot: EotRule | None = None,
         eot_probe_ms: int = 150,
         eot_speculate_ms: int = 90,
+        interims: bool = True,
     ) -> None:
         import webrtcvad
 
@@ -91,6 +92,9 @@ class Endpointer(ResumePoint, TurnAsking):
         # In model mode the words must be in when the model answers (they weigh its answer, and
         # the turn's end waits for them): the pause is said sooner.
         self.eot_speculate_ms = eot_speculate_ms
+        # A session without interims (Deepgram's default) has no words but the would-be final's
+        # for the silence rule to weigh: they too must be in before the shortest end.
+        self.interims = interims
         self.eager_ms = eager_ms
         self.paused_at: int | None = None  # the sample a pause was said at, in this silence
         self.max_frames = int(max_utterance_s * 1000 // FRAME_MS)
@@ -122,7 +126,9 @@ class Endpointer(ResumePoint, TurnAsking):
         """The trailing silence at which a pause is said (0: never)."""
         if not self.speculate_ms:
             return 0
-        return self.eot_speculate_ms if self.eot is not None and self.on_silence else self.speculate_ms
+        if self.eot is not None and self.on_silence:
+            return self.eot_speculate_ms
+        return self.speculate_ms if self.interims else min(self.speculate_ms, self.eot_speculate_ms)
 
     def threshold_ms(self) -> float:
         if not self.on_silence:

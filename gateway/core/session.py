@@ -44,16 +44,6 @@ def default_turn(settings: GatewaySettings, options: SessionOptions) -> Turn:
     )
 
 
-def speculate_ms(settings: GatewaySettings, options: SessionOptions) -> int:
-    """The pause at which the would-be final is decoded. A session without interims (Deepgram's
-    default) has no words but that final's for the silence rule to weigh (a sentence's end ends
-    the utterance at FINAL_SILENCE_MS_MIN, else up to _MAX): they must be in before the shortest
-    end, so its pause is said at EOT_SPECULATE_MS, as in a session of the end-of-turn model."""
-    if options.interim or not settings.SPECULATE_MS:
-        return settings.SPECULATE_MS
-    return min(settings.SPECULATE_MS, settings.EOT_SPECULATE_MS)
-
-
 class Session(Finals):
     def __init__(
         self,
@@ -83,11 +73,12 @@ class Session(Finals):
             turn.silence_max_ms,
             settings.MAX_UTTERANCE_S,
             turn.on_silence,
-            speculate_ms=speculate_ms(settings, options),
+            speculate_ms=settings.SPECULATE_MS,
             eager_ms=turn.eager_ms,
             eot=options.eot,
             eot_probe_ms=settings.EOT_PROBE_MS,
             eot_speculate_ms=settings.EOT_SPECULATE_MS,
+            interims=options.interim,
         )
         self.speculation = Speculation(self.id, metrics)
         self.turns = TurnQuestions(self.endpointer, self.speculation, self._job, clock)
