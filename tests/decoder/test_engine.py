@@ -23,6 +23,14 @@ from stt.speech import SENTENCES, conversation
 from tests.conftest import make_settings
 
 
+def job(kind: JobKind = JobKind.FINAL, audio: np.ndarray | None = None, **fields: Any) -> Job:
+    """A job of one session's utterance over `audio` (its end in bytes of PCM16); `fields` are
+    what a test is about."""
+    values: dict[str, Any] = dict(id="j", session="s", gateway="g", utt=1, audio_key="k")
+    values.update(fields, kind=kind, audio_end=0 if audio is None else len(audio) * 2)
+    return Job(**values)
+
+
 class SlowModel:
     """Stands in for WhisperModel: a load that takes a while."""
 
@@ -58,7 +66,6 @@ def test_a_directory_that_holds_no_model_cannot_load(tmp_path: Path) -> None:
 def test_the_forced_context_is_taken_off_the_text_and_its_words() -> None:
     from types import SimpleNamespace
 
-    from common.messages import Job, JobKind
     from decoder.engine import forced_prefix
     from decoder.text import drop_context_words, strip_context
 
@@ -66,19 +73,9 @@ def test_the_forced_context_is_taken_off_the_text_and_its_words() -> None:
     assert strip_context("The juice of lemons makes", "The juice of lemons") == "makes"
     words = [SimpleNamespace(word=w) for w in (" The", " juice,", " of", " lemons.", " See", " you")]
     assert [w.word for w in drop_context_words(words, "The juice, of lemons.")] == [" See", " you"]
-    job = Job(
-        id="j",
-        kind=JobKind.FINAL,
-        session="s",
-        gateway="g",
-        utt=1,
-        audio_key="a",
-        audio_end=2,
-        context_text=" Before. ",
-        prefix="the stable",
-    )
-    assert forced_prefix(job, with_context=True) == "Before. the stable"
-    assert forced_prefix(job, with_context=False) == "the stable"
+    final = job(context_text=" Before. ", prefix="the stable")
+    assert forced_prefix(final, with_context=True) == "Before. the stable"
+    assert forced_prefix(final, with_context=False) == "the stable"
 
 
 def test_cut_loop_keeps_one_turn_of_a_loop_and_leaves_speech_alone() -> None:
@@ -110,8 +107,7 @@ def thread_nices() -> dict[int, int]:
 def decode_on_both_lanes(engine: Engine) -> None:
     audio = conversation([SENTENCES[0]], lead_s=0.3, tail_s=0.5).audio
     for kind in (JobKind.FINAL, JobKind.INTERIM, JobKind.BATCH):
-        job = Job(id=kind, kind=kind, session="s", gateway="g", utt=0, audio_key="", audio_end=len(audio) * 2)
-        [out] = engine.decode_many([(job, audio.astype(np.float32))])
+        [out] = engine.decode_many([(job(kind, audio, id=kind), audio.astype(np.float32))])
         assert isinstance(out, DecodeOutput), out
 
 
@@ -179,13 +175,7 @@ def test_in_a_batch_each_job_is_told_done_as_it_finishes_not_when_the_slowest_do
     engine = Engine(make_settings(micro_model, "redis://127.0.0.1:1/0", DECODE_BATCH=2))
     engine.load()
     audio = conversation([SENTENCES[0]], lead_s=0.3, tail_s=0.5).audio.astype(np.float32)
-    jobs = [
-        (
-            Job(id=name, kind=JobKind.FINAL, session="s", gateway="g", utt=0, audio_key="", audio_end=len(audio) * 2),
-            audio,
-        )
-        for name in ("slow", "fast")
-    ]
+    jobs = [(job(JobKind.FINAL, audio, id=name), audio) for name in ("slow", "fast")]
     original = engine._decode_caught
 
     def decode(job: Job, *args: Any) -> Any:
@@ -224,22 +214,20 @@ def test_a_final_that_stops_short_is_decoded_again_alone_with_timestamps() -> No
         return DecodeOutput(text, "en", None, not text, len(audio) / 16000, 10.0)
 
     engine._decode = decode  # type: ignore[method-assign]
-    job = Job(
-        id="j", kind=JobKind.FINAL, session="s", gateway="g", utt=1, audio_key="k", audio_end=0, prompt="Go meet her."
-    )
-    out = engine._decode_final(job, np.zeros(int(5.9 * 16000), np.float32), None)
+    final = job(prompt="Go meet her.")
+    out = engine._decode_final(final, np.zeros(int(5.9 * 16000), np.float32), None)
     assert out.text == said[True] and calls == [("Go meet her.", False), ("", True)] and out.decode_ms == 20.0
     said[True] = "Chapter."  # fewer words with timestamps: the first decode stands
-    assert engine._decode_final(job, np.zeros(int(5.9 * 16000), np.float32), None).text == "Chapter 34."
+    assert engine._decode_final(final, np.zeros(int(5.9 * 16000), np.float32), None).text == "Chapter 34."
     calls.clear()
     said[False] = ""  # no speech: an answer
-    assert engine._decode_final(job, np.zeros(int(5.9 * 16000), np.float32), None).no_speech and len(calls) == 1
+    assert engine._decode_final(final, np.zeros(int(5.9 * 16000), np.float32), None).no_speech and len(calls) == 1
     calls.clear()
     said[False] = "Chapter 34."
-    assert engine._decode_final(job, np.zeros(int(1.5 * 16000), np.float32), None).text == "Chapter 34."
+    assert engine._decode_final(final, np.zeros(int(1.5 * 16000), np.float32), None).text == "Chapter 34."
     assert len(calls) == 1  # 1.5 s holds two words
     calls.clear()
-    part = dataclasses.replace(job, kind=JobKind.BATCH)  # decoded with timestamps already
+    part = dataclasses.replace(final, kind=JobKind.BATCH)  # decoded with timestamps already
     assert engine._decode_final(part, np.zeros(int(5.9 * 16000), np.float32), None).text == "Chapter 34."
     assert len(calls) == 1
 
@@ -257,16 +245,8 @@ def test_a_final_after_a_full_stop_says_all_its_audio_holds(real_engine: Engine)
     speech = recording(str(ROOT / "benchmarks/data/real/librispeech_1363-135842-0000.flac"), "", tail_s=0.6)
     audio = np.concatenate([np.zeros(4800, np.float32), speech.audio])
     prompt = "She can scoop these things into three red bags, and we will go meet her Wednesday at the train station."
-    job = Job(
-        id="j",
-        kind=JobKind.FINAL,
-        session="s",
-        gateway="g",
-        utt=1,
-        audio_key="k",
-        audio_end=len(audio) * 2,
-        prompt=prompt,
-    )
-    assert word_count(real_engine._decode(job, audio, None).text) <= 3, "the model no longer stops short: pick another"
-    out = real_engine.decode_one(job, audio, None)
+    final = job(JobKind.FINAL, audio, prompt=prompt)
+    alone = real_engine._decode(final, audio, None)
+    assert word_count(alone.text) <= 3, "the model no longer stops short: pick another"
+    out = real_engine.decode_one(final, audio, None)
     assert wer("chapter thirty four unc billy and old missus possum", out.text) <= 0.3, out.text
