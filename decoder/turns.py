@@ -133,6 +133,15 @@ class TurnAnswers:
         self.metrics.jobs.labels(job.kind, "failed" if result.error else "done").inc()
         self.metrics.decode_seconds.labels(job.kind).observe(result.decode_ms / 1000.0)
         self.answered += 1
+        logger.debug(
+            "job %s (session %s utt %d): end of turn %s in %.0f ms, %.0f ms after it was asked",
+            job.id,
+            job.session,
+            job.utt,
+            result.eot,
+            result.decode_ms,
+            result.queue_ms,
+        )
 
     async def _judge(self, job: Job, pcm: bytes) -> Result:
         if len(pcm) < 2:
