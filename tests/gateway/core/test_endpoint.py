@@ -91,6 +91,10 @@ def test_the_end_threshold_adapts_to_length_and_to_the_last_words() -> None:
         "Glue the sheet too.",  # "to" as Whisper hears it at a pause
     ):
         assert end_threshold_ms(8000, mid, 400, 700) == 700  # Whisper ends a cut-off decode with "."
+    for question in ("Where are you from?", "What are you looking at?", "Why is that?", "Who do I talk to？"):
+        assert end_threshold_ms(8000, question, 400, 700) == 400  # a question may end on a preposition
+    for mid in ("slid on.", "Is that your?", "And the?", "Can I come too?"):
+        assert end_threshold_ms(8000, mid, 400, 700) == 700  # an article, a possessive, a cut-off "to"
 
 
 def test_a_short_pause_inside_speech_does_not_end_the_utterance() -> None:
