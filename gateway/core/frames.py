@@ -16,13 +16,12 @@ FRAME_SAMPLES = RATE * FRAME_MS // 1000
 FRAME_BYTES = FRAME_SAMPLES * 2
 RECENT_FRAMES = 50  # the last ~1.5 s of an utterance, for a cut at its quietest frame
 SENTENCE_END = tuple(".?!。？！…")
-# Words a sentence almost never ends on: conjunctions, articles, prepositions that need their
-# object, possessives. A sentence that does end on one ("and so on.") waits the longer silence;
-# one cut after it is not ended by a pause ("The birch canoe slid on [pause] the smooth planks").
-MID_PHRASE_WORDS = frozenset(
-    "and or but the a an of to in with for that which because so on at by from into onto upon than "
-    "my your our their its".split()
-)
+# Prepositions that need their object.
+PREPOSITIONS = frozenset("of to in with for on at by from into onto upon than".split())
+# Words a sentence almost never ends on: conjunctions, articles, prepositions, possessives. A
+# sentence that does end on one ("and so on.") waits the longer silence; one cut after it is not
+# ended by a pause ("The birch canoe slid on [pause] the smooth planks").
+MID_PHRASE_WORDS = PREPOSITIONS | frozenset("and or but the a an that which because so my your our their its".split())
 # What Whisper writes for "to" at the end of a decode: a sentence cannot end on "to", so it
 # hears "too." or "two." ("Glue the sheet to [pause] the dark blue background" became "Glue the
 # sheet too."). The sound is the same, so the words cannot say the sentence ended; a turn that
@@ -31,7 +30,7 @@ SOUNDS_MID_PHRASE = frozenset(("too", "two"))
 # A question may end on a preposition or on "that" / "so" ("Where are you from?", "Why is
 # that?"): with Whisper's question mark after it, it ends the question. tiny.en wrote that mark
 # on 4 of 12 such espeak-ng questions and on none of 6 statements cut after a preposition.
-QUESTION_ENDS = frozenset("of to in with for on at by from into onto upon than that so".split())
+QUESTION_ENDS = PREPOSITIONS | {"that", "so"}
 
 
 def mid_phrase(text: str) -> bool:
