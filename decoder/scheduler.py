@@ -185,9 +185,13 @@ class Scheduler:
             kinds += (JobKind.BATCH,)
         return kinds
 
+    def waiting(self) -> list[Entry]:
+        """Everything held and not yet run."""
+        return self.finals + self.guesses + self.interims + self.files
+
     def drain(self) -> list[Entry]:
         """Everything held (the worker is stopping)."""
-        out = self.finals + self.guesses + self.interims + self.files
+        out = self.waiting()
         self.finals, self.guesses, self.interims, self.files = [], [], [], []
         return out
 

@@ -69,9 +69,11 @@ class DecoderWorker(Delivery):
         # lane never delays a final.
         self._executors = {lane: ThreadPoolExecutor(max_workers=1, thread_name_prefix=lane) for lane in Lane}
         self._runs: dict[Lane, asyncio.Task[None] | None] = {lane: None for lane in Lane}
+        self._running: dict[Lane, Run] = {}
         self.gate = FinalGate(self.streams, self._count, settings.RESULT_TTL_S)
         self._ready = False
         self._next_claim = 0.0
+        self._next_keep = 0.0
         self._next_prune = 0.0
         self._jobs_done = 0
         # A helper that dies stops the decoder (it exits non-zero: its supervisor restarts it).
@@ -212,6 +214,8 @@ class DecoderWorker(Delivery):
         self._reap()
         if self.gate.parked:
             self.scheduler.put_back(await self.gate.recheck())
+        if time.monotonic() >= self._next_keep:
+            await self._keep_waiting()
         free = [lane for lane in Lane if self._runs[lane] is None]
         kinds = tuple(kind for lane in free for kind in self.scheduler.wants(lane))
         if kinds:
@@ -257,16 +261,36 @@ class DecoderWorker(Delivery):
                 logger.info("removed the consumers of dead decoders: %s", ", ".join(gone))
         return False
 
+    async def _keep_waiting(self) -> None:
+        """Keep the entries held and not being decoded (parked in the gate, queued in the
+        scheduler) this decoder's, as a run keeps its own: one that waits longer than
+        CLAIM_IDLE_MS (a long decode elsewhere holds its lease) must not look abandoned, to be
+        claimed, delivered again and at last dead-lettered."""
+        self._next_keep = time.monotonic() + self.settings.CLAIM_IDLE_MS / 3000
+        waiting = self.gate.parked + self.scheduler.waiting()
+        if waiting:
+            await self.streams.keep_claimed(waiting)
+
+    def _in_hand(self) -> set[tuple[str, str]]:
+        held = self.gate.parked + self.scheduler.waiting()
+        held += [e for run in self._running.values() for e in run.entries]
+        return {(e.stream, e.entry_id) for e in held}
+
     async def _admit(self, read: Read) -> None:
         """Entries read or claimed: the unreadable and the too often delivered are dead-lettered,
-        the rest go to the scheduler."""
+        the rest go to the scheduler, but for those already in hand (claimed back after a stall
+        or a Redis outage): each entry is held once."""
         for bad in read.bad:
             logger.error("unreadable entry %s: %s (dead-lettered)", bad.label, bad.problem)
             await self.streams.dead_letter(bad, bad.problem, self.id)
             self._count([bad], "dead", kind=keys.kind_of(bad.stream))
         good = []
         limit = self.settings.MAX_DELIVERIES
+        held = self._in_hand()
         for e in read.jobs:
+            if (e.stream, e.entry_id) in held:
+                logger.info("job %s is already in hand; not taken twice", e.label)
+                continue
             if e.deliveries > limit:
                 logger.error("job %s delivered %d times (limit %d): dead-lettered", e.label, e.deliveries, limit)
                 await self.streams.dead_letter(e, "delivered %d times" % e.deliveries, self.id)
@@ -291,6 +315,7 @@ class DecoderWorker(Delivery):
         if plan.run is None:
             return False
         self._runs[lane] = asyncio.create_task(self._run(plan.run), name="%s-lane" % lane)
+        self._running[lane] = plan.run
         return True
 
     def _reap(self) -> None:
@@ -298,6 +323,7 @@ class DecoderWorker(Delivery):
         for lane, run in self._runs.items():
             if run is not None and run.done():
                 self._runs[lane] = None
+                del self._running[lane]
                 run.result()
 
     async def _run(self, run: Run) -> None:

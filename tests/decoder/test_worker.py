@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from common import keys
 from common.audio import float32_to_pcm16, pcm16_to_float32
-from common.messages import Result, encode_result
+from common.messages import JobKind, Result, encode_result
 from common.settings import Settings
 from decoder.engine import Engine
 from stt.speech import synth
@@ -521,6 +521,51 @@ async def test_a_final_another_decoder_is_decoding_waits_for_that_result(
         # The other decoder stopped without a result: its lease lapsed, the final was decoded here.
         assert result.decoder == settings.decoder_id and decoded == 1
     assert await aredis.xlen(keys.STREAM_FINAL) == 0
+
+
+async def test_a_parked_final_stays_this_decoders_and_is_delivered_once(
+    micro_model: Path, redis_url: str, engine: Engine, aredis: aioredis.Redis, speech: list[np.ndarray]
+) -> None:
+    """A final parked for longer than CLAIM_IDLE_MS (another decoder's lease outlives it) is
+    kept claimed like one being decoded: no decoder, this one included, claims it as idle, so
+    it is decoded and delivered once, on its first delivery."""
+    settings = make_settings(micro_model, redis_url, CLAIM_IDLE_MS=200)
+    job_id = "s1:0:s6"
+    await aredis.set(keys.decoding_key(job_id), "other-decoder", px=2000)
+    async with ResultCollector(aredis) as col:
+        await put_job(aredis, speech[1], kind="final", id=job_id)
+        async with running_worker(settings, engine) as worker:
+            await async_wait_for(lambda: bool(worker.gate.parked), 10, "the final to be parked")
+            await col.wait(1)
+
+            async def settled() -> bool:
+                state = await stream_state(aredis)
+                return state[keys.STREAM_FINAL] == (0, 0) and not worker.gate.parked and not worker.scheduler.finals
+
+            await async_wait_for(settled, 10, "the final to be acknowledged and nothing else held")
+            jobs = worker.metrics.jobs
+            decoded, reclaimed = (jobs.labels("final", k)._value.get() for k in ("done", "reclaimed"))
+            delivered_again = jobs.labels("final", "cached")._value.get()
+    assert [r.id for r in col.results] == [job_id]
+    assert (decoded, reclaimed, delivered_again) == (1, 0, 0)
+
+
+async def test_an_entry_claimed_back_while_in_hand_is_held_once(
+    settings: Settings, engine: Engine, aredis: aioredis.Redis, speech: list[np.ndarray]
+) -> None:
+    """After a Redis outage the loop claims its own pending entries again; one it still holds
+    (read and not yet run) is not queued a second time, so it is decoded once."""
+    from decoder.worker import DecoderWorker
+
+    await put_job(aredis, speech[1], kind="final")
+    worker = DecoderWorker(settings, engine)
+    try:
+        await worker.streams.ensure_groups()
+        await worker._admit(await worker.streams.read((JobKind.FINAL,), 1, None))
+        await worker._admit(await worker.streams.claim_own_pending(4))
+        assert len(worker.scheduler.finals) == 1
+    finally:
+        await worker._shutdown()
 
 
 class BrokenGpu:
