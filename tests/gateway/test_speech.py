@@ -96,9 +96,13 @@ async def test_each_final_is_a_direct_decode_of_its_audio_after_its_context(
     decoded after it: the previous utterance's audio with its text forced, the finals before as
     prompt. The same decode in this process gives the same text, and every utterance's audio is
     exactly the session's audio from its start. With speculation (the default) the final is the
-    speculative decode of the speech and SPECULATE_MS of the silence after it: the same words
-    as that decode done directly."""
-    speculate_ms = gateway.settings.SPECULATE_MS
+    speculative decode of the speech and the pause's silence after it (SPECULATE_MS, or
+    EOT_SPECULATE_MS in a session without interims): the same words as that decode done
+    directly."""
+    # A session without interims, as this one, speculates at EOT_SPECULATE_MS when that is sooner.
+    speculate_ms = gateway.settings.SPECULATE_MS and min(
+        gateway.settings.SPECULATE_MS, gateway.settings.EOT_SPECULATE_MS
+    )
     speech = conversation(list(SENTENCES[:2]), pause_s=1.2)
     audio_by_utt: dict[int, bytes] = {}
     got: list[dict[str, Any]] = []
