@@ -199,7 +199,10 @@ def main() -> int:
                     latencies_s = [{i: round(x, 3) for i, x in s["latencies"].items()} for s in scores]
                     rows.append({**row, "latencies_s": latencies_s, "cuts": [s["cuts"] for s in scores]})
     out = ROOT / "benchmarks" / "results" / ("turns%s.json" % ("-" + args.label if args.label else ""))
-    out.write_text(json.dumps({"spans": spans, "rows": rows, "when": time.strftime("%Y-%m-%d")}, indent=1))
+    from decoder.devices import cpu_summary
+
+    when, machine = time.strftime("%Y-%m-%d"), cpu_summary()
+    out.write_text(json.dumps({"spans": spans, "rows": rows, "when": when, "machine": machine}, indent=1))
     print("wrote", out.relative_to(ROOT))
     if not args.label:
         from benchmarks.charts import render

@@ -18,6 +18,7 @@ reports (`get_cuda_device_count`, which honours CUDA_VISIBLE_DEVICES, and
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -91,6 +92,34 @@ def device_of(settings: DecoderSettings, gpus: int) -> Placement:
             % (settings.DEVICE_INDEX, gpus, " is" if gpus == 1 else "s are", gpus - 1)
         )
     return Placement("cuda", settings.DEVICE_INDEX)
+
+
+def cpu_summary(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU, its cores, and the library CTranslate2 runs its int8 matrix products with there,
+    for logs and benchmark results: on x86, Intel MKL on a GenuineIntel CPU and oneDNN on any
+    other unless CT2_USE_MKL says otherwise (CTranslate2's src/cpu/backend.cc). Timings are
+    comparable only on like CPUs: benchmarks/turns.py's speech took 20 s of decoding on one
+    2-core machine and 33-40 s on another (an AMD EPYC, oneDNN), where forcing MKL made tiny.en
+    six times slower still."""
+    fields: dict[str, str] = {}
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if not line.strip():
+                    break  # the first CPU's block says it for all
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    vendor = fields.get("vendor_id", "")
+    if platform.machine() in ("x86_64", "AMD64"):
+        forced = os.environ.get("CT2_USE_MKL", "").strip().lower()
+        mkl = forced in ("1", "true", "on") if forced else vendor == "GenuineIntel"
+        gemm = "MKL" if mkl else "oneDNN"
+    else:
+        gemm = "CTranslate2's default"
+    return "%s, %d cores, int8 GEMM by %s" % (name, os.cpu_count() or 1, gemm)
 
 
 def nvidia_smi(fields: str, index: int | None = None) -> list[list[str]]:

@@ -113,7 +113,12 @@ class Engine:
 
     def _load(self, factory: Any, path: str) -> dict[str, Any]:
         logger.info(
-            "loading model %s on %s:%d (%s)", self.model_name, self.device, self.device_index, self.compute_type
+            "loading model %s on %s:%d (%s)%s",
+            self.model_name,
+            self.device,
+            self.device_index,
+            self.compute_type,
+            "; " + devices.cpu_summary() if self.device == "cpu" else "",
         )
         return lanes.proven(
             lambda: lanes.load_lanes(factory, path, self.settings, self.place, self.compute_type),

@@ -297,6 +297,8 @@ def run(args: argparse.Namespace) -> int:
         return ExitCode.USAGE
     print("making speech: %d sentences, %.1f s pauses (espeak-ng) ..." % (args.sentences, args.pause), flush=True)
     speech = conversation(list(SENTENCES[: args.sentences]), pause_s=args.pause)
+    from decoder.devices import cpu_summary
+
     report: dict[str, Any] = {
         "benchmark": "stt bench",
         "label": args.label,
@@ -323,6 +325,7 @@ def run(args: argparse.Namespace) -> int:
             if k in os.environ
         },
         "cpus": os.cpu_count(),
+        "machine": cpu_summary(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     texts: list[str] = []

@@ -343,3 +343,26 @@ def test_cublas_is_preloaded_once_wherever_a_cuda_model_is_built(monkeypatch: py
     assert calls == [1]
     gpu_engine({"DEVICE": "cpu"}).load(factory=Factory())
     assert calls == [1]
+
+
+@pytest.mark.parametrize(
+    "vendor, use_mkl, gemm",
+    [
+        ("GenuineIntel", None, "MKL"),
+        ("AuthenticAMD", None, "oneDNN"),
+        ("AuthenticAMD", "1", "MKL"),
+        ("GenuineIntel", "0", "oneDNN"),
+    ],
+)
+def test_the_cpu_summary_names_ctranslate2s_gemm_library(
+    vendor: str, use_mkl: str | None, gemm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: %s\nmodel name\t: Some CPU 9000\n\nprocessor\t: 1\n" % vendor)
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    if use_mkl is None:
+        monkeypatch.delenv("CT2_USE_MKL", raising=False)
+    else:
+        monkeypatch.setenv("CT2_USE_MKL", use_mkl)
+    assert devices.cpu_summary(str(cpuinfo)) == "Some CPU 9000, 2 cores, int8 GEMM by %s" % gemm
