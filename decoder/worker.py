@@ -261,19 +261,21 @@ class DecoderWorker(Delivery):
                 logger.info("removed the consumers of dead decoders: %s", ", ".join(gone))
         return False
 
+    def _waiting(self) -> list[Entry]:
+        """The entries held and not being decoded: parked in the gate, queued in the scheduler."""
+        return self.gate.parked + self.scheduler.waiting()
+
     async def _keep_waiting(self) -> None:
-        """Keep the entries held and not being decoded (parked in the gate, queued in the
-        scheduler) this decoder's, as a run keeps its own: one that waits longer than
-        CLAIM_IDLE_MS (a long decode elsewhere holds its lease) must not look abandoned, to be
-        claimed, delivered again and at last dead-lettered."""
+        """Keep the waiting entries this decoder's, as a run keeps its own: one that waits longer
+        than CLAIM_IDLE_MS (a long decode elsewhere holds its lease) must not look abandoned, to
+        be claimed, delivered again and at last dead-lettered."""
         self._next_keep = time.monotonic() + self.settings.CLAIM_IDLE_MS / 3000
-        waiting = self.gate.parked + self.scheduler.waiting()
+        waiting = self._waiting()
         if waiting:
             await self.streams.keep_claimed(waiting)
 
     def _in_hand(self) -> set[tuple[str, str]]:
-        held = self.gate.parked + self.scheduler.waiting()
-        held += [e for run in self._running.values() for e in run.entries]
+        held = self._waiting() + [e for run in self._running.values() for e in run.entries]
         return {(e.stream, e.entry_id) for e in held}
 
     async def _admit(self, read: Read) -> None:
