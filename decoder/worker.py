@@ -68,8 +68,7 @@ class DecoderWorker(Delivery):
         # A thread per lane (the engine's lanes have their own too): a decode in the background
         # lane never delays a final.
         self._executors = {lane: ThreadPoolExecutor(max_workers=1, thread_name_prefix=lane) for lane in Lane}
-        self._runs: dict[Lane, asyncio.Task[None] | None] = {lane: None for lane in Lane}
-        self._running: dict[Lane, Run] = {}
+        self._runs: dict[Lane, tuple[asyncio.Task[None], Run]] = {}  # each busy lane's run, and its task
         self.gate = FinalGate(self.streams, self._count, settings.RESULT_TTL_S)
         self._ready = False
         self._next_claim = 0.0
@@ -95,7 +94,7 @@ class DecoderWorker(Delivery):
             await self._loop()
         finally:
             # Finish the runs in hand, and the finals read and not yet run.
-            await asyncio.gather(*(t for t in self._runs.values() if t is not None), return_exceptions=True)
+            await asyncio.gather(*(t for t, _ in self._runs.values()), return_exceptions=True)
             await self._finish_finals()
             await self.watchdog.finish(timeout=self.settings.HEARTBEAT_S + 5)
             await self._shutdown()
@@ -216,7 +215,7 @@ class DecoderWorker(Delivery):
             self.scheduler.put_back(await self.gate.recheck())
         if time.monotonic() >= self._next_keep:
             await self._keep_waiting()
-        free = [lane for lane in Lane if self._runs[lane] is None]
+        free = [lane for lane in Lane if lane not in self._runs]
         kinds = tuple(kind for lane in free for kind in self.scheduler.wants(lane))
         if kinds:
             runnable = any(self.scheduler.held(k) for lane in free for k in self._lane_kinds(lane))
@@ -232,7 +231,7 @@ class DecoderWorker(Delivery):
         for lane in free:
             started = await self._start(lane) or started
         if not started and len(free) < len(Lane) and not kinds:
-            running = [t for t in self._runs.values() if t is not None]
+            running = [t for t, _ in self._runs.values()]
             await asyncio.wait(running, timeout=POLL_MS / 1000, return_when=asyncio.FIRST_COMPLETED)
 
     @staticmethod
@@ -275,7 +274,7 @@ class DecoderWorker(Delivery):
             await self.streams.keep_claimed(waiting)
 
     def _in_hand(self) -> set[tuple[str, str]]:
-        held = self._waiting() + [e for run in self._running.values() for e in run.entries]
+        held = self._waiting() + [e for _, run in self._runs.values() for e in run.entries]
         return {(e.stream, e.entry_id) for e in held}
 
     async def _admit(self, read: Read) -> None:
@@ -316,17 +315,15 @@ class DecoderWorker(Delivery):
             self._count(entries, reason)
         if plan.run is None:
             return False
-        self._runs[lane] = asyncio.create_task(self._run(plan.run), name="%s-lane" % lane)
-        self._running[lane] = plan.run
+        self._runs[lane] = (asyncio.create_task(self._run(plan.run), name="%s-lane" % lane), plan.run)
         return True
 
     def _reap(self) -> None:
         """The lanes' runs that have ended: an error of theirs (a Redis outage) is the loop's."""
-        for lane, run in self._runs.items():
-            if run is not None and run.done():
-                self._runs[lane] = None
-                del self._running[lane]
-                run.result()
+        for lane, (task, _) in list(self._runs.items()):
+            if task.done():
+                del self._runs[lane]
+                task.result()
 
     async def _run(self, run: Run) -> None:
         started = time.monotonic()
