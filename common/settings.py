@@ -209,17 +209,25 @@ class GatewaySettings(SharedSettings):
         150, "in a session whose turns end by the end-of-turn model: the pause at which the model is first asked", lo=30
     )
     EOT_SPECULATE_MS: int = _setting(
-        90,
+        30,
         "in such a session, and one without interims: the pause at which the would-be final is decoded (its words "
-        "weigh the model's answer, and are the silence rule's only words)",
+        "weigh the model's answer, and are the silence rule's only words); 30 is the VAD's first silent frame, "
+        "which comes ~100 ms after the speech ends (the VAD's own hangover)",
         lo=30,
         hi=5000,
     )
     EOT_CONTEXT_S: float = _setting(
         6.0,
-        "in such a session, and one without interims: CONTEXT_S, at most (a final's decode grows with its context: "
-        "on a CPU core tiny.en takes ~70 ms without, ~220 ms after 8 s, ~590 ms after 20 s, and the turn's end "
-        "waits for it)",
+        "in a session without interims: CONTEXT_S, at most (a final's decode grows with its context: on a CPU core "
+        "tiny.en takes ~70 ms without, ~220 ms after 8 s, ~590 ms after 20 s, and the turn's end waits for it)",
+        lo=0.0,
+        hi=28.0,
+    )
+    EOT_MODEL_CONTEXT_S: float = _setting(
+        0.0,
+        "in a session whose turns end by the end-of-turn model: CONTEXT_S, at most (0: its finals are decoded "
+        "without the previous utterance's audio, their prompt still the text before; the turn's end waits for "
+        "the would-be final, and with context it took twice as long)",
         lo=0.0,
         hi=28.0,
     )

@@ -77,7 +77,7 @@ class Endpointer(ResumePoint, TurnAsking):
         eager_ms: int = 0,
         eot: EotRule | None = None,
         eot_probe_ms: int = 150,
-        eot_speculate_ms: int = 90,
+        eot_speculate_ms: int = 30,
         interims: bool = True,
     ) -> None:
         import webrtcvad

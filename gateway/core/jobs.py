@@ -47,15 +47,18 @@ def job_id(session: str, kind: JobKind, utt: int, audio_end: int, rev: int) -> s
 def job_for(session: Source, kind: JobKind, utt: Utterance, audio_end: int, **extra: Any) -> Job:
     """A job for `utt`'s audio up to `audio_end`. A final is decoded after the previous
     utterance's audio with its text forced (acoustic context) when that final was delivered
-    first, is at most CONTEXT_S (EOT_CONTEXT_S in a session whose turns end by the end-of-turn
-    model, or without interims) and both fit the window; the prompt is then what came before it."""
+    first, is at most CONTEXT_S (EOT_MODEL_CONTEXT_S in a session whose turns end by the
+    end-of-turn model, EOT_CONTEXT_S in one without interims) and both fit the window; the
+    prompt is then what came before it."""
     recent = session.recent_text
     as_final = kind.decodes_as_final
     heard = session.heard if as_final else None
     context_s = session.settings.CONTEXT_S
-    if session.options.eot is not None or not session.options.interim:
-        # The turn's end waits for its final's words (the end-of-turn model weighs them; without
-        # interims the silence rule has no others): a short context keeps that decode short.
+    # The turn's end waits for its final's words (the end-of-turn model weighs them; without
+    # interims the silence rule has no others): a short context keeps that decode short.
+    if session.options.eot is not None:
+        context_s = min(context_s, session.settings.EOT_MODEL_CONTEXT_S)
+    elif not session.options.interim:
         context_s = min(context_s, session.settings.EOT_CONTEXT_S)
     if heard is not None and (
         heard.utt != utt.n - 1

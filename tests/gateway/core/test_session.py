@@ -4,6 +4,8 @@ context, audio clean-up, and the order and content of what it records for a resu
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from common import keys
@@ -218,19 +220,27 @@ def test_context_is_off_with_context_s_zero(three: Speech) -> None:
 
 def test_a_session_whose_turns_end_by_the_model_has_a_shorter_context(three: Speech) -> None:
     """Its turn's end waits for the final, as does that of a session without interims (its words
-    are the silence rule's only ones): a previous utterance longer than EOT_CONTEXT_S is no
-    context (the first sentence is ~2.8 s). With interims and no model, CONTEXT_S holds."""
+    are the silence rule's only ones): the model's session takes at most EOT_MODEL_CONTEXT_S of
+    context (none by default), the one without interims EOT_CONTEXT_S (the first sentence is
+    ~2.8 s). With interims and no model, CONTEXT_S holds."""
     pcm = three.pcm16
     cut = int((three.spans[0][1] + 1.0) * 32000) // 2 * 2
     contexts = []
-    for eot, interim, limit in ((EotRule(timeout_ms=1000), True, 2.0), (None, False, 2.0), (None, True, 2.0)):
+    cases: list[tuple[EotRule | None, bool, dict[str, Any]]] = [
+        (EotRule(timeout_ms=1000), True, {}),
+        (EotRule(timeout_ms=1000), True, {"EOT_MODEL_CONTEXT_S": 6.0}),
+        (None, False, {"EOT_CONTEXT_S": 2.0}),
+        (None, False, {"EOT_CONTEXT_S": 6.0}),
+        (None, True, {"EOT_CONTEXT_S": 2.0, "EOT_MODEL_CONTEXT_S": 0.0}),
+    ]
+    for eot, interim, limits in cases:
         options = SessionOptions(sample_rate=16000, lang="en", eot=eot, interim=interim)
-        h = Harness(options, INTERIM_MIN_MS=60000, EOT_CONTEXT_S=limit)
+        h = Harness(options, INTERIM_MIN_MS=60000, **limits)
         h.push(pcm[:cut])
         h.answer(h.jobs("final")[0], text="The quick brown fox.")
         h.push(pcm[cut:])
-        contexts.append(h.jobs("final")[1].context_key)
-    assert contexts[0] == contexts[1] == "" and contexts[2] != ""
+        contexts.append(h.jobs("final")[1].context_key != "")
+    assert contexts == [False, True, False, True, True]
 
 
 def test_a_final_can_keep_the_stable_prefix() -> None:
