@@ -151,6 +151,12 @@ def main() -> int:
         help="of model (the end-of-turn model), silence (without it), nospec (without it, SPECULATE_MS=0)",
     )
     p.add_argument("--env", default="", help="KEY=VALUE,... set for every setting's service")
+    p.add_argument(
+        "--service-log",
+        default="",
+        help="append the services' output to this file (with --env LOG_LEVEL=DEBUG: each would-be final, "
+        "end-of-turn answer and end, with its time)",
+    )
     p.add_argument("--arrangements", default="together,staggered", help="of N>1 clients: together, staggered")
     p.add_argument("--stagger-at", default="", help="the N to run staggered (default: every N>1)")
     args = p.parse_args()
@@ -166,7 +172,7 @@ def main() -> int:
     settings = {name: known[name] for name in args.settings.split(",")}
     rows = []
     for name, env in settings.items():
-        with Service({"MODEL_NAME": "tiny.en", **env, **extra}) as (url, pid):
+        with Service({"MODEL_NAME": "tiny.en", **env, **extra}, log=args.service_log) as (url, pid):
             flux = url.replace("/v1/listen", "/v2/listen")
             for n in [int(x) for x in args.streams.split(",")]:
                 for arrangement in ("together",) if n == 1 else args.arrangements.split(","):

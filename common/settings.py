@@ -227,7 +227,7 @@ class GatewaySettings(SharedSettings):
         0.0,
         "in a session whose turns end by the end-of-turn model: CONTEXT_S, at most (0: its finals are decoded "
         "without the previous utterance's audio, their prompt still the text before; the turn's end waits for "
-        "the would-be final, and with context it took twice as long)",
+        "the would-be final, which a context makes ~1.5 times as long)",
         lo=0.0,
         hi=28.0,
     )

@@ -178,11 +178,12 @@ def floor(speech: Speech, texts: list[str]) -> dict[str, Any]:
 class Service:
     """`stt up` on a free port for the length of the benchmark."""
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, log: str = "") -> None:
         from common.redis_server import free_port
 
         self.port = free_port()
         self.env = env or {}
+        self.log = log  # a file the service's output is appended to (default: dropped)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> tuple[str, int]:
@@ -197,9 +198,10 @@ class Service:
             "REDIS_URL": "",
         }
         print("starting stt up on port %d (model %s) ..." % (self.port, env.get("MODEL_NAME", "base")), flush=True)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stt", "up"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        with open(self.log or os.devnull, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "stt", "up"], env=env, stdout=out, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
