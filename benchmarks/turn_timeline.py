@@ -54,8 +54,8 @@ def timeline(utterance: list[tuple[float, str, tuple[str, ...]]]) -> tuple[str, 
     end = t_out - int(latency) / 1000
     parts, last = [], {"words": -1e9, "answer": -1e9}
     for t, name, data in utterance:
-        if t < end - WINDOW_S:
-            continue
+        if t < end - WINDOW_S or t > t_out:
+            continue  # a previous pause's, or come after the turn ended (it did not wait for it)
         at = round((t - end) * 1000)
         if name == "decoded":
             parts.append("decoded %+d (%s ms)" % (at, data[0]))

@@ -56,5 +56,17 @@ def test_what_the_turn_waited_for(decoded_at: float, answered_at: float, waited:
     assert "queued +30" in shown[0] and "delivered +310" in shown[0]
 
 
+def test_an_answer_after_the_final_is_not_what_the_turn_waited_for() -> None:
+    t0 = 1000.0
+    utterance = [
+        (t0 + 0.2, "decoded", ("150",)),
+        (t0 + 0.45, "delivered", ("450",)),
+        (t0 + 0.6, "answer", ("0.2", "50")),
+    ]
+    shown = timeline(utterance)
+    assert shown is not None
+    assert shown[1] == "words" and "answer" not in shown[0]
+
+
 def test_an_utterance_without_a_final_is_not_shown() -> None:
     assert timeline([(0.0, "queued", ())]) is None
