@@ -58,7 +58,7 @@ class SessionDriver:
         self.emit = emit
         self.resume_token = resume_token  # a resumable session's (sent once, in `started`)
         self.lock = asyncio.Lock()
-        self.finals_done = asyncio.Event()  # set while no final is outstanding
+        self.finals_done = asyncio.Event()  # set while no final is outstanding nor held
         self.room = asyncio.Event()  # set while fewer than MAX_PENDING_FINALS finals are outstanding
         self.renewed_at = 0.0
         self.left = False  # its connection ended: nothing more is done for it here
@@ -244,7 +244,9 @@ class SessionDriver:
             self.emit(event)
 
     def _sync(self) -> None:
-        if self.core.finals_outstanding:
+        # A final held for the step under way is still owed: whoever waits on `finals_done`
+        # (the drain before `done`) would otherwise end the session before it is sent.
+        if self.core.finals_outstanding or self.held:
             self.finals_done.clear()
         else:
             self.finals_done.set()

@@ -58,7 +58,8 @@ async def test_effects_reach_the_queue_in_order_and_the_lease_is_renewed() -> No
 async def test_a_result_that_comes_during_a_step_speaks_after_it() -> None:
     """The speculative result lands while the step that ends its utterance awaits its record:
     the client hears that speech stopped before it hears the final (OpenAI's `speech_stopped`
-    and `committed` come before `completed`, and clients count on it)."""
+    and `committed` come before `completed`, and clients count on it), and the session's end
+    (`done`) waits until the final is out."""
     d, queue, outlet, events = driver(SPECULATE_MS=200)
     record = outlet.record
 
@@ -67,6 +68,9 @@ async def test_a_result_that_comes_during_a_step_speaks_after_it() -> None:
         if d.core.pending and not any(isinstance(e, Final) for e in events):
             d.on_result(Result.answering(guess, text="The quick brown fox.", audio_s=guess.audio_end / 32000))
             assert not any(isinstance(e, Final) for e in events)  # held until the step's own are out
+            # ...and so is the word that no final is outstanding: a drain waiting on it would
+            # send `done` before the final it holds.
+            assert not d.finals_done.is_set()
         await record(fields)
 
     await feed(d, conversation([SENTENCES[0]], tail_s=0.4).pcm16)
