@@ -1,9 +1,10 @@
 """What a burst of would-be finals costs on this machine's cores: the turn benchmark's longest
 complete sentences decoded as the service decodes a would-be final, in one process alone, then
-in `--processes` processes at once (`stt up` runs one decoder per core, each deciding one final
+in `--processes` processes at once (`stt up` runs one decoder per core, each decoding one final
 at a time on one thread).
 
-    python benchmarks/parallel_decode.py [--processes 2] [--min-s 9] [--rounds 6] [--label NAME]
+    python benchmarks/parallel_decode.py [--processes 2] [--min-s 9] [--rounds 6] [--compute-type int8]
+                                         [--label NAME]
 
 Six synchronized clients of `benchmarks/turns.py` end their sentences at the same moment, and
 two CPU decoders take the six would-be finals two at a time: the last pair's end is about three
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import time
@@ -39,7 +41,7 @@ def long_sentences(min_s: float) -> list[Any]:
     ]
 
 
-def decode_times(min_s: float, rounds: int, start: Any = None) -> list[float]:
+def decode_times(min_s: float, rounds: int, compute_type: str, start: Any = None) -> list[float]:
     """ms per decode of each long sentence, `rounds` times over, after one warm-up round; the
     timed rounds begin when every process of the run is ready (`start`, a barrier)."""
     from common.messages import Job, JobKind
@@ -47,7 +49,8 @@ def decode_times(min_s: float, rounds: int, start: Any = None) -> list[float]:
     from decoder.engine import Engine
 
     clips = long_sentences(min_s)
-    engine = Engine(Settings.from_env({}, MODEL_NAME="tiny.en", DEVICE="cpu", COMPUTE_TYPE="int8", CPU_THREADS=1))
+    model = os.environ.get("MODEL_NAME", "tiny.en")
+    engine = Engine(Settings.from_env({}, MODEL_NAME=model, DEVICE="cpu", COMPUTE_TYPE=compute_type, CPU_THREADS=1))
     engine.load()
     jobs = [
         (
@@ -78,8 +81,8 @@ def decode_times(min_s: float, rounds: int, start: Any = None) -> list[float]:
     return times
 
 
-def _worker(min_s: float, rounds: int, start: Any, out: Any) -> None:
-    out.put(decode_times(min_s, rounds, start))
+def _worker(min_s: float, rounds: int, compute_type: str, start: Any, out: Any) -> None:
+    out.put(decode_times(min_s, rounds, compute_type, start))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--min-s", type=float, default=9.0, help="the shortest sentence taken, in seconds")
     p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--compute-type", default="int8", help="CTranslate2's (the service's COMPUTE_TYPE)")
     p.add_argument("--burst", type=int, default=6, help="would-be finals at once (the clients)")
     p.add_argument("--label", default="")
     args = p.parse_args(argv)
@@ -98,12 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         % (len(clips), args.min_s, ", ".join("%.1f" % (len(c) / 16000) for c in clips))
     )
     print("decoding them alone, %d rounds ..." % args.rounds, flush=True)
-    alone = statistics.mean(decode_times(args.min_s, args.rounds))
+    alone = statistics.mean(decode_times(args.min_s, args.rounds, args.compute_type))
     print("  alone: %.0f ms per decode" % alone)
     print("decoding them in %d processes at once ..." % args.processes, flush=True)
     ctx = mp.get_context("spawn")
     start, out = ctx.Barrier(args.processes), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(args.min_s, args.rounds, start, out)) for _ in range(args.processes)]
+    procs = [
+        ctx.Process(target=_worker, args=(args.min_s, args.rounds, args.compute_type, start, out))
+        for _ in range(args.processes)
+    ]
     for proc in procs:
         proc.start()
     together = [t for _ in procs for t in out.get(timeout=600)]
@@ -119,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     row = {
         "sentences_s": [round(len(c) / 16000, 2) for c in clips],
         "processes": args.processes,
+        "compute_type": args.compute_type,
         "alone_ms": round(alone, 1),
         "parallel_ms": round(parallel, 1),
         "burst": args.burst,
