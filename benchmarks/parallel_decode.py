@@ -41,14 +41,13 @@ def long_sentences(min_s: float) -> list[Any]:
     ]
 
 
-def decode_times(min_s: float, rounds: int, compute_type: str, start: Any = None) -> list[float]:
-    """ms per decode of each long sentence, `rounds` times over, after one warm-up round; the
-    timed rounds begin when every process of the run is ready (`start`, a barrier)."""
+def decode_times(clips: list[Any], rounds: int, compute_type: str, start: Any = None) -> list[float]:
+    """ms per decode of each clip, `rounds` times over, after one warm-up round; the timed
+    rounds begin when every process of the run is ready (`start`, a barrier)."""
     from common.messages import Job, JobKind
     from common.settings import Settings
     from decoder.engine import Engine
 
-    clips = long_sentences(min_s)
     model = os.environ.get("MODEL_NAME", "tiny.en")
     engine = Engine(Settings.from_env({}, MODEL_NAME=model, DEVICE="cpu", COMPUTE_TYPE=compute_type, CPU_THREADS=1))
     engine.load()
@@ -81,8 +80,8 @@ def decode_times(min_s: float, rounds: int, compute_type: str, start: Any = None
     return times
 
 
-def _worker(min_s: float, rounds: int, compute_type: str, start: Any, out: Any) -> None:
-    out.put(decode_times(min_s, rounds, compute_type, start))
+def _worker(clips: list[Any], rounds: int, compute_type: str, start: Any, out: Any) -> None:
+    out.put(decode_times(clips, rounds, compute_type, start))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,13 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         % (len(clips), args.min_s, ", ".join("%.1f" % (len(c) / 16000) for c in clips))
     )
     print("decoding them alone, %d rounds ..." % args.rounds, flush=True)
-    alone = statistics.mean(decode_times(args.min_s, args.rounds, args.compute_type))
+    alone = statistics.mean(decode_times(clips, args.rounds, args.compute_type))
     print("  alone: %.0f ms per decode" % alone)
     print("decoding them in %d processes at once ..." % args.processes, flush=True)
     ctx = mp.get_context("spawn")
     start, out = ctx.Barrier(args.processes), ctx.Queue()
     procs = [
-        ctx.Process(target=_worker, args=(args.min_s, args.rounds, args.compute_type, start, out))
+        ctx.Process(target=_worker, args=(clips, args.rounds, args.compute_type, start, out))
         for _ in range(args.processes)
     ]
     for proc in procs:
